@@ -16,6 +16,14 @@ from toolkit.errors import (
     ToolkitError,
     TrackError,
 )
+from toolkit.occupancy import (
+    count_railcars,
+    counts_from_occupancy,
+    counts_to_dataframe,
+    estimate_occupancy,
+    write_counts_csv,
+)
+from toolkit.tracks import read_tracks, track_strips, validate_tracks
 
 try:
     __version__ = version("railyard-toolkit")
@@ -30,4 +38,12 @@ __all__ = [
     "TrackError",
     "SeriesError",
     "DataIntegrityError",
+    "read_tracks",
+    "validate_tracks",
+    "track_strips",
+    "estimate_occupancy",
+    "counts_from_occupancy",
+    "count_railcars",
+    "counts_to_dataframe",
+    "write_counts_csv",
 ]

@@ -1,0 +1,192 @@
+"""The ``toolkit`` command line (also ``python -m toolkit``).
+
+Errors in the input print one line naming the input and exit with status 2;
+no output file is written unless the whole run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+from toolkit.errors import ToolkitError
+
+EXIT_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="toolkit",
+        description=(
+            "Rail-yard monitoring from satellite image time series: railcar counts per "
+            "track and date, change points and baseline comparisons."
+        ),
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser(
+        "count",
+        help="count railcars per scene and track; write the counts CSV",
+        description=(
+            "Count railcars on every track in every scene. SCENES are GeoTIFF/COG files, "
+            "folders of them or glob patterns; scenes may differ in CRS, pixel size and grid "
+            "offset. Writes one row per scene per track: time, track_id, railcars, "
+            "railcars_low, railcars_high, occupied_m, occupancy, valid_fraction."
+        ),
+    )
+    c.add_argument("scenes", nargs="+", metavar="SCENES", help="scene files, folders or globs")
+    c.add_argument(
+        "--tracks", required=True, metavar="TRACKS", help="vector file of track centrelines"
+    )
+    c.add_argument("--out", metavar="COUNTS.csv", help="output CSV (default: standard output)")
+    c.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="dask.distributed scheduler address (default: DASK_SCHEDULER_ADDRESS, else local)",
+    )
+    c.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    s = sub.add_parser(
+        "synth",
+        help="write a SYNTHETIC Tumangang-like site (scenes, tracks, ground truth)",
+        description=(
+            "Write a deterministic, clearly labelled synthetic rail-yard site: georeferenced "
+            "GeoTIFF scenes, track centrelines and ground truth. With --default, write (or "
+            "check) the default sample that the notebooks use."
+        ),
+    )
+    s.add_argument("out", metavar="OUT_DIR", help="folder to write the site into")
+    s.add_argument(
+        "--default",
+        action="store_true",
+        help="the default sample (other options ignored); skipped if present and valid",
+    )
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the default sample against data/sample_manifest.json (SHA-256)",
+    )
+    s.add_argument("--layout", default="tumangang", help="yard layout: tumangang or second")
+    s.add_argument("--resolution", type=float, default=0.5, help="pixel size in m: 0.5, 1 or 3")
+    s.add_argument("--seed", type=int, default=20231005, help="random seed")
+    s.add_argument(
+        "--history", default="tumangang", help="count history: tumangang, dense, empty, random"
+    )
+    s.add_argument("--mixed-grids", action="store_true", help="vary CRS, pixel size, offsets")
+    s.add_argument("--no-clouds", action="store_true", help="cloud-free scenes")
+    s.add_argument("--no-snow", action="store_true", help="no snow in winter")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from toolkit import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        if args.command == "count":
+            return _count(args)
+        if args.command == "synth":
+            return _synth(args)
+    except ToolkitError as exc:
+        print(f"toolkit {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"toolkit {args.command}: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a deep traceback
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"toolkit {args.command}: internal error: {type(exc).__name__}: {first} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    parser.error(f"unknown command {args.command}")  # pragma: no cover
+    return EXIT_INPUT
+
+
+def _client(address: str | None):
+    """A dask.distributed client when a scheduler address is given, else None."""
+    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not address:
+        import dask
+
+        address = dask.config.get("scheduler-address", None)
+    if not address:
+        return contextlib.nullcontext()
+    from distributed import Client
+
+    try:
+        return Client(address, timeout="10s")
+    except OSError as exc:
+        raise ToolkitError(
+            f"cannot reach the dask scheduler at {address} ({exc}); start it or drop --scheduler"
+        ) from None
+
+
+def _count(args) -> int:
+    from toolkit.cube import load_cube
+    from toolkit.occupancy import count_railcars, counts_to_dataframe, write_counts_csv
+
+    cube = load_cube(list(args.scenes))
+    counts = count_railcars(cube, args.tracks)
+    with _client(args.scheduler):
+        if args.progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                counts = counts.compute()
+        else:
+            counts = counts.compute()
+    if args.out:
+        write_counts_csv(counts, args.out)
+        n = counts.sizes["time"]
+        print(f"wrote {args.out}: {n} scene(s) x {counts.sizes['track']} track(s)", file=sys.stderr)
+    else:
+        counts_to_dataframe(counts).to_csv(sys.stdout, index=False, na_rep="")
+    return 0
+
+
+def _synth(args) -> int:
+    from toolkit import synth
+
+    if args.default:
+        info = synth.write_default_sample(args.out, verify=True, progress=True)
+    elif args.verify:
+        raise ToolkitError("--verify checks the default sample only; use it with --default")
+    else:
+        info = synth.simulate_site(
+            args.out,
+            layout=args.layout,
+            resolution_m=args.resolution,
+            seed=args.seed,
+            history=args.history,
+            clouds=not args.no_clouds,
+            snow=not args.no_snow,
+            mixed_grids=args.mixed_grids,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    print(info.summary())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
