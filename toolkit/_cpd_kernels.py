@@ -1,0 +1,358 @@
+"""Compiled kernels for change-point detection (numba, cached on disk).
+
+Segment costs are negative log-likelihoods evaluated in O(1) from cumulative
+sums, so that PELT, binary segmentation and the per-pixel scan never touch the
+raw series inside their inner loops.
+
+Cost codes (``kind``):
+
+0  Gaussian change in mean, known variance ``param``:
+   ``C = (S2 - S1**2 / n) / (2 * param)``.
+1  Gaussian change in mean and variance (variance MLE floored at ``param``):
+   ``C = n/2 * log(v) + n/2`` with ``v = max(S2/n - (S1/n)**2, param)``
+   (the ``n/2`` term becomes ``SS / (2 * floor)`` when floored).
+2  Poisson change in rate: ``C = S1 - S1 * log(S1 / n)`` (``0`` when ``S1 == 0``).
+3  Negative binomial change in mean, fixed size ``param`` (shared dispersion):
+   ``C = -(n * r * log(r / (r + m)) + S1 * log(m / (r + m)))`` with ``m = S1 / n``.
+
+Every cost is the minimum over a common parameter space of a sum of
+per-observation terms (up to terms that do not depend on the segmentation),
+so ``C(a, c) >= C(a, b) + C(b, c)`` and PELT pruning with ``K = 0`` is exact.
+The optional MBIC segment-length term ``0.5 * log(n_seg / n)`` keeps that
+inequality (it only lowers the cost of a split).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__: list[str] = []
+
+
+@njit(cache=True, inline="always")
+def _cost(cs1, cs2, s, e, kind, param, mbic_n):
+    n = e - s
+    s1 = cs1[e] - cs1[s]
+    if kind == 0:
+        s2 = cs2[e] - cs2[s]
+        c = (s2 - s1 * s1 / n) / (2.0 * param)
+        if c < 0.0:
+            c = 0.0
+    elif kind == 1:
+        s2 = cs2[e] - cs2[s]
+        m = s1 / n
+        v = s2 / n - m * m
+        if v >= param:
+            c = 0.5 * n * math.log(v) + 0.5 * n
+        else:
+            ss = s2 - s1 * m
+            if ss < 0.0:
+                ss = 0.0
+            c = 0.5 * n * math.log(param) + ss / (2.0 * param)
+    elif kind == 2:
+        if s1 <= 0.0:
+            c = 0.0
+        else:
+            c = s1 - s1 * math.log(s1 / n)
+    else:
+        r = param
+        m = s1 / n
+        if s1 <= 0.0:
+            c = 0.0
+        else:
+            c = -(n * r * math.log(r / (r + m)) + s1 * math.log(m / (r + m)))
+    if mbic_n > 0:
+        c += 0.5 * math.log(n / mbic_n)
+    return c
+
+
+@njit(cache=True)
+def segment_costs(cs1, cs2, starts, ends, kind, param, mbic_n):
+    """Cost of each segment ``[starts[i], ends[i])``."""
+    out = np.empty(starts.shape[0])
+    for i in range(starts.shape[0]):
+        out[i] = _cost(cs1, cs2, starts[i], ends[i], kind, param, mbic_n)
+    return out
+
+
+@njit(cache=True)
+def pelt(cs1, cs2, kind, param, pen, last_start, mbic_n):
+    """Exact penalised segmentation by PELT.
+
+    ``last_start[t]`` is the largest admissible start of a segment that ends
+    (exclusive) at ``t`` (``-1`` if none); it encodes the minimum segment length
+    in observations and/or in time and must be non-decreasing in ``t``.
+    Returns the array ``prev`` of optimal last-change positions and the optimal
+    penalised cost ``F[n]``.
+
+    Pruning: ``s`` is dominated from the first ``T`` for which the pruning time
+    ``t`` (where ``F[s] + C(s, t) >= F[t]``) is itself an admissible start, i.e.
+    ``last_start[T] >= t``; until then ``s`` stays a candidate. With a minimum
+    segment length of one this is the usual PELT rule.
+    """
+    n = cs1.shape[0] - 1
+    F = np.full(n + 1, np.inf)
+    F[0] = -pen
+    prev = np.full(n + 1, -1, dtype=np.int64)
+    cand = np.empty(n + 1, dtype=np.int64)
+    kill = np.empty(n + 1, dtype=np.int64)
+    vals = np.empty(n + 1)
+    ncand = 0
+    nxt = 0
+    big = n + 10
+    for t in range(1, n + 1):
+        ls = last_start[t]
+        while nxt <= ls:
+            if F[nxt] < np.inf:
+                cand[ncand] = nxt
+                kill[ncand] = big
+                ncand += 1
+            nxt += 1
+        # drop candidates whose pruning time is now an admissible start
+        k = 0
+        for j in range(ncand):
+            if kill[j] > ls:
+                cand[k] = cand[j]
+                kill[k] = kill[j]
+                k += 1
+        ncand = k
+        best = np.inf
+        arg = -1
+        for j in range(ncand):
+            s = cand[j]
+            v = F[s] + _cost(cs1, cs2, s, t, kind, param, mbic_n)
+            vals[j] = v
+            if v + pen < best:
+                best = v + pen
+                arg = s
+        F[t] = best
+        prev[t] = arg
+        if arg >= 0:
+            for j in range(ncand):
+                if kill[j] == big and vals[j] >= best:
+                    kill[j] = t
+    return prev, F[n]
+
+
+@njit(cache=True)
+def best_split(cs1, cs2, s, e, kind, param, min_start, max_start, mbic_n):
+    """Best single split of ``[s, e)`` at positions ``min_start..max_start``.
+
+    Returns ``(position, gain)`` where gain is the cost decrease; ``(-1, 0)``
+    if no admissible split exists.
+    """
+    whole = _cost(cs1, cs2, s, e, kind, param, mbic_n)
+    best = -np.inf
+    arg = -1
+    for tau in range(min_start, max_start + 1):
+        g = whole - _cost(cs1, cs2, s, tau, kind, param, mbic_n)
+        g -= _cost(cs1, cs2, tau, e, kind, param, mbic_n)
+        if g > best:
+            best = g
+            arg = tau
+    if arg < 0:
+        return -1, 0.0
+    return arg, best
+
+
+@njit(cache=True)
+def profile_costs(cs1, cs2, s, e, kind, param, lo, hi, mbic_n):
+    """Two-segment cost of ``[s, e)`` split at each position ``lo..hi``."""
+    out = np.empty(hi - lo + 1)
+    for tau in range(lo, hi + 1):
+        out[tau - lo] = _cost(cs1, cs2, s, tau, kind, param, mbic_n) + _cost(
+            cs1, cs2, tau, e, kind, param, mbic_n
+        )
+    return out
+
+
+@njit(cache=True)
+def bocpd_normal(x, sigma2, mu0, tau2, hazard):
+    """Bayesian online change-point detection, Gaussian known variance.
+
+    Conjugate normal prior ``N(mu0, tau2)`` on each segment mean. Returns, for
+    each observation ``t``, the posterior probability that ``x[t]`` is the
+    first observation of a new segment given ``x[:t + 1]`` (the new segment is
+    scored with the prior predictive), and the most probable run length.
+    NaN observations carry the run-length distribution forward unchanged.
+    """
+    n = x.shape[0]
+    logw = np.full(n + 1, -np.inf)  # log P(run length r | data)
+    mu = np.empty(n + 1)
+    prec = np.empty(n + 1)
+    p_change = np.full(n, np.nan)
+    run_map = np.zeros(n, dtype=np.int64)
+    nr = 0  # number of live run lengths
+    lh = math.log(hazard)
+    l1h = math.log1p(-hazard)
+    for t in range(n):
+        xt = x[t]
+        if math.isnan(xt):
+            if nr > 0:
+                best = 0
+                for r in range(nr):
+                    if logw[r] > logw[best]:
+                        best = r
+                run_map[t] = best
+            continue
+        # predictive log densities
+        pv0 = tau2 + sigma2
+        lp0 = -0.5 * (math.log(2 * math.pi * pv0) + (xt - mu0) ** 2 / pv0)
+        if nr == 0:
+            logw[0] = 0.0
+            mu[0] = mu0
+            prec[0] = 1.0 / tau2
+            nr = 1
+            p_change[t] = np.nan  # the first observation starts the first segment
+        else:
+            newlog = np.empty(nr + 1)
+            # change: previous runs end, x_t starts a new run
+            mx = -np.inf
+            for r in range(nr):
+                if logw[r] > mx:
+                    mx = logw[r]
+            tot = 0.0
+            for r in range(nr):
+                tot += math.exp(logw[r] - mx)
+            newlog[0] = mx + math.log(tot) + lh + lp0
+            for r in range(nr):
+                pv = 1.0 / prec[r] + sigma2
+                lp = -0.5 * (math.log(2 * math.pi * pv) + (xt - mu[r]) ** 2 / pv)
+                newlog[r + 1] = logw[r] + l1h + lp
+            mx = -np.inf
+            for r in range(nr + 1):
+                if newlog[r] > mx:
+                    mx = newlog[r]
+            tot = 0.0
+            for r in range(nr + 1):
+                tot += math.exp(newlog[r] - mx)
+            lz = mx + math.log(tot)
+            # shift runs up by one, updating posteriors
+            for r in range(nr, 0, -1):
+                logw[r] = newlog[r] - lz
+                p_new = prec[r - 1] + 1.0 / sigma2
+                mu[r] = (mu[r - 1] * prec[r - 1] + xt / sigma2) / p_new
+                prec[r] = p_new
+            logw[0] = newlog[0] - lz
+            mu[0] = (mu0 / tau2 + xt / sigma2) / (1.0 / tau2 + 1.0 / sigma2)
+            prec[0] = 1.0 / tau2 + 1.0 / sigma2
+            nr += 1
+            p_change[t] = math.exp(logw[0])
+        best = 0
+        for r in range(nr):
+            if logw[r] > logw[best]:
+                best = r
+        run_map[t] = best
+    return p_change, run_map
+
+
+@njit(cache=True)
+def _pixel_change(y, min_size, out_idx, out_size, out_stat, out_p, out_n):
+    """Most likely single mean change of one pixel series (NaN skipped)."""
+    n = 0
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(y.shape[0]):
+        v = y[i]
+        if not math.isnan(v):
+            n += 1
+            s1 += v
+            s2 += v * v
+    out_n[0] = n
+    if n < 2 * min_size or n < 3:
+        out_idx[0] = -1
+        out_size[0] = np.nan
+        out_stat[0] = np.nan
+        out_p[0] = np.nan
+        return
+    mean = s1 / n
+    best = -1.0
+    best_k = -1
+    best_cs = 0.0
+    maxabs = 0.0
+    cs = 0.0
+    k = 0
+    best_pos = -1
+    for i in range(y.shape[0]):
+        v = y[i]
+        if math.isnan(v):
+            continue
+        cs += v
+        k += 1
+        if k >= n:
+            break
+        d = cs - k * mean
+        ad = abs(d)
+        if ad > maxabs:
+            maxabs = ad
+        if k >= min_size and n - k >= min_size:
+            w = d * d / (k * (n - k))
+            if w > best:
+                best = w
+                best_k = k
+                best_cs = cs
+                best_pos = i
+    if best_k < 0:
+        out_idx[0] = -1
+        out_size[0] = np.nan
+        out_stat[0] = np.nan
+        out_p[0] = np.nan
+        return
+    # first valid index after best_pos is the first observation of the new segment
+    j = best_pos + 1
+    while j < y.shape[0] and math.isnan(y[j]):
+        j += 1
+    m1 = best_cs / best_k
+    m2 = (s1 - best_cs) / (n - best_k)
+    ss_total = s2 - s1 * mean
+    gain = best * n  # between-segment sum of squares
+    ss_within = ss_total - gain
+    if ss_within < 0.0:
+        ss_within = 0.0
+    dof = n - 2
+    var = ss_within / dof if dof > 0 else 0.0
+    out_idx[0] = j
+    out_size[0] = m2 - m1
+    if var <= 0.0:
+        out_stat[0] = np.inf if gain > 0 else 0.0
+        out_p[0] = 0.0 if gain > 0 else 1.0
+        return
+    stat = maxabs / math.sqrt(var * n)
+    out_stat[0] = stat
+    # Kolmogorov distribution: P(sup |Brownian bridge| > stat)
+    if stat < 0.3:
+        out_p[0] = 1.0
+    else:
+        p = 0.0
+        for kk in range(1, 101):
+            term = math.exp(-2.0 * kk * kk * stat * stat)
+            p += term if kk % 2 == 1 else -term
+            if term < 1e-16:
+                break
+        p *= 2.0
+        out_p[0] = min(max(p, 0.0), 1.0)
+
+
+@njit(cache=True, parallel=False)
+def change_map_block(block, min_size):
+    """Single most likely mean change for every pixel of a ``(pixel, time)`` block."""
+    npix = block.shape[0]
+    idx = np.empty(npix, dtype=np.int64)
+    size = np.empty(npix)
+    stat = np.empty(npix)
+    pval = np.empty(npix)
+    nobs = np.empty(npix, dtype=np.int64)
+    for p in prange(npix):
+        _pixel_change(
+            block[p],
+            min_size,
+            idx[p : p + 1],
+            size[p : p + 1],
+            stat[p : p + 1],
+            pval[p : p + 1],
+            nobs[p : p + 1],
+        )
+    return idx, size, stat, pval, nobs
