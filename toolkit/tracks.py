@@ -77,7 +77,7 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
             # Read the id column as text so "07" is not turned into 7.
             gdf = gpd.read_file(path)
             raw = _raw_ids(path, id_column)
-            if raw is not None and len(raw) == len(gdf):
+            if raw is not None and len(raw) == len(gdf) and id_column in gdf.columns:
                 gdf[id_column] = raw
         except Exception as exc:  # noqa: BLE001 - report any reader failure in one line
             raise TrackError(
