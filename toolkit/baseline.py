@@ -327,7 +327,7 @@ def _design(times: pd.DatetimeIndex, excluded, seasonal: bool) -> tuple[np.ndarr
     cols = [np.ones(len(times))]
     names = ["const"]
     if seasonal:
-        doy = 2 * np.pi * (times.dayofyear.to_numpy() - 1) / 365.25
+        doy = 2 * np.pi * (times.day_of_year.to_numpy() - 1) / 365.25
         cols += [np.sin(doy), np.cos(doy)]
         names += ["season_sin", "season_cos"]
     for i, (a, b) in enumerate(excluded):
