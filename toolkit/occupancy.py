@@ -60,7 +60,7 @@ def estimate_occupancy(
     strips: xr.Dataset,
     *,
     core_half_width_m: float = 0.9,
-    threshold: float = 3.0,
+    threshold: float = 5.0,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
 ) -> xr.Dataset:
@@ -74,9 +74,9 @@ def estimate_occupancy(
         Half-width of the band around the centreline that is averaged; car
         bodies are 3.2-3.4 m wide, so 0.9 m stays on the car even with a metre
         of misregistration.
-    threshold : float, default 3.0
+    threshold : float, default 5.0
         A position is occupied when its colour distance to the empty-track
-        reference exceeds ``threshold`` times the scene's noise level.
+        reference exceeds ``threshold`` times the scene's noise (sigma).
     min_run_m : float, default 6.0
         Occupied runs shorter than this are dropped (no railcar is shorter
         than 12 m; half of one may be visible at a cloud edge).
@@ -119,28 +119,18 @@ def estimate_occupancy(
     known = known & strips["on_track"]
     prof = prof.where(known)
 
-    # Per-scene normalisation by the median colour of all strip samples.
-    scale = strips["value"].where(strips["valid"]).median(["track", "along", "across"])
-    scale = scale.where(scale > 0)
-    norm = prof / scale
-
-    # Empty-track reference: temporal median, with the yard-wide colour as fallback.
-    norm_t = norm.chunk({"time": -1}) if norm.chunks else norm
-    ref = norm_t.median("time", skipna=True)
-    yard = ref.median(["track", "along"], skipna=True)
-    dist_ref = np.sqrt(((ref - yard) ** 2).sum("band", min_count=1))
-    spread = 1.4826 * dist_ref.median(skipna=True)
-    odd = (dist_ref > 4.0 * spread + 0.05) | ref.isnull().any("band")
-    ref = xr.where(odd, yard, ref)
-
-    dist = np.sqrt(((norm - ref) ** 2).sum("band", min_count=1))
-    # Robust noise level per scene from the lower part of the distribution, so a
-    # full yard (most positions occupied) does not inflate it.
-    q = dist.quantile(0.25, dim=["track", "along"], skipna=True).drop_vars("quantile")
-    noise = (q / 0.6745).clip(min=0.02)
-    dev = (dist / noise).astype("float32")
-
-    raw = xr.where(dev > threshold, OCCUPIED, FREE).where(known, UNKNOWN).astype("int8")
+    dims = ["time", "track", "along"]
+    raw, dev, ref = xr.apply_ufunc(
+        _classify,
+        prof,
+        known,
+        input_core_dims=[[*dims, "band"], dims],
+        output_core_dims=[dims, dims, ["track", "along", "band"]],
+        kwargs={"threshold": float(threshold)},
+        dask="parallelized",
+        output_dtypes=["int8", "float32", "float32"],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+    )
     cleaned = xr.apply_ufunc(
         _clean_runs,
         raw,
@@ -269,7 +259,7 @@ def count_railcars(
     *,
     half_width_m: float = 2.5,
     core_half_width_m: float = 0.9,
-    threshold: float = 3.0,
+    threshold: float = 5.0,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
     car_length_m: float = 15.2,
@@ -355,6 +345,64 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive) indices of True runs in a 1-D bool array."""
     d = np.diff(np.concatenate([[0], mask.astype("int8"), [0]]))
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def _classify(prof: np.ndarray, known: np.ndarray, *, threshold: float, n_iter: int = 3):
+    """Occupied/free/unknown for a whole (time, track, along, band) profile stack.
+
+    Alternates between (a) the empty-track reference, the temporal median of
+    the gain-corrected colour over positions currently judged free, with the
+    yard-wide ballast colour where a position has no free observation or an
+    outlying median, and (b) per-scene gains and noise levels estimated from
+    the free positions only, so that a full yard does not bias them.
+    """
+    n_t, n_k, n_a, n_b = prof.shape
+    p = np.where(known[..., None], prof, np.nan).astype("float64")
+    flat = p.reshape(n_t, -1, n_b)
+    with np.errstate(all="ignore"), _quiet_nan_warnings():
+        gain = np.nanmedian(flat, axis=1)  # (time, band)
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+        free = known.copy()
+        for _ in range(n_iter):
+            norm = p / gain[:, None, None, :]
+            ref = np.nanmedian(np.where(free[..., None], norm, np.nan), axis=0)
+            yard = np.nanmedian(ref.reshape(-1, n_b), axis=0)
+            if not np.isfinite(yard).all():
+                yard = np.nanmedian(norm.reshape(-1, n_b), axis=0)
+            d_ref = np.sqrt(np.sum((ref - yard) ** 2, axis=-1))
+            spread = 1.4826 * np.nanmedian(d_ref)
+            odd = ~np.isfinite(d_ref) | (d_ref > 4.0 * spread + 0.05)
+            ref[odd] = yard
+            ratio = np.where(free[..., None], p / ref[None], np.nan).reshape(n_t, -1, n_b)
+            new_gain = np.nanmedian(ratio, axis=1)
+            ok = np.isfinite(new_gain) & (new_gain > 0)
+            gain = np.where(ok, new_gain, gain)
+            norm = p / gain[:, None, None, :]
+            dist = np.sqrt(np.sum((norm - ref[None]) ** 2, axis=-1))
+            # noise sigma per scene from free positions: median of a 3-D chi ~ 1.54 sigma
+            chi_med = 1.54 if n_b >= 3 else (1.18 if n_b == 2 else 0.6745)
+            d_free = np.where(free, dist, np.nan).reshape(n_t, -1)
+            sigma = np.nanmedian(d_free, axis=1) / chi_med
+            sigma = np.where(np.isfinite(sigma), np.maximum(sigma, 0.01), 0.01)
+            dev = dist / sigma[:, None, None]
+            free = known & (dev <= threshold)
+    occ = np.where(known, np.where(dev > threshold, OCCUPIED, FREE), UNKNOWN).astype("int8")
+    dev = np.where(known, dev, np.nan).astype("float32")
+    return occ, dev, ref.astype("float32")
+
+
+class _quiet_nan_warnings:
+    """Silence numpy's all-NaN-slice warnings inside the classifier (NaN is handled)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
 
 
 def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""Shared fixtures: paths, the default synthetic sample, small simulated sites."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REAL = SHARED / "data" / "real"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL.is_dir():
+        pytest.fail(f"real rasters not found at {REAL}; ../shared must sit beside the repository")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def default_sample() -> Path:
+    """The default synthetic sample in data/sample (generated once, verified by manifest)."""
+    from toolkit.synth import write_default_sample
+
+    return write_default_sample(ROOT / "data" / "sample", verify=True)
