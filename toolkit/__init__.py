@@ -8,6 +8,25 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from toolkit.baseline import (
+    CLOSURE,
+    SUMMIT,
+    BaselineComparison,
+    compare_with_baseline,
+    load_published_observations,
+)
+from toolkit.changepoints import (
+    ChangePointResult,
+    CusumResult,
+    binary_segmentation,
+    change_map,
+    cusum,
+    detect_changepoints,
+    online_changepoint_probability,
+    pelt,
+    robust_scale,
+)
+from toolkit.cube import cache_cube, load_cube, open_cube, scene_quality
 from toolkit.errors import (
     DataIntegrityError,
     InputError,
@@ -38,6 +57,10 @@ __all__ = [
     "TrackError",
     "SeriesError",
     "DataIntegrityError",
+    "load_cube",
+    "scene_quality",
+    "cache_cube",
+    "open_cube",
     "read_tracks",
     "validate_tracks",
     "track_strips",
@@ -46,4 +69,18 @@ __all__ = [
     "count_railcars",
     "counts_to_dataframe",
     "write_counts_csv",
+    "detect_changepoints",
+    "ChangePointResult",
+    "pelt",
+    "binary_segmentation",
+    "cusum",
+    "CusumResult",
+    "online_changepoint_probability",
+    "change_map",
+    "robust_scale",
+    "compare_with_baseline",
+    "BaselineComparison",
+    "load_published_observations",
+    "CLOSURE",
+    "SUMMIT",
 ]
