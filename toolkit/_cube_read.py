@@ -34,6 +34,7 @@ __all__: list[str] = []
 # Offsets within this many pixels of a whole number count as on the grid.
 _GRID_TOL_PX = 1e-3
 _MASK_FILL = 255
+_NATIVE_RES_SLACK = 1.05
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,15 @@ def _target_grid(
     if res is None:
         per_scene = [_resolution_in(s.raster, target) for s in scenes]
         res = min(per_scene, key=lambda r: (r[0] * r[1], r))
+        # A reprojected pixel looks a little finer or coarser (scale factor, distortion):
+        # prefer the native size of a scene already in the target CRS if within 5 %.
+        native = [
+            r
+            for r, c in zip(per_scene, crss, strict=True)
+            if c == target and r[0] * r[1] <= res[0] * res[1] * _NATIVE_RES_SLACK**2
+        ]
+        if native:
+            res = min(native, key=lambda r: (r[0] * r[1], r))
         res_note = "finest scene pixel size"
     else:
         res_note = "given"
@@ -263,21 +273,22 @@ def _read_source(
     dtype: str,
     fill: float,
     resampling: Resampling,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read one raster's part of a target block; return (data, inside-and-not-nodata)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read one raster's part of a target block: (data, inside footprint, inside and no nodata)."""
     r0, r1 = rows
     c0, c1 = cols
     h, w = r1 - r0, c1 - c0
     nodata = src.raster.nodata
     data = np.full((len(indexes), h, w), fill, dtype=dtype)
     ok = np.zeros((h, w), dtype=bool)
+    covered = np.zeros((h, w), dtype=bool)
     with _open(src.raster.path) as ds:
         if src.offset is not None:
             orow, ocol = src.offset
             a0, a1 = max(r0, orow), min(r1, orow + src.raster.height)
             b0, b1 = max(c0, ocol), min(c1, ocol + src.raster.width)
             if a0 >= a1 or b0 >= b1:
-                return data, ok
+                return data, covered, ok
             win = Window(b0 - ocol, a0 - orow, b1 - b0, a1 - a0)
             part = ds.read(indexes, window=win)
             inside = np.ones(part.shape[1:], dtype=bool)
@@ -302,17 +313,26 @@ def _read_source(
             inside = both[-1] > 0
             sl = (slice(0, h), slice(0, w))
     good = inside
-    if nodata is not None:
-        if math.isnan(nodata):
-            good = good & ~np.isnan(part).any(axis=0)
-        else:
-            good = good & ~(part == np.asarray(nodata, dtype=part.dtype)).any(axis=0)
+    missing = None
+    if nodata is not None and not math.isnan(nodata):
+        missing = part == np.asarray(nodata, dtype=part.dtype)
     if np.issubdtype(part.dtype, np.floating):
-        good = good & ~np.isnan(part).any(axis=0)
+        missing = np.isnan(part) if missing is None else missing | np.isnan(part)
+    if missing is not None:
+        good = good & ~missing.any(axis=0)
+    # Pixels inside the footprint keep the values read (byte-identical to rasterio); a
+    # band at the scene's own nodata takes the cube's nodata value if the two differ.
     block = data[(slice(None), *sl)]
-    block[...] = np.where(good, part, block)
+    block[...] = np.where(inside, part, block)
+    if missing is not None and nodata is not None and not _same_value(nodata, fill):
+        block[missing & inside] = np.asarray(fill).astype(block.dtype)
     ok[sl] = good
-    return data, ok
+    covered[sl] = inside
+    return data, covered, ok
+
+
+def _same_value(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 def _read_step_block(
@@ -330,7 +350,7 @@ def _read_step_block(
     has_data = np.zeros((h, w), dtype=bool)
     mask = np.full((h, w), _MASK_FILL, dtype=np.uint8) if spec.with_mask else None
     for src, msrc in zip(step.scenes, step.masks, strict=True):
-        part, good = _read_source(
+        part, inside, good = _read_source(
             src,
             grid,
             rows,
@@ -343,7 +363,7 @@ def _read_step_block(
         clear = good
         m = None
         if msrc is not None:
-            mpart, _ = _read_source(
+            mpart, _, _ = _read_source(
                 msrc,
                 grid,
                 rows,
@@ -356,7 +376,7 @@ def _read_step_block(
             m = mpart[0]
             clear = good & (m == 0)
         take = clear & ~valid
-        first_data = good & ~has_data & ~valid
+        first_data = inside & ~has_data & ~valid
         put = take | first_data
         data[:, put] = part[:, put]
         if mask is not None:
@@ -365,7 +385,7 @@ def _read_step_block(
                 mask = np.where(put | ((mask == _MASK_FILL) & (m != _MASK_FILL)), m, mask)
             else:
                 mask = np.where(put & good, np.uint8(0), mask)
-        has_data |= good
+        has_data |= inside
         valid |= take
         if valid.all():
             break

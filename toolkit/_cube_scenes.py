@@ -338,6 +338,17 @@ def _scene_time(tags: dict[str, str], path: Path) -> np.datetime64:
 
 def _open_error(path: str, err: Exception, what: str = "scene") -> SceneError:
     msg = str(err).replace(str(path), "").strip(" :") or type(err).__name__
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        magic = b""
+    if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return SceneError(
+            f"{path}: starts like a TIFF but cannot be read as a raster {what} ({msg}); it is "
+            f"probably truncated or corrupt; expected a complete GeoTIFF/COG; re-download or "
+            f"re-export the file"
+        )
     return SceneError(
         f"{path}: cannot be read as a raster {what} ({msg}); expected a GeoTIFF/COG that GDAL "
         f"can open; re-export or re-download the file"
