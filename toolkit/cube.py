@@ -44,6 +44,7 @@ from toolkit._cube_read import (
     _target_grid,
 )
 from toolkit._cube_scenes import _expand_sources, _inspect, _Scene
+from toolkit._io import atomic_directory
 from toolkit.errors import InputError, SceneError
 
 __all__ = ["load_cube", "scene_quality", "cache_cube", "open_cube"]
@@ -543,14 +544,172 @@ def scene_quality(cube: xr.DataArray) -> xr.Dataset:
 # --------------------------------------------------------------------------- zarr cache
 
 
-def cache_cube(cube: xr.DataArray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write a cube to a zarr store atomically; return the store path.
+_CACHE_FORMAT = "toolkit-cube-zarr-1"
+_STRING_COORDS = ("band", "scene", "source_crs")
 
-    Placeholder until the zarr cache is implemented.
+
+def cache_cube(cube: xr.DataArray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a cube to a zarr (v3) store atomically; return the store path.
+
+    The data, the ``valid`` and ``mask`` coordinates, the per-time scene
+    coordinates, the CRS (``spatial_ref``), the nodata value and the attrs
+    are all stored, so :func:`open_cube` gives back the same cube. The store
+    is written into a temporary folder beside ``path`` and renamed into place
+    only when complete: a reader sees the old store or the new one, never a
+    half-written one. Computing a lazy cube happens here, chunk by chunk.
+
+    Parameters
+    ----------
+    cube : xarray.DataArray
+        A cube from :func:`load_cube` (dask or numpy backed).
+    path : str or path-like
+        The store folder to write, e.g. ``"cache/tumangang.zarr"``.
+    overwrite : bool
+        Replace an existing store at ``path``. Default False: an existing
+        store is an error.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    toolkit.errors.InputError
+        ``cube`` is not a cube, or ``path`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from affine import Affine
+    >>> from toolkit.cube import load_cube, cache_cube, open_cube
+    >>> folder = tempfile.mkdtemp()
+    >>> with rasterio.open(f"{folder}/synthetic_20231005.tif", "w", driver="GTiff", width=3,
+    ...                    height=2, count=1, dtype="uint16", nodata=0, crs="EPSG:32652",
+    ...                    transform=Affine(0.5, 0, 500000, 0, -0.5, 4700000)) as f:
+    ...     f.write(np.arange(1, 7, dtype="uint16").reshape(1, 2, 3))
+    >>> cube = load_cube(folder)
+    >>> store = cache_cube(cube, f"{folder}/cube.zarr")
+    >>> back = open_cube(store)
+    >>> back.identical(cube.compute()), str(back.dtype), back.rio.crs.to_epsg()
+    (True, 'uint16', 32652)
     """
-    raise NotImplementedError
+    _check_cube(cube, "cube")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(
+            f"{path}: already exists; expected a new store path for cache_cube; pass "
+            f"overwrite=True to replace it or choose another path"
+        )
+    name = cube.name if isinstance(cube.name, str) else "image"
+    data = cube.rename(name)
+    nodata = data.rio.nodata
+    if nodata is None:
+        nodata = data.attrs.get("_FillValue")
+    attrs = {k: v for k, v in data.attrs.items() if k != "_FillValue"}
+    attrs["cache_format"] = _CACHE_FORMAT
+    attrs["cache_name"] = name
+    data = data.copy(data=data.data)
+    data.attrs = attrs
+    string_coords = [c for c in _STRING_COORDS if c in data.coords]
+    data = data.assign_coords({c: data[c].astype(object) for c in string_coords})
+    ds = data.to_dataset(promote_attrs=False)
+    encoding: dict[str, dict[str, Any]] = {name: {}}
+    if nodata is not None:
+        encoding[name]["_FillValue"] = np.asarray(nodata).astype(cube.dtype).item()
+    for var in ds.variables.values():
+        var.encoding.pop("grid_mapping", None)
+        var.attrs.pop("grid_mapping", None)
+    ds[name].attrs["grid_mapping"] = "spatial_ref"
+    for var in (name, "valid", "mask"):
+        # zarr needs regular chunks: the first chunk size along each dim, rest as it falls.
+        if var in ds.variables and isinstance(ds[var].data, da.Array):
+            arr = ds[var].data
+            regular = arr.rechunk(tuple(c[0] for c in arr.chunks))
+            ds[var] = ds[var].copy(data=regular)
+    with atomic_directory(path) as tmp:
+        store = tmp / "store.zarr"
+        ds.to_zarr(store, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+        for child in store.iterdir():
+            child.rename(tmp / child.name)
+        store.rmdir()
+    return path
 
 
 def open_cube(path: str | os.PathLike) -> xr.DataArray:
-    """Open a cube cached by :func:`cache_cube` lazily."""
-    raise NotImplementedError
+    """Open a cube cached by :func:`cache_cube`, lazily (dask backed).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A store written by :func:`cache_cube`.
+
+    Returns
+    -------
+    xarray.DataArray
+        The cube with the same dims, coordinates (``valid``, ``mask``,
+        ``scene``, ...), dtype, CRS, nodata and attrs as the one cached.
+
+    Raises
+    ------
+    toolkit.errors.InputError
+        ``path`` does not exist or is not a cube store written by
+        :func:`cache_cube`.
+
+    Examples
+    --------
+    See :func:`cache_cube`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(
+            f"{path}: no such cube store; expected a folder written by cache_cube; check the "
+            f"path or create it with toolkit.cube.cache_cube(cube, path)"
+        )
+    try:
+        ds = xr.open_zarr(path, consolidated=False, mask_and_scale=False, zarr_format=3, chunks={})
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(
+            f"{path}: is not a readable zarr store ({type(err).__name__}: {err}); expected a "
+            f"store written by cache_cube; write it again with cache_cube(..., overwrite=True)"
+        ) from None
+    names = [k for k, v in ds.data_vars.items() if v.attrs.get("cache_format") == _CACHE_FORMAT]
+    if len(names) != 1:
+        raise InputError(
+            f"{path}: is a zarr store but not a cached cube (no variable with cache_format "
+            f"{_CACHE_FORMAT!r}); expected a store written by cache_cube; write it with "
+            f"cache_cube"
+        )
+    name = names[0]
+    if "spatial_ref" in ds.data_vars:
+        ds = ds.set_coords("spatial_ref")
+    cube = ds[name]
+    attrs = dict(cube.attrs)
+    nodata = attrs.pop("_FillValue", None)
+    for key in ("cache_format", "cache_name", "grid_mapping"):
+        attrs.pop(key, None)
+    cube.attrs = attrs
+    for c in list(cube.coords):
+        cube[c].attrs.pop("_FillValue", None)
+    restore = {}
+    for c in _STRING_COORDS:
+        if c in cube.coords:
+            restore[c] = (
+                cube[c].dims,
+                np.array(np.asarray(cube[c].values).tolist(), dtype=str),
+                cube[c].attrs,
+            )
+    cube = cube.assign_coords(restore)
+    cube = cube.rio.write_crs(cube.rio.crs)
+    if nodata is not None:
+        cube = cube.rio.write_nodata(np.asarray(nodata).astype(cube.dtype), encoded=False)
+    return cube
+
+
+def _check_cube(cube: Any, name: str) -> None:
+    if not isinstance(cube, xr.DataArray) or not {"time", "band", "y", "x"} <= set(cube.dims):
+        raise InputError(
+            f"{name}: expected a DataArray with dims (time, band, y, x) from load_cube, got "
+            f"{type(cube).__name__} with dims {getattr(cube, 'dims', None)}; load it with "
+            f"toolkit.cube.load_cube"
+        )
