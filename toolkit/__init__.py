@@ -36,6 +36,9 @@ from toolkit.errors import (
     TrackError,
 )
 from toolkit.occupancy import (
+    CalibrationResult,
+    calibrate,
+    car_outlines,
     count_railcars,
     counts_from_occupancy,
     counts_to_dataframe,
@@ -69,6 +72,9 @@ __all__ = [
     "count_railcars",
     "counts_to_dataframe",
     "write_counts_csv",
+    "car_outlines",
+    "calibrate",
+    "CalibrationResult",
     "detect_changepoints",
     "ChangePointResult",
     "pelt",

@@ -22,6 +22,7 @@ Method (first version; see ``Notes`` of :func:`estimate_occupancy`):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ __all__ = [
     "count_railcars",
     "counts_to_dataframe",
     "write_counts_csv",
+    "car_outlines",
+    "calibrate",
+    "CalibrationResult",
     "CSV_COLUMNS",
     "FREE",
     "OCCUPIED",
@@ -338,7 +342,271 @@ def write_counts_csv(counts: xr.Dataset, path: str | os.PathLike) -> str:
     return os.fspath(path)
 
 
+def car_outlines(
+    occupancy: xr.Dataset,
+    strips: xr.Dataset,
+    *,
+    time,
+    car_width_m: float = 3.3,
+    car_length_m: float | None = None,
+):
+    """One polygon per detected railcar on one date, for maps and figures.
+
+    Each occupied run is split into ``round(run length / car_length_m)`` equal
+    cars (the same rule as the counts), and each car is drawn as a band of
+    ``car_width_m`` along the centreline, so curved tracks give curved cars.
+
+    Parameters
+    ----------
+    occupancy : xarray.Dataset
+        From :func:`estimate_occupancy` (computed or lazy).
+    strips : xarray.Dataset
+        The strips the occupancy was estimated from (for the geometry).
+    time : str or datetime-like
+        The date (nearest acquisition).
+    car_width_m : float, default 3.3
+    car_length_m : float, optional
+        Defaults to the value recorded in the occupancy attrs, else 15.2 m.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns ``track_id``, ``car`` (index along the track), ``start_m``,
+        ``end_m``, ``length_m``; geometry in the cube's CRS.
+    """
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+
+    mean_len = car_length_m or float(occupancy.attrs.get("car_length_m", 15.2))
+    step = float(occupancy.attrs["step_m"])
+    t = np.datetime64(str(np.datetime64(time, "ns")))
+    occ = occupancy["occupancy"].sel(time=t, method="nearest").values
+    centre = strips.sizes["across"] // 2
+    xs = strips["x_sample"].values
+    ys = strips["y_sample"].values
+    half = float(np.abs(strips["across_m"].values).max())
+    rows = []
+    for k, tid in enumerate(strips["track"].values):
+        cx, cy = xs[k, :, centre], ys[k, :, centre]
+        nx = (xs[k, :, -1] - xs[k, :, 0]) / (2 * half)
+        ny = (ys[k, :, -1] - ys[k, :, 0]) / (2 * half)
+        for s0, s1 in _cars_in_row(occ[k], step=step, mean_len=mean_len):
+            i0, i1 = int(round(s0 / step)), min(int(round(s1 / step)), cx.size - 1)
+            idx = np.arange(i0, i1 + 1)
+            idx = idx[np.isfinite(cx[idx])]
+            if idx.size < 2:
+                continue
+            w = car_width_m / 2
+            left = np.c_[cx[idx] + w * nx[idx], cy[idx] + w * ny[idx]]
+            right = np.c_[cx[idx] - w * nx[idx], cy[idx] - w * ny[idx]][::-1]
+            rows.append(
+                {
+                    "track_id": str(tid),
+                    "car": len([r for r in rows if r["track_id"] == str(tid)]),
+                    "start_m": s0,
+                    "end_m": s1,
+                    "length_m": s1 - s0,
+                    "geometry": Polygon(np.vstack([left, right])),
+                }
+            )
+    crs = strips.attrs.get("crs")
+    cols = ["track_id", "car", "start_m", "end_m", "length_m", "geometry"]
+    return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=crs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationResult:
+    """Parameters fitted to hand counts, with the fit before and after.
+
+    Attributes
+    ----------
+    params : dict
+        Keyword arguments for :func:`count_railcars` (``threshold``,
+        ``car_length_m``, ``car_length_range_m``).
+    n_counts : int
+        Hand-counted (scene, track) pairs used.
+    mae_before, mae_after : float
+        Mean absolute error (railcars per track and scene) with the default
+        and the fitted parameters.
+    bias_before, bias_after : float
+        Mean signed error (estimate - hand count).
+    table : pandas.DataFrame
+        Per hand count: time, track_id, hand, estimate_before, estimate_after.
+    """
+
+    params: dict
+    n_counts: int
+    mae_before: float
+    mae_after: float
+    bias_before: float
+    bias_after: float
+    table: pd.DataFrame = field(repr=False)
+
+    def summary(self) -> str:
+        lines = [
+            "Calibration from hand counts",
+            f"  hand-counted track-scenes : {self.n_counts}",
+            f"  mean abs error  default   : {self.mae_before:.2f} railcars",
+            f"  mean abs error  fitted    : {self.mae_after:.2f} railcars",
+            f"  bias default / fitted     : {self.bias_before:+.2f} / {self.bias_after:+.2f}",
+            "  fitted parameters         : "
+            + ", ".join(f"{k}={v}" for k, v in self.params.items()),
+        ]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
+            for k, v in [
+                ("hand-counted track-scenes", self.n_counts),
+                ("MAE default (railcars)", f"{self.mae_before:.2f}"),
+                ("MAE fitted (railcars)", f"{self.mae_after:.2f}"),
+                ("bias default / fitted", f"{self.bias_before:+.2f} / {self.bias_after:+.2f}"),
+                *[(k, v) for k, v in self.params.items()],
+            ]
+        )
+        return f"<table><caption>Calibration from hand counts</caption>{rows}</table>"
+
+
+def calibrate(
+    strips: xr.Dataset,
+    hand_counts,
+    *,
+    thresholds=(3.0, 4.0, 5.0, 6.5, 8.0),
+    car_lengths_m=None,
+) -> CalibrationResult:
+    """Fit the occupancy threshold and mean car length to a handful of hand counts.
+
+    Parameters
+    ----------
+    strips : xarray.Dataset
+        From :func:`track_strips` over the scenes of the new site.
+    hand_counts : path or pandas.DataFrame
+        Columns ``time``, ``track_id``, ``railcars`` (an analyst's counts of
+        some scenes; times are matched to the nearest acquisition within 1 day).
+    thresholds : sequence of float
+        Occupancy thresholds tried (noise units).
+    car_lengths_m : sequence of float, optional
+        Mean car lengths tried, default 12.0-19.0 m in 0.2 m steps.
+
+    Returns
+    -------
+    CalibrationResult
+        ``params`` can be passed to :func:`count_railcars` as keywords.
+
+    Raises
+    ------
+    InputError
+        The table lacks columns, has negative or missing counts, or no hand
+        count matches a scene and track.
+    """
+    hand = _read_hand_counts(hand_counts)
+    times = pd.DatetimeIndex(strips["time"].values)
+    idx = times.get_indexer(pd.DatetimeIndex(hand["time"]), method="nearest")
+    near = np.abs(times[idx] - pd.DatetimeIndex(hand["time"])) <= pd.Timedelta("1D")
+    tracks = [str(t) for t in strips["track"].values]
+    known_track = hand["track_id"].isin(tracks).to_numpy()
+    use = near & known_track
+    if not use.any():
+        raise InputError(
+            "hand counts: no row matches a scene (within 1 day) and a track id of the strips; "
+            f"tracks are {tracks[:5]}..., scenes {times.min().date()}..{times.max().date()}"
+        )
+    hand = hand[use].assign(t_index=idx[use])
+    lengths = np.round(np.arange(12.0, 19.01, 0.2), 2) if car_lengths_m is None else car_lengths_m
+    best = None
+    before = None
+    for thr in thresholds:
+        occ = estimate_occupancy(strips, threshold=thr).compute()
+        for mean_len in lengths:
+            lo = min(12.5, mean_len)
+            hi = max(19.5, mean_len)
+            c = counts_from_occupancy(
+                occ, car_length_m=float(mean_len), car_length_range_m=(lo, hi)
+            )
+            est = c["railcars"].values[hand["t_index"], [tracks.index(t) for t in hand["track_id"]]]
+            err = est - hand["railcars"].to_numpy()
+            mae = float(np.nanmean(np.abs(err)))
+            # ties go to the parameters closest to the defaults
+            score = (mae, abs(float(np.nanmean(err))), abs(thr - 5.0), abs(mean_len - 15.2))
+            cand = (score, thr, float(mean_len), (lo, hi), est, err)
+            if best is None or score < best[0]:
+                best = cand
+        if thr == 5.0:
+            c = counts_from_occupancy(occ)
+            est0 = c["railcars"].values[
+                hand["t_index"], [tracks.index(t) for t in hand["track_id"]]
+            ]
+            before = (est0, est0 - hand["railcars"].to_numpy())
+    if before is None:
+        occ = estimate_occupancy(strips).compute()
+        c = counts_from_occupancy(occ)
+        est0 = c["railcars"].values[hand["t_index"], [tracks.index(t) for t in hand["track_id"]]]
+        before = (est0, est0 - hand["railcars"].to_numpy())
+    _, thr, mean_len, rng, est, err = best
+    table = pd.DataFrame(
+        {
+            "time": hand["time"].to_numpy(),
+            "track_id": hand["track_id"].to_numpy(),
+            "hand": hand["railcars"].to_numpy(),
+            "estimate_before": before[0],
+            "estimate_after": est,
+        }
+    )
+    return CalibrationResult(
+        params={"threshold": thr, "car_length_m": mean_len, "car_length_range_m": rng},
+        n_counts=int(len(hand)),
+        mae_before=float(np.nanmean(np.abs(before[1]))),
+        mae_after=float(np.nanmean(np.abs(err))),
+        bias_before=float(np.nanmean(before[1])),
+        bias_after=float(np.nanmean(err)),
+        table=table,
+    )
+
+
+def _read_hand_counts(hand_counts) -> pd.DataFrame:
+    name = hand_counts if not isinstance(hand_counts, pd.DataFrame) else "hand counts"
+    if isinstance(hand_counts, pd.DataFrame):
+        df = hand_counts.copy()
+    else:
+        try:
+            df = pd.read_csv(hand_counts, dtype={"track_id": str})
+        except FileNotFoundError:
+            raise InputError(f"{name}: hand-count file not found") from None
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"{name}: not a readable CSV ({exc})") from None
+    missing = {"time", "track_id", "railcars"} - set(df.columns)
+    if missing:
+        raise InputError(
+            f"{name}: missing column(s) {sorted(missing)}; expected time, track_id, railcars"
+        )
+    df["track_id"] = df["track_id"].astype(str)
+    try:
+        df["time"] = pd.to_datetime(df["time"])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name}: unreadable time values ({exc})") from None
+    rc = pd.to_numeric(df["railcars"], errors="coerce")
+    if rc.isna().any():
+        raise InputError(f"{name}: {int(rc.isna().sum())} railcars value(s) missing or not numbers")
+    if (rc < 0).any():
+        raise InputError(f"{name}: negative railcar counts; counts must be >= 0")
+    df["railcars"] = rc
+    return df
+
+
 # --------------------------------------------------------------------------- kernels
+
+
+def _cars_in_row(row: np.ndarray, *, step: float, mean_len: float) -> list[tuple[float, float]]:
+    """(start_m, end_m) of each car in the occupied runs of one profile."""
+    starts, ends = _runs(row == OCCUPIED)
+    cars = []
+    for s, e in zip(starts, ends, strict=True):
+        length = (e - s) * step
+        n = max(int(np.round(length / mean_len)), 1)
+        edges = s * step + np.linspace(0, length, n + 1)
+        cars += list(zip(edges[:-1], edges[1:], strict=True))
+    return cars
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
