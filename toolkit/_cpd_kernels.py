@@ -170,13 +170,15 @@ def profile_costs(cs1, cs2, s, e, kind, param, lo, hi, mbic_n):
 
 
 @njit(cache=True)
-def bocpd_normal(x, sigma2, mu0, tau2, hazard):
+def bocpd_normal(x, sigma2, mu0, tau2, hazard, window):
     """Bayesian online change-point detection, Gaussian known variance.
 
     Conjugate normal prior ``N(mu0, tau2)`` on each segment mean. Returns, for
     each observation ``t``, the posterior probability that ``x[t]`` is the
     first observation of a new segment given ``x[:t + 1]`` (the new segment is
-    scored with the prior predictive), and the most probable run length.
+    scored with the prior predictive), the probability that the current
+    segment began within the last ``window`` valid observations, and the most
+    probable run length.
     NaN observations carry the run-length distribution forward unchanged.
     """
     n = x.shape[0]
@@ -184,6 +186,7 @@ def bocpd_normal(x, sigma2, mu0, tau2, hazard):
     mu = np.empty(n + 1)
     prec = np.empty(n + 1)
     p_change = np.full(n, np.nan)
+    p_recent = np.full(n, np.nan)
     run_map = np.zeros(n, dtype=np.int64)
     nr = 0  # number of live run lengths
     lh = math.log(hazard)
@@ -241,12 +244,16 @@ def bocpd_normal(x, sigma2, mu0, tau2, hazard):
             prec[0] = 1.0 / tau2 + 1.0 / sigma2
             nr += 1
             p_change[t] = math.exp(logw[0])
+            acc = 0.0
+            for r in range(min(window, nr - 1)):
+                acc += math.exp(logw[r])
+            p_recent[t] = min(acc, 1.0)
         best = 0
         for r in range(nr):
             if logw[r] > logw[best]:
                 best = r
         run_map[t] = best
-    return p_change, run_map
+    return p_change, p_recent, run_map
 
 
 @njit(cache=True)

@@ -1136,6 +1136,7 @@ def online_changepoint_probability(
     scale: str | float = "robust",
     prior_mean: float | None = None,
     prior_sd: float | None = None,
+    window: int = 3,
     threshold: float = 0.5,
 ) -> xr.Dataset:
     """Probability, at each new acquisition, that a change has just happened.
@@ -1160,15 +1161,19 @@ def online_changepoint_probability(
     prior_mean, prior_sd : float, optional
         Prior on a new segment's mean; by default the median of the series and
         a wide spread (its range, at least 10 noise scales).
+    window : int
+        Number of recent acquisitions for ``recent_change_probability``: a
+        gradual rise is often clear only a few scenes after it began.
     threshold : float
-        Probability above which ``alert`` is set.
+        Probability of a recent change above which ``alert`` is set.
 
     Returns
     -------
     xarray.Dataset
         Over ``time`` (or ``index``): ``value``; ``change_probability`` (0-1,
         probability that this observation is the first of a new segment);
-        ``run_length`` (most probable number of observations since the last
+        ``recent_change_probability`` (probability that the current segment
+        began within the last ``window`` observations); ``run_length`` (most probable number of observations since the last
         change, this one included); ``alert`` (bool). The first observation
         has no probability (NaN): nothing precedes it.
 
@@ -1194,15 +1199,20 @@ def online_changepoint_probability(
     sigma = robust_scale(ok, name=ser.name) if isinstance(scale, str) else float(scale)
     mu0 = float(np.median(ok)) if prior_mean is None else float(prior_mean)
     tau = max(float(ok.max() - ok.min()), 10 * sigma) if prior_sd is None else float(prior_sd)
-    p, run = _k.bocpd_normal(x.astype(float), sigma * sigma, mu0, tau * tau, 1.0 / expected_run)
+    if int(window) < 1:
+        raise SeriesError(f"window: expected at least 1 observation, found {window}")
+    p, recent, run = _k.bocpd_normal(
+        x.astype(float), sigma * sigma, mu0, tau * tau, 1.0 / expected_run, int(window)
+    )
     dim = "time" if ser.times is not None else "index"
     coords = {dim: ser.times.values if ser.times is not None else np.arange(x.size)}
     ds = xr.Dataset(
         {
             "value": (dim, x),
             "change_probability": (dim, p),
+            "recent_change_probability": (dim, recent),
             "run_length": (dim, run + 1),
-            "alert": (dim, np.nan_to_num(p) >= threshold),
+            "alert": (dim, np.nan_to_num(recent) >= threshold),
         },
         coords=coords,
     )
@@ -1214,6 +1224,7 @@ def online_changepoint_probability(
         noise_scale=sigma,
         prior_mean=mu0,
         prior_sd=tau,
+        window=int(window),
         threshold=float(threshold),
         toolkit_version=_version(),
     )
