@@ -8,6 +8,7 @@ synthetic scenes says so in its corner.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from toolkit.errors import InputError  # noqa: E402
 
@@ -28,6 +30,13 @@ __all__ = [
     "synthetic_label",
     "plot_scene",
     "plot_count_series",
+    "plot_yard_detections",
+    "plot_before_after",
+    "plot_five_year_counts",
+    "plot_event_closeup",
+    "plot_yard_use",
+    "plot_estimated_vs_true",
+    "yard_use",
 ]
 
 #: Okabe-Ito palette (colour-blind safe).
@@ -60,6 +69,17 @@ _STYLE = {
     "savefig.dpi": 300,
     "svg.hashsalt": "toolkit",
 }
+
+
+def _styled(func):
+    """Run a plot function inside the house style (fonts sized for print at column width)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _figure(width_in: float, height_in: float, **kw):
@@ -97,7 +117,14 @@ def save_figure(fig, name: str, *, directory: str | os.PathLike = "figures") -> 
 
 
 def synthetic_label(fig, *, text: str = "SYNTHETIC DATA (simulated scenes)") -> None:
-    """Stamp the bottom-right corner of ``fig`` with a synthetic-data label."""
+    """Stamp the bottom-right corner of ``fig`` with a synthetic-data label.
+
+    With a constrained layout, a strip is kept free at the bottom for the label
+    so that it never covers axis labels or legends.
+    """
+    engine = fig.get_layout_engine()
+    if engine is not None and hasattr(engine, "set") and "rect" in engine.get():
+        engine.set(rect=(0, 0.03, 1, 0.97))
     fig.text(
         0.995,
         0.005,
@@ -143,6 +170,7 @@ def _rgb(img: xr.DataArray, *, stretch: tuple[float, float] | None = None):
     return rgba, stretch
 
 
+@_styled
 def plot_scene(
     cube: xr.DataArray,
     time,
@@ -201,6 +229,7 @@ def plot_scene(
     return fig
 
 
+@_styled
 def plot_count_series(
     counts: xr.Dataset,
     *,
@@ -250,5 +279,1036 @@ def plot_count_series(
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, loc="upper left")
     if _is_synthetic(counts):
+        synthetic_label(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- publication figures
+
+
+def _synthetic(obj, synthetic: bool | None) -> bool:
+    return _is_synthetic(obj) if synthetic is None else bool(synthetic)
+
+
+def _as_time(value) -> np.datetime64:
+    import pandas as pd
+
+    try:
+        return np.datetime64(pd.Timestamp(value).tz_localize(None).to_datetime64(), "ns")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"time {value!r}: expected a date such as '2023-10-05' ({exc})") from None
+
+
+def _day(t) -> str:
+    return str(np.datetime64(_as_time(t), "D"))
+
+
+def _check_cube(cube) -> None:
+    if not isinstance(cube, xr.DataArray) or not {"time", "band", "y", "x"} <= set(cube.dims):
+        raise InputError(
+            f"cube: expected a DataArray with dims (time, band, y, x), found "
+            f"{getattr(cube, 'dims', type(cube).__name__)}; load it with toolkit.load_cube"
+        )
+
+
+def _yard_total(counts) -> xr.Dataset:
+    """Yard totals over time of railcars and their bounds (NaN where nothing was visible)."""
+    if not isinstance(counts, xr.Dataset) or "railcars" not in counts:
+        raise InputError(
+            "counts: expected the Dataset from toolkit.count_railcars with a 'railcars' "
+            f"variable, found {type(counts).__name__}"
+        )
+    names = [v for v in ("railcars", "railcars_low", "railcars_high") if v in counts]
+    total = counts[names]
+    if "track" in total.dims:
+        total = total.sum("track", min_count=1)
+    for v in ("railcars_low", "railcars_high"):
+        if v not in total:
+            total[v] = total["railcars"]
+    return total.compute()
+
+
+def _true_series(truth):
+    """Yard totals of the simulator's truth as a pandas Series indexed by time."""
+    import pandas as pd
+
+    if truth is None:
+        return None
+    if isinstance(truth, pd.Series):
+        return truth.sort_index()
+    if isinstance(truth, pd.DataFrame):
+        if "time" in truth.columns:
+            return truth.groupby(pd.to_datetime(truth["time"]))["railcars"].sum().sort_index()
+        return truth["railcars"].sort_index()
+    raise InputError(
+        f"truth: expected a DataFrame (time, railcars) or a Series, found {type(truth).__name__}"
+    )
+
+
+def _extent(img: xr.DataArray) -> tuple[float, float, float, float]:
+    x, y = img["x"].values, img["y"].values
+    dx, dy = abs(x[1] - x[0]), abs(y[1] - y[0])
+    return (x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2)
+
+
+def _scene(cube: xr.DataArray, time) -> xr.DataArray:
+    return cube.sel(time=_as_time(time), method="nearest")
+
+
+def _joint_stretch(images: list[xr.DataArray]) -> tuple[float, float]:
+    """One 2-98 percentile stretch for several scenes, so that they compare."""
+    vals = []
+    for img in images:
+        arr = np.asarray(img.values, dtype="float64")
+        ok = np.ones(arr.shape[-2:], bool)
+        if "valid" in img.coords:
+            ok = np.asarray(img["valid"].values, bool)
+        vals.append(arr[..., ok].ravel())
+    v = np.concatenate(vals) if vals else np.array([0.0, 1.0])
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(v, [2, 98])
+    return float(lo), float(max(hi, lo + 1e-9))
+
+
+def _nice_length(span_m: float) -> float:
+    """A round scale-bar length near a fifth of ``span_m`` (1, 2 or 5 times a power of ten)."""
+    target = max(span_m / 5.0, 1e-9)
+    p = 10 ** np.floor(np.log10(target))
+    for m in (5, 2, 1):
+        if m * p <= target:
+            return float(m * p)
+    return float(p)
+
+
+def _scale_bar(ax, *, length_m: float | None = None, colour: str = "white") -> float:
+    """Draw a scale bar in the lower left of a map in metres; returns its length (m)."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    length_m = length_m or _nice_length(abs(x1 - x0))
+    bx = x0 + 0.04 * (x1 - x0)
+    by = y0 + 0.07 * (y1 - y0)
+    ax.plot([bx, bx + length_m], [by, by], color=colour, lw=2.5, solid_capstyle="butt")
+    ax.plot([bx, bx + length_m], [by, by], color=PALETTE["black"], lw=0.8, solid_capstyle="butt")
+    label = f"{length_m:g} m" if length_m < 1000 else f"{length_m / 1000:g} km"
+    ax.text(
+        bx + length_m / 2,
+        by + 0.025 * (y1 - y0),
+        label,
+        ha="center",
+        va="bottom",
+        fontsize=6,
+        color=colour,
+        fontweight="bold",
+    )
+    return length_m
+
+
+def _grid_convergence_deg(crs, x: float, y: float) -> float:
+    """Angle (degrees, clockwise) from grid north to true north at (x, y)."""
+    if crs is None:
+        return 0.0
+    try:
+        from pyproj import CRS, Transformer
+
+        crs = CRS.from_user_input(crs)
+        if not crs.is_projected:
+            return 0.0
+        to_geo = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        lon, lat = to_geo.transform(x, y)
+        x2, y2 = to_map.transform(lon, lat + 0.001)
+        return float(np.degrees(np.arctan2(x2 - x, y2 - y)))
+    except Exception:  # noqa: BLE001 - an unusual CRS gives grid north
+        return 0.0
+
+
+def _north_arrow(ax, *, crs=None, colour: str = "white") -> float:
+    """Draw a north arrow (true north, from the CRS) in the upper right; returns its angle."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    angle = _grid_convergence_deg(crs, (x0 + x1) / 2, (y0 + y1) / 2)
+    cx, cy = 0.94, 0.80
+    d = 0.11
+    a = np.radians(angle)
+    dx, dy = d * np.sin(a), d * np.cos(a)
+    ax.annotate(
+        "",
+        xy=(cx + dx / 2, cy + dy / 2),
+        xytext=(cx - dx / 2, cy - dy / 2),
+        xycoords="axes fraction",
+        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.2, "mutation_scale": 8},
+    )
+    ax.text(
+        cx + dx / 2,
+        cy + dy / 2 + 0.02,
+        "N",
+        transform=ax.transAxes,
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color=colour,
+        fontweight="bold",
+    )
+    return angle
+
+
+def _draw_image(ax, img: xr.DataArray, stretch) -> tuple[float, float, float, float]:
+    rgba, _ = _rgb(img, stretch=stretch)
+    extent = _extent(img)
+    ax.imshow(rgba, extent=extent, origin="upper", interpolation="nearest")
+    ax.set_aspect("equal")
+    return extent
+
+
+def _draw_tracks(ax, tracks, crs, *, labels: bool = True) -> None:
+    from toolkit.tracks import read_tracks
+
+    t = read_tracks(tracks, crs=crs)
+    for tid, geom in t.geometry.items():
+        xs, ys = geom.xy
+        ax.plot(xs, ys, color=PALETTE["sky"], lw=0.4, alpha=0.9, zorder=2)
+        if labels:
+            ax.annotate(
+                str(tid),
+                (xs[0], ys[0]),
+                fontsize=4.5,
+                color=PALETTE["sky"],
+                ha="right",
+                va="center",
+                xytext=(-1, 0),
+                textcoords="offset points",
+                zorder=4,
+            )
+
+
+def _draw_outlines(ax, outlines, *, lw: float = 0.5) -> int:
+    if outlines is None:
+        return 0
+    from matplotlib.collections import PolyCollection
+
+    polys = [np.asarray(g.exterior.coords) for g in outlines.geometry if g is not None]
+    if polys:
+        ax.add_collection(
+            PolyCollection(
+                polys,
+                facecolors="none",
+                edgecolors=PALETTE["orange"],
+                linewidths=lw,
+                zorder=3,
+            )
+        )
+    return len(polys)
+
+
+def _map_axes(ax, extent) -> None:
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("easting (m)")
+    ax.set_ylabel("northing (m)")
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(3))
+    ax.tick_params(labelsize=5.5)
+    plt.setp(ax.get_yticklabels(), rotation=90, va="center")
+
+
+def _bounds_of(geoms, *, pad_m: float) -> tuple[float, float, float, float]:
+    b = np.array([g.bounds for g in geoms if g is not None])
+    return (
+        b[:, 0].min() - pad_m,
+        b[:, 2].max() + pad_m,
+        b[:, 1].min() - pad_m,
+        b[:, 3].max() + pad_m,
+    )
+
+
+def _auto_zoom(outlines, extent, *, width_m: float, aspect: float):
+    """A window of ``width_m`` centred on the densest cluster of outlined cars."""
+    if outlines is None or len(outlines) == 0:
+        cx, cy = (extent[0] + extent[1]) / 2, (extent[2] + extent[3]) / 2
+    else:
+        c = np.array([(g.centroid.x, g.centroid.y) for g in outlines.geometry])
+        # the car with the most neighbours within half the window
+        d = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1])
+        k = int(np.argmax((d < width_m / 2).sum(axis=1)))
+        near = c[d[k] < width_m / 2]
+        cx, cy = near.mean(axis=0)
+    h = width_m * aspect
+    return (cx - width_m / 2, cx + width_m / 2, cy - h / 2, cy + h / 2)
+
+
+@_styled
+def plot_yard_detections(
+    cube: xr.DataArray,
+    outlines,
+    *,
+    time,
+    tracks=None,
+    count: float | None = None,
+    zoom="auto",
+    zoom_width_m: float = 160.0,
+    stretch: tuple[float, float] | None = None,
+    synthetic: bool | None = None,
+    title: str | None = None,
+):
+    """Figure 1: the yard on one date, tracks drawn and every detected car outlined.
+
+    The upper panel shows the whole yard, the lower one a close-up where the
+    outlines can be checked car by car. Both carry a scale bar and a north
+    arrow (true north, from the cube's CRS).
+
+    Parameters
+    ----------
+    cube : xarray.DataArray
+        ``(time, band, y, x)`` from :func:`toolkit.load_cube`.
+    outlines : geopandas.GeoDataFrame
+        One polygon per detected car on ``time``, from :func:`toolkit.car_outlines`,
+        in the cube's CRS.
+    time : str or datetime-like
+        The date shown (nearest acquisition).
+    tracks : path or GeoDataFrame, optional
+        Track centrelines, drawn and labelled with their ``track_id``.
+    count : float, optional
+        The yard count for the title; default the number of outlines.
+    zoom : 'auto', (xmin, xmax, ymin, ymax) or None
+        The close-up window in the cube's CRS; ``'auto'`` centres
+        ``zoom_width_m`` on the densest group of cars; None draws no close-up.
+    zoom_width_m : float, default 160
+        Width of the automatic close-up, metres.
+    stretch : (low, high), optional
+        Fixed value stretch; default the scene's 2-98 percentiles.
+    synthetic : bool, optional
+        Label the figure as synthetic; default from the cube's attrs.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_yard_detections(cube, outlines, time="2023-10-05")  # doctest: +SKIP
+    """
+    from matplotlib.patches import Rectangle
+
+    _check_cube(cube)
+    img = _scene(cube, time)
+    stretch = stretch or _joint_stretch([img])
+    n = len(outlines) if outlines is not None else 0
+    count = n if count is None else count
+    ratio = img.sizes["y"] / img.sizes["x"]
+    panel_h = COLUMN_WIDTH_IN * min(max(ratio, 0.35), 1.2)
+    heights = [panel_h, panel_h * 0.9] if zoom is not None else [panel_h]
+    fig = _figure(COLUMN_WIDTH_IN, sum(heights) + 0.9)
+    axes = fig.subplots(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
+    crs = cube.rio.crs if hasattr(cube, "rio") else None
+    for i, ax in enumerate(axes):
+        extent = _draw_image(ax, img, stretch)
+        if tracks is not None:
+            _draw_tracks(ax, tracks, crs, labels=i == 0)
+        _draw_outlines(ax, outlines, lw=0.35 if i == 0 else 0.8)
+        if i == 0:
+            full = extent
+            if tracks is not None:
+                from toolkit.tracks import read_tracks
+
+                full = _bounds_of(read_tracks(tracks, crs=crs).geometry, pad_m=25.0)
+                full = (
+                    max(full[0], extent[0]),
+                    min(full[1], extent[1]),
+                    max(full[2], extent[2]),
+                    min(full[3], extent[3]),
+                )
+            _map_axes(ax, full)
+        else:
+            win = zoom
+            if isinstance(zoom, str):
+                win = _auto_zoom(outlines, extent, width_m=zoom_width_m, aspect=0.9 * ratio)
+                win = (win[0], win[1], win[2], win[2] + (win[1] - win[0]) * 0.45)
+            _map_axes(ax, win)
+            axes[0].add_patch(
+                Rectangle(
+                    (win[0], win[2]),
+                    win[1] - win[0],
+                    win[3] - win[2],
+                    fill=False,
+                    ec=PALETTE["yellow"],
+                    lw=0.8,
+                    zorder=5,
+                )
+            )
+            ax.set_title("close-up (yellow box above)", fontsize=7)
+        _scale_bar(ax)
+        _north_arrow(ax, crs=crs)
+    day = np.datetime_as_string(img["time"].values, unit="D")
+    axes[0].set_title(
+        title or f"Yard on {day}: {count:.0f} railcars detected (outlined)", fontsize=8
+    )
+    if _synthetic(cube, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+@_styled
+def plot_before_after(
+    cube: xr.DataArray,
+    *,
+    before,
+    after,
+    counts: xr.Dataset | None = None,
+    tracks=None,
+    outlines_before=None,
+    outlines_after=None,
+    labels: tuple[str, str] = ("baseline maximum", "event"),
+    synthetic: bool | None = None,
+):
+    """Figure 2: two dates side by side (stacked), same extent and same stretch.
+
+    Parameters
+    ----------
+    cube : xarray.DataArray
+        ``(time, band, y, x)``.
+    before, after : str or datetime-like
+        The two dates (nearest acquisitions), e.g. the date of the baseline
+        maximum and the event date.
+    counts : xarray.Dataset, optional
+        ``(time, track)`` counts; their yard totals (with the low-high
+        interval) go in the panel titles.
+    tracks : path or GeoDataFrame, optional
+        Track centrelines; the shared extent is the tracks' bounding box.
+    outlines_before, outlines_after : GeoDataFrame, optional
+        Detected cars to outline on each date.
+    labels : (str, str)
+        What each date is, for the titles.
+    synthetic : bool, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _check_cube(cube)
+    imgs = [_scene(cube, before), _scene(cube, after)]
+    stretch = _joint_stretch(imgs)
+    total = _yard_total(counts) if counts is not None else None
+    crs = cube.rio.crs if hasattr(cube, "rio") else None
+    extent = _extent(imgs[0])
+    if tracks is not None:
+        from toolkit.tracks import read_tracks
+
+        b = _bounds_of(read_tracks(tracks, crs=crs).geometry, pad_m=25.0)
+        extent = (
+            max(b[0], extent[0]),
+            min(b[1], extent[1]),
+            max(b[2], extent[2]),
+            min(b[3], extent[3]),
+        )
+    ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
+    panel_h = COLUMN_WIDTH_IN * min(max(ratio, 0.35), 1.2)
+    fig = _figure(COLUMN_WIDTH_IN, 2 * panel_h + 1.0)
+    axes = fig.subplots(2, 1, sharex=True, sharey=True)
+    for ax, img, label, outl in zip(
+        axes, imgs, labels, (outlines_before, outlines_after), strict=True
+    ):
+        _draw_image(ax, img, stretch)
+        if tracks is not None:
+            _draw_tracks(ax, tracks, crs, labels=False)
+        _draw_outlines(ax, outl, lw=0.35)
+        _map_axes(ax, extent)
+        _scale_bar(ax)
+        _north_arrow(ax, crs=crs)
+        day = np.datetime_as_string(img["time"].values, unit="D")
+        text = f"{label}, {day}"
+        if total is not None:
+            tot = total.sel(time=img["time"].values)
+            text += (
+                f": {float(tot.railcars):.0f} railcars "
+                f"({float(tot.railcars_low):.0f}-{float(tot.railcars_high):.0f})"
+            )
+        ax.set_title(text, fontsize=7.5)
+    axes[0].set_xlabel("")
+    if _synthetic(cube, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+def _published_rows(published, site: str = "Tumangang"):
+    import pandas as pd
+
+    if published is None:
+        return None, None
+    p = published.copy()
+    for c in ("date_start", "date_end"):
+        p[c] = pd.to_datetime(p[c])
+    here = p["site"].astype(str).str.lower() == site.lower()
+    counts = p[here & (p["quantity"] == "railcars")]
+    maxima = p[here & (p["quantity"] == "railcars_max")]
+    return counts, maxima
+
+
+@_styled
+def plot_five_year_counts(
+    counts: xr.Dataset,
+    *,
+    comparison=None,
+    changepoints=None,
+    published=None,
+    truth=None,
+    event_date=None,
+    closure=None,
+    summit=None,
+    synthetic: bool | None = None,
+    ax=None,
+    title: str = "Railcars in the yard, five years",
+):
+    """Figure 3: five years of yard counts against the baseline and the published figures.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        ``(time, track)`` counts (or yard totals over ``time``) with
+        ``railcars``, ``railcars_low``, ``railcars_high``.
+    comparison : BaselineComparison, optional
+        From :func:`toolkit.compare_with_baseline`: its window is shaded with
+        the baseline median to 95th percentile band and its maximum drawn.
+    changepoints : ChangePointResult, optional
+        From :func:`toolkit.detect_changepoints`: each change drawn at its date
+        with its date interval shaded.
+    published : pandas.DataFrame, optional
+        :func:`toolkit.load_published_observations`: published counts at the
+        site (diamonds) and the published five-year maximum (a dashed line).
+    truth : DataFrame or Series, optional
+        True yard totals (simulator), drawn as small crosses.
+    event_date : date-like, optional
+        The event, marked with its count; default the comparison's event.
+    closure : (start, end), optional
+        Shaded as the pandemic suspension; default :data:`toolkit.CLOSURE`.
+    summit : date-like, optional
+        Marked with a vertical line; default :data:`toolkit.SUMMIT`.
+    synthetic : bool, optional
+    ax : matplotlib Axes, optional
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from toolkit.baseline import CLOSURE, SUMMIT
+
+    closure = CLOSURE if closure is None else closure
+    summit = SUMMIT if summit is None else summit
+    total = _yard_total(counts)
+    if ax is None:
+        fig = _figure(COLUMN_WIDTH_IN, 3.6)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    t = total["time"].values
+    est = total["railcars"].values
+    lo, hi = total["railcars_low"].values, total["railcars_high"].values
+    ax.axvspan(
+        _as_time(closure[0]),
+        _as_time(closure[1]),
+        color=PALETTE["grey"],
+        alpha=0.18,
+        lw=0,
+        label="border rail traffic suspended",
+    )
+    if comparison is not None:
+        b0, b1 = _as_time(comparison.baseline_start), _as_time(comparison.baseline_end)
+        ax.fill_between(
+            [b0, b1],
+            comparison.baseline_median,
+            comparison.baseline_p95,
+            color=PALETTE["green"],
+            alpha=0.25,
+            lw=0,
+            label=(
+                f"baseline median-95th pct ({comparison.baseline_median:.0f}-"
+                f"{comparison.baseline_p95:.0f})"
+            ),
+        )
+        ax.hlines(
+            comparison.baseline_max,
+            b0,
+            b1,
+            color=PALETTE["green"],
+            lw=1.0,
+            label=f"baseline maximum ({comparison.baseline_max:.0f})",
+        )
+    if changepoints is not None and changepoints.times:
+        for i, tc in enumerate(changepoints.times):
+            if changepoints.time_low and changepoints.time_high:
+                ax.axvspan(
+                    _as_time(changepoints.time_low[i]),
+                    _as_time(changepoints.time_high[i]),
+                    color=PALETTE["purple"],
+                    alpha=0.25,
+                    lw=0,
+                )
+            ax.axvline(
+                _as_time(tc),
+                color=PALETTE["purple"],
+                lw=0.7,
+                ls="--",
+                label="change points (date interval shaded)" if i == 0 else None,
+            )
+    ax.axvline(_as_time(summit), color=PALETTE["black"], lw=0.7, ls=":", label="Kim-Putin summit")
+    ax.vlines(t, lo, hi, color=PALETTE["sky"], lw=0.8, label="estimate, low-high interval")
+    ax.plot(t, est, "o", ms=2.0, color=PALETTE["blue"], label="estimated railcars")
+    tr = _true_series(truth)
+    if tr is not None:
+        ax.plot(
+            tr.index.values,
+            tr.values,
+            "x",
+            ms=2.2,
+            mew=0.6,
+            color=PALETTE["black"],
+            alpha=0.6,
+            label="true (simulator)",
+        )
+    ev = event_date if event_date is not None else getattr(comparison, "event_time", None)
+    if ev is not None:
+        e = total.sel(time=_as_time(ev), method="nearest")
+        et = e["time"].values
+        ax.plot(
+            [et],
+            [float(e.railcars)],
+            "o",
+            ms=4.5,
+            color=PALETTE["vermillion"],
+            label=f"event {np.datetime_as_string(et, unit='D')}",
+            zorder=5,
+        )
+        ax.annotate(
+            f"{float(e.railcars):.0f}",
+            (et, float(e.railcars)),
+            xytext=(-4, 2),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color=PALETTE["vermillion"],
+        )
+    pub_counts, pub_max = _published_rows(published)
+    if pub_max is not None and len(pub_max):
+        for k, (_, row) in enumerate(pub_max.iterrows()):
+            ax.hlines(
+                row["value"],
+                row["date_start"],
+                row["date_end"],
+                colors=PALETTE["orange"],
+                lw=1.0,
+                ls="--",
+                label=f"published: about {row['value']:g} at most" if k == 0 else None,
+            )
+    if pub_counts is not None and len(pub_counts):
+        ax.plot(
+            pub_counts["date_start"].values,
+            pub_counts["value"].values,
+            "D",
+            ms=3.2,
+            mfc="none",
+            mec=PALETTE["orange"],
+            mew=0.9,
+            label="published counts",
+        )
+    ax.set_ylabel("railcars in the yard (count)")
+    ax.set_xlabel("acquisition date (UTC)")
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(mdates.YearLocator())
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+    ax.set_ylim(bottom=0)
+    tmin = min(t.min(), _as_time(closure[0]))
+    tmax = max(t.max(), _as_time(summit))
+    pad = (tmax - tmin) * 0.02
+    ax.set_xlim(tmin - pad, tmax + pad)
+    ax.legend(
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncols=2,
+        fontsize=5.8,
+        handlelength=1.6,
+        columnspacing=1.0,
+    )
+    if _synthetic(counts, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+@_styled
+def plot_event_closeup(
+    counts: xr.Dataset,
+    online: xr.Dataset,
+    *,
+    start="2023-08-15",
+    end="2023-10-12",
+    changepoints=None,
+    truth=None,
+    published=None,
+    summit=None,
+    synthetic: bool | None = None,
+):
+    """Figure 4: the weeks around the event, with the online change probability beneath.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        ``(time, track)`` counts or yard totals.
+    online : xarray.Dataset
+        From :func:`toolkit.online_changepoint_probability` (``change_probability``
+        and ``alert`` over ``time``, and ``attrs['threshold']``).
+    start, end : date-like
+        The window shown.
+    changepoints : ChangePointResult, optional
+        Changes inside the window are drawn with their date intervals.
+    truth : DataFrame or Series, optional
+        True yard totals (simulator).
+    published : pandas.DataFrame, optional
+        Published counts inside the window are overlaid.
+    summit : date-like, optional
+        Default :data:`toolkit.SUMMIT`.
+    synthetic : bool, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from toolkit.baseline import SUMMIT
+
+    summit = SUMMIT if summit is None else summit
+    if not isinstance(online, xr.Dataset) or "change_probability" not in online:
+        raise InputError(
+            "online: expected the Dataset from toolkit.online_changepoint_probability "
+            "with a 'change_probability' variable"
+        )
+    t0, t1 = _as_time(start), _as_time(end)
+    if t1 <= t0:
+        raise InputError(f"start {start!r} / end {end!r}: expected start before end")
+    total = _yard_total(counts).sel(time=slice(t0, t1))
+    prob = online["change_probability"].sel(time=slice(t0, t1))
+    fig = _figure(COLUMN_WIDTH_IN, 3.3)
+    ax, axp = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1.0])
+    t = total["time"].values
+    for a in (ax, axp):
+        a.axvline(_as_time(summit), color=PALETTE["black"], lw=0.7, ls=":")
+    ax.text(
+        _as_time(summit),
+        1.0,
+        " summit",
+        transform=ax.get_xaxis_transform(),
+        fontsize=6,
+        va="top",
+        ha="left",
+    )
+    if changepoints is not None and changepoints.times:
+        first = True
+        for i, tc in enumerate(changepoints.times):
+            tc64 = _as_time(tc)
+            if not t0 <= tc64 <= t1:
+                continue
+            for a in (ax, axp):
+                if changepoints.time_low and changepoints.time_high:
+                    a.axvspan(
+                        _as_time(changepoints.time_low[i]),
+                        _as_time(changepoints.time_high[i]),
+                        color=PALETTE["purple"],
+                        alpha=0.25,
+                        lw=0,
+                    )
+                a.axvline(
+                    tc64,
+                    color=PALETTE["purple"],
+                    lw=0.7,
+                    ls="--",
+                    label="change point (interval)" if first and a is ax else None,
+                )
+            first = False
+    ax.vlines(
+        t,
+        total["railcars_low"].values,
+        total["railcars_high"].values,
+        color=PALETTE["sky"],
+        lw=1.0,
+        label="low-high interval",
+    )
+    ax.plot(t, total["railcars"].values, "o", ms=2.8, color=PALETTE["blue"], label="estimated")
+    tr = _true_series(truth)
+    if tr is not None:
+        tr = tr[(tr.index >= t0) & (tr.index <= t1)]
+        ax.plot(
+            tr.index.values,
+            tr.values,
+            "x",
+            ms=3,
+            mew=0.7,
+            color=PALETTE["black"],
+            alpha=0.7,
+            label="true (simulator)",
+        )
+    pub_counts, _ = _published_rows(published)
+    if pub_counts is not None:
+        pc = pub_counts[(pub_counts["date_start"] >= t0) & (pub_counts["date_start"] <= t1)]
+        if len(pc):
+            ax.plot(
+                pc["date_start"].values,
+                pc["value"].values,
+                "D",
+                ms=3.5,
+                mfc="none",
+                mec=PALETTE["orange"],
+                mew=0.9,
+                label="published count",
+            )
+    ax.set_ylabel("railcars (count)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("The rise after the summit")
+    ax.legend(frameon=False, loc="upper left", fontsize=6)
+    pt = prob["time"].values
+    pv = np.nan_to_num(prob.values.astype(float))
+    axp.bar(pt, pv, width=np.timedelta64(2, "D"), color=PALETTE["vermillion"], lw=0)
+    thr = float(online.attrs.get("threshold", 0.5))
+    axp.axhline(thr, color=PALETTE["grey"], lw=0.7, ls="--")
+    axp.text(t0, thr, f" alert {thr:g}", fontsize=5.5, va="bottom", color=PALETTE["grey"])
+    axp.set_ylim(0, 1.05)
+    axp.set_ylabel("P(change)\n(0-1)")
+    axp.set_xlabel("acquisition date, 2023 (UTC)")
+    axp.set_xlim(t0, t1)
+    axp.xaxis.set_major_locator(mdates.WeekdayLocator(byweekday=mdates.MO, interval=2))
+    axp.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    if _synthetic(counts, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+def yard_use(occupancy: xr.Dataset, *, bin_m: float = 5.0) -> xr.Dataset:
+    """Share of each along-track bin that is occupied, per date and track.
+
+    Parameters
+    ----------
+    occupancy : xarray.Dataset
+        From :func:`toolkit.estimate_occupancy` (``occupancy`` int8 over
+        ``(time, track, along)``: 1 occupied, 0 free, -1 unknown).
+    bin_m : float, default 5
+        Bin length along the track, metres.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``occupied_share (time, track, position_m)`` in 0-1, NaN where no
+        position of the bin was seen (cloud, nodata, past the track's end).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> occ = xr.Dataset({"occupancy": (("time", "track", "along"),
+    ...     np.array([[[1, 1, 0, 0, -1, -1]]], "int8"))},
+    ...     coords={"along_m": ("along", np.arange(6) * 1.0), "track": ["01"],
+    ...             "time": [np.datetime64("2023-10-05")]})
+    >>> yard_use(occ, bin_m=2).occupied_share.values.ravel().tolist()
+    [1.0, 0.0, nan]
+    """
+    if not isinstance(occupancy, xr.Dataset) or "occupancy" not in occupancy:
+        raise InputError(
+            "occupancy: expected the Dataset from toolkit.estimate_occupancy "
+            f"with an 'occupancy' variable, found {type(occupancy).__name__}"
+        )
+    if not bin_m > 0:
+        raise InputError(f"bin_m: expected a positive length in metres, found {bin_m!r}")
+    occ = occupancy["occupancy"].transpose("time", "track", "along")
+    along = (
+        np.asarray(occupancy["along_m"].values, float)
+        if "along_m" in occupancy.coords
+        else np.arange(occ.sizes["along"], dtype=float)
+    )
+    o = np.asarray(occ.values)
+    occupied = (o == 1).astype(float)
+    known = (o >= 0).astype(float)
+    edges = np.arange(0.0, along.max() + bin_m, bin_m)
+    idx = np.clip(np.digitize(along, edges) - 1, 0, edges.size - 2)
+    nb = edges.size - 1
+    occ_sum = np.zeros(o.shape[:2] + (nb,))
+    known_sum = np.zeros_like(occ_sum)
+    np.add.at(occ_sum, (slice(None), slice(None), idx), occupied)
+    np.add.at(known_sum, (slice(None), slice(None), idx), known)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(known_sum > 0, occ_sum / np.maximum(known_sum, 1), np.nan)
+    ds = xr.Dataset(
+        {"occupied_share": (("time", "track", "position_m"), share)},
+        coords={
+            "time": occ["time"].values,
+            "track": occ["track"].values,
+            "position_m": edges[:-1] + bin_m / 2,
+        },
+    )
+    ds["occupied_share"].attrs.update(units="1", long_name="share of the bin occupied")
+    ds["position_m"].attrs.update(units="m", long_name="position along the track (bin centre)")
+    ds.attrs.update(bin_m=float(bin_m))
+    return ds
+
+
+def _time_edges(t: np.ndarray) -> np.ndarray:
+    """Cell edges half-way between irregular acquisition times."""
+    t = np.asarray(t, "datetime64[ns]")
+    if t.size == 1:
+        return np.array([t[0] - np.timedelta64(1, "D"), t[0] + np.timedelta64(1, "D")])
+    mid = t[:-1] + (t[1:] - t[:-1]) / 2
+    return np.concatenate([[t[0] - (mid[0] - t[0])], mid, [t[-1] + (t[-1] - mid[-1])]])
+
+
+@_styled
+def plot_yard_use(
+    occupancy: xr.Dataset,
+    *,
+    bin_m: float = 5.0,
+    tick_m: float = 100.0,
+    synthetic: bool | None = None,
+    title: str = "Yard use along each track",
+):
+    """Figure 5: occupancy by position along each track over time (a heat map).
+
+    Tracks are stacked bottom to top; within each block the position runs
+    from the track's start (bottom) to its end, with a minor tick every
+    ``tick_m`` metres. Grey: not seen (cloud, nodata).
+
+    Parameters
+    ----------
+    occupancy : xarray.Dataset
+        From :func:`toolkit.estimate_occupancy`.
+    bin_m : float, default 5
+        Along-track bin (see :func:`yard_use`).
+    tick_m : float, default 100
+        Spacing of the position ticks within each track, metres.
+    synthetic : bool, optional
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import LinearSegmentedColormap
+
+    use = yard_use(occupancy, bin_m=bin_m)
+    share = use["occupied_share"].values  # (time, track, pos)
+    times = use["time"].values
+    pos = use["position_m"].values
+    tracks = [str(t) for t in use["track"].values]
+    # usable length of each track: the last bin ever seen
+    seen = np.isfinite(share).any(axis=0)  # (track, pos)
+    lengths = np.array([pos[s].max() + bin_m / 2 if s.any() else bin_m for s in seen])
+    gap = max(0.04 * lengths.sum(), bin_m)
+    offsets = np.concatenate([[0.0], np.cumsum(lengths + gap)[:-1]])
+    fig = _figure(COLUMN_WIDTH_IN, 3.4)
+    ax = fig.add_subplot()
+    cmap = LinearSegmentedColormap.from_list("occupied", ["#FFFFFF", PALETTE["blue"]])
+    cmap.set_bad("#D9D9D9")
+    tedges = _time_edges(times)
+    mesh = None
+    for k in range(len(tracks)):
+        nb = int(np.ceil(lengths[k] / bin_m))
+        yedges = offsets[k] + np.arange(nb + 1) * bin_m
+        data = np.ma.masked_invalid(share[:, k, :nb].T)
+        mesh = ax.pcolormesh(
+            tedges, yedges, data, cmap=cmap, vmin=0, vmax=1, shading="flat", rasterized=True
+        )
+    ax.set_yticks(offsets + lengths / 2, tracks)
+    minor = np.concatenate(
+        [o + np.arange(0, ln + 1e-9, tick_m) for o, ln in zip(offsets, lengths, strict=True)]
+    )
+    ax.set_yticks(minor, minor=True)
+    ax.tick_params(axis="y", which="major", length=0)
+    ax.tick_params(axis="y", which="minor", length=2)
+    ax.set_ylim(-gap / 2, offsets[-1] + lengths[-1] + gap / 2)
+    ax.set_ylabel(f"track (position along it; ticks every {tick_m:g} m)")
+    ax.set_xlabel("acquisition date (UTC)")
+    ax.xaxis.set_major_locator(mdates.YearLocator())
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+    ax.set_title(title)
+    cb = fig.colorbar(mesh, ax=ax, location="bottom", shrink=0.6, aspect=25, pad=0.02)
+    cb.set_label(f"share of each {bin_m:g} m bin occupied (0-1); grey: not seen", fontsize=6.5)
+    cb.ax.tick_params(labelsize=6)
+    if _synthetic(occupancy, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+_RESOLUTION_COLOURS = ("blue", "orange", "green", "vermillion", "purple", "sky")
+_RESOLUTION_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+@_styled
+def plot_estimated_vs_true(
+    table,
+    *,
+    by: str = "resolution_m",
+    synthetic: bool | None = True,
+    ax=None,
+    title: str = "Estimated against true counts",
+    unit: str = "railcars per scene",
+):
+    """Figure 6: estimated against true counts, one colour per resolution.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per scene (or scene and track): ``true``, ``estimated`` and
+        optionally ``low``/``high`` (counting bounds) and the grouping column
+        ``by`` (default ``resolution_m``, pixel size in metres).
+    by : str or None
+        Column that groups the points (a colour and marker each); None for one group.
+    synthetic : bool, default True
+        Truth comes from the simulator, so the figure is labelled synthetic.
+    ax : matplotlib Axes, optional
+    title, unit : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The legend gives each group's mean absolute error and bias.
+    """
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame) or not {"true", "estimated"} <= set(table.columns):
+        raise InputError(
+            "table: expected a DataFrame with columns 'true' and 'estimated' "
+            f"(and '{by}'), found {list(getattr(table, 'columns', []))}"
+        )
+    if by is not None and by not in table.columns:
+        raise InputError(f"table: no column {by!r} to group by; pass by=None for one group")
+    if ax is None:
+        fig = _figure(COLUMN_WIDTH_IN, 3.3)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    groups = [(None, table)] if by is None else list(table.groupby(by, sort=True))
+    for i, (key, g) in enumerate(groups):
+        colour = PALETTE[_RESOLUTION_COLOURS[i % len(_RESOLUTION_COLOURS)]]
+        err = (g["estimated"] - g["true"]).astype(float)
+        name = "all" if key is None else (f"{key:g} m pixels" if by == "resolution_m" else str(key))
+        label = f"{name}: MAE {err.abs().mean():.1f}, bias {err.mean():+.1f} (n={len(g)})"
+        if {"low", "high"} <= set(g.columns):
+            ax.vlines(g["true"], g["low"], g["high"], color=colour, lw=0.6, alpha=0.6)
+        ax.plot(
+            g["true"],
+            g["estimated"],
+            _RESOLUTION_MARKERS[i % 6],
+            ms=3,
+            mfc="none",
+            mec=colour,
+            mew=0.8,
+            label=label,
+        )
+    hi = float(np.nanmax(np.r_[table["true"].to_numpy(float), table["estimated"].to_numpy(float)]))
+    hi = max(hi * 1.05, 1.0)
+    ax.plot([0, hi], [0, hi], color=PALETTE["grey"], lw=0.7, ls="--", label="1:1")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"true {unit} (simulator)")
+    ax.set_ylabel(f"estimated {unit}")
+    ax.set_title(title)
+    ax.legend(frameon=False, loc="upper left", fontsize=5.8)
+    if synthetic:
         synthetic_label(fig)
     return fig
