@@ -21,7 +21,7 @@ import rasterio
 import rasterio.errors
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
@@ -273,29 +273,43 @@ def _read_source(
     dtype: str,
     fill: float,
     resampling: Resampling,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read one raster's part of a target block: (data, inside footprint, inside and no nodata)."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    """Read one raster's part of a target block.
+
+    Returns ``(data, inside, good)``: data (band, y, x) in ``dtype`` with ``fill`` outside
+    the footprint, ``inside`` the footprint (None: the whole block) and ``good`` inside
+    with no band at nodata; or None when the raster does not reach the block.
+    """
     r0, r1 = rows
     c0, c1 = cols
     h, w = r1 - r0, c1 - c0
     nodata = src.raster.nodata
-    data = np.full((len(indexes), h, w), fill, dtype=dtype)
-    ok = np.zeros((h, w), dtype=bool)
-    covered = np.zeros((h, w), dtype=bool)
+    inside: np.ndarray | None = None
     with _open(src.raster.path) as ds:
         if src.offset is not None:
             orow, ocol = src.offset
             a0, a1 = max(r0, orow), min(r1, orow + src.raster.height)
             b0, b1 = max(c0, ocol), min(c1, ocol + src.raster.width)
             if a0 >= a1 or b0 >= b1:
-                return data, covered, ok
+                return None
             win = Window(b0 - ocol, a0 - orow, b1 - b0, a1 - a0)
-            part = ds.read(indexes, window=win)
-            inside = np.ones(part.shape[1:], dtype=bool)
-            if src.raster.dataset_mask:
-                inside &= ds.dataset_mask(window=win) > 0
-            sl = (slice(a0 - r0, a1 - r0), slice(b0 - c0, b1 - c0))
+            if (a0, a1, b0, b1) == (r0, r1, c0, c1):
+                # The common case: the block lies inside the scene; no copy at all.
+                data = ds.read(indexes, window=win, out_dtype=dtype)
+                if src.raster.dataset_mask:
+                    inside = ds.dataset_mask(window=win) > 0
+            else:
+                data = np.full((len(indexes), h, w), fill, dtype=dtype)
+                sl = (slice(a0 - r0, a1 - r0), slice(b0 - c0, b1 - c0))
+                data[(slice(None), *sl)] = ds.read(indexes, window=win, out_dtype=dtype)
+                inside = np.zeros((h, w), dtype=bool)
+                inside[sl] = ds.dataset_mask(window=win) > 0 if src.raster.dataset_mask else True
         else:
+            has_alpha = ColorInterp.alpha in ds.colorinterp
+            # With a nodata value the warper fills the outside with it, so no alpha band is
+            # needed; without one, an added alpha band (or the scene's own) marks the footprint.
+            add_alpha = nodata is None and not has_alpha
+            win = Window(c0, r0, w, h)
             with WarpedVRT(
                 ds,
                 crs=grid.crs,
@@ -305,30 +319,37 @@ def _read_source(
                 resampling=resampling,
                 src_nodata=nodata,
                 nodata=nodata if nodata is not None else fill,
-                add_alpha=True,
+                add_alpha=add_alpha,
             ) as vrt:
-                win = Window(c0, r0, w, h)
-                both = vrt.read(indexes + [vrt.count], window=win)
-            part = both[:-1]
-            inside = both[-1] > 0
-            sl = (slice(0, h), slice(0, w))
-    good = inside
+                if add_alpha:
+                    both = vrt.read(indexes + [vrt.count], window=win, out_dtype=dtype)
+                    data = both[:-1]
+                    inside = both[-1] > 0
+                else:
+                    data = vrt.read(indexes, window=win, out_dtype=dtype)
+                    if nodata is None:  # the scene's own alpha band
+                        inside = vrt.dataset_mask(window=win) > 0
+    # Values are kept as read (byte-identical to rasterio): outside the footprint they are
+    # already the fill (windowed reads) or the nodata value (warped reads).
     missing = None
     if nodata is not None and not math.isnan(nodata):
-        missing = part == np.asarray(nodata, dtype=part.dtype)
-    if np.issubdtype(part.dtype, np.floating):
-        missing = np.isnan(part) if missing is None else missing | np.isnan(part)
-    if missing is not None:
-        good = good & ~missing.any(axis=0)
-    # Pixels inside the footprint keep the values read (byte-identical to rasterio); a
-    # band at the scene's own nodata takes the cube's nodata value if the two differ.
-    block = data[(slice(None), *sl)]
-    block[...] = np.where(inside, part, block)
-    if missing is not None and nodata is not None and not _same_value(nodata, fill):
-        block[missing & inside] = np.asarray(fill).astype(block.dtype)
-    ok[sl] = good
-    covered[sl] = inside
-    return data, covered, ok
+        bad = data == np.asarray(nodata).astype(data.dtype)
+        missing = bad.any(axis=0)
+        if not _same_value(nodata, fill) and missing.any():
+            # A band at the scene's own nodata takes the cube's nodata value.
+            data[bad] = np.asarray(fill).astype(data.dtype)
+    if np.issubdtype(data.dtype, np.floating):
+        nan = np.isnan(data).any(axis=0)
+        missing = nan if missing is None else missing | nan
+    if inside is not None and src.offset is None and nodata is None:
+        data = np.where(inside, data, np.asarray(fill).astype(data.dtype))
+    if missing is None:
+        good = np.ones((h, w), dtype=bool) if inside is None else inside
+    else:
+        good = ~missing if inside is None else inside & ~missing
+    if inside is None and src.offset is None:
+        inside = good  # warped with a nodata value: outside reads as nodata
+    return data, inside, good
 
 
 def _same_value(a: float, b: float) -> bool:
@@ -340,17 +361,20 @@ def _read_step_block(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read one (time step, y block, x block): data (1, band, y, x), valid and mask (1, y, x).
 
-    Scenes of a time step are mosaicked in order: the first valid pixel wins.
+    Scenes of a time step are mosaicked in order: the first valid pixel wins; where no
+    scene is valid, the first scene with a footprint there gives the values.
     """
     h, w = rows[1] - rows[0], cols[1] - cols[0]
     resampling = Resampling[spec.resampling]
     indexes = list(range(1, spec.nbands + 1))
-    data = np.full((spec.nbands, h, w), spec.fill, dtype=spec.dtype)
+    fill = np.asarray(spec.fill).astype(spec.dtype)
+    data: np.ndarray | None = None
     valid = np.zeros((h, w), dtype=bool)
     has_data = np.zeros((h, w), dtype=bool)
     mask = np.full((h, w), _MASK_FILL, dtype=np.uint8) if spec.with_mask else None
+    single = len(step.scenes) == 1
     for src, msrc in zip(step.scenes, step.masks, strict=True):
-        part, inside, good = _read_source(
+        got = _read_source(
             src,
             grid,
             rows,
@@ -360,10 +384,15 @@ def _read_step_block(
             fill=spec.fill,
             resampling=resampling,
         )
-        clear = good
+        if got is None:
+            continue
+        part, inside, good = got
+        if inside is None:
+            inside = np.ones((h, w), dtype=bool)
         m = None
+        clear = good
         if msrc is not None:
-            mpart, _, _ = _read_source(
+            mgot = _read_source(
                 msrc,
                 grid,
                 rows,
@@ -373,12 +402,19 @@ def _read_step_block(
                 fill=_MASK_FILL,
                 resampling=Resampling.nearest,
             )
-            m = mpart[0]
+            m = np.full((h, w), _MASK_FILL, np.uint8) if mgot is None else mgot[0][0]
             clear = good & (m == 0)
+        if single:
+            data, valid = part, clear
+            if mask is not None:
+                mask = m if m is not None else np.where(good, np.uint8(0), mask)
+            break
         take = clear & ~valid
-        first_data = inside & ~has_data & ~valid
-        put = take | first_data
-        data[:, put] = part[:, put]
+        put = take | (inside & ~has_data & ~valid)
+        if data is None:
+            data = np.where(put, part, fill)
+        else:
+            np.copyto(data, part, where=put)
         if mask is not None:
             if m is not None:
                 # The mask follows the data it describes; clear pixels beat cloudy ones.
@@ -389,4 +425,6 @@ def _read_step_block(
         valid |= take
         if valid.all():
             break
+    if data is None:
+        data = np.full((spec.nbands, h, w), fill, dtype=spec.dtype)
     return data[None], valid[None], None if mask is None else mask[None]

@@ -193,9 +193,14 @@ def _fill_value(scenes: list[_Scene]) -> float:
     return 0
 
 
-def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+def _blocks(n: int, size: int, *, merge_tail: bool = False) -> list[tuple[int, int]]:
+    """Block edges along one dim; with ``merge_tail`` a sliver under 1/4 block joins the last."""
     size = n if size == -1 else size
-    return [(i, min(i + size, n)) for i in range(0, n, size)]
+    edges = [(i, min(i + size, n)) for i in range(0, n, size)]
+    if merge_tail and len(edges) > 1 and edges[-1][1] - edges[-1][0] <= size // 4:
+        # A 1-pixel sliver would cost a file open (and a warp) per scene for nothing.
+        edges[-2:] = [(edges[-2][0], n)]
+    return edges
 
 
 # --------------------------------------------------------------------------- load_cube
@@ -328,6 +333,7 @@ def load_cube(
         groups,
         grid,
         chunks=merged_chunks,
+        user_chunks=dict(chunks or {}),
         resampling=resampling,
         duplicate_times=duplicate_times,
         dup_report=dup_report,
@@ -341,6 +347,7 @@ def _build_cube(
     grid: _Grid,
     *,
     chunks: dict[str, int],
+    user_chunks: dict[str, Any],
     resampling: str,
     duplicate_times: str,
     dup_report: list[str],
@@ -369,8 +376,8 @@ def _build_cube(
         resampling=resampling,
         with_mask=with_mask,
     )
-    ybl = _blocks(grid.height, chunks["y"])
-    xbl = _blocks(grid.width, chunks["x"])
+    ybl = _blocks(grid.height, chunks["y"], merge_tail=not user_chunks.get("y"))
+    xbl = _blocks(grid.width, chunks["x"], merge_tail=not user_chunks.get("x"))
     token = tokenize(steps, grid, spec, ybl, xbl)
     rname = f"load_cube-read-{token}"
     dname, vname, mname = (f"load_cube-{k}-{token}" for k in ("data", "valid", "mask"))
