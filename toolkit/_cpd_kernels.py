@@ -91,7 +91,9 @@ def pelt(cs1, cs2, kind, param, pen, last_start, mbic_n):
     Pruning: ``s`` is dominated from the first ``T`` for which the pruning time
     ``t`` (where ``F[s] + C(s, t) >= F[t]``) is itself an admissible start, i.e.
     ``last_start[T] >= t``; until then ``s`` stays a candidate. With a minimum
-    segment length of one this is the usual PELT rule.
+    segment length of one this is the usual PELT rule. One pass per step
+    applies the previous step's pruning, compacts the candidates, evaluates
+    the costs and finds the minimum.
     """
     n = cs1.shape[0] - 1
     F = np.full(n + 1, np.inf)
@@ -100,40 +102,40 @@ def pelt(cs1, cs2, kind, param, pen, last_start, mbic_n):
     cand = np.empty(n + 1, dtype=np.int64)
     kill = np.empty(n + 1, dtype=np.int64)
     vals = np.empty(n + 1)
-    ncand = 0
+    m = 0
     nxt = 0
     big = n + 10
     for t in range(1, n + 1):
         ls = last_start[t]
         while nxt <= ls:
             if F[nxt] < np.inf:
-                cand[ncand] = nxt
-                kill[ncand] = big
-                ncand += 1
+                cand[m] = nxt
+                kill[m] = big
+                vals[m] = -np.inf
+                m += 1
             nxt += 1
-        # drop candidates whose pruning time is now an admissible start
+        fprev = F[t - 1]
         k = 0
-        for j in range(ncand):
-            if kill[j] > ls:
-                cand[k] = cand[j]
-                kill[k] = kill[j]
-                k += 1
-        ncand = k
         best = np.inf
         arg = -1
-        for j in range(ncand):
-            s = cand[j]
-            v = F[s] + _cost(cs1, cs2, s, t, kind, param, mbic_n)
-            vals[j] = v
-            if v + pen < best:
-                best = v + pen
-                arg = s
-        F[t] = best
-        prev[t] = arg
+        for j in range(m):
+            kj = kill[j]
+            if kj == big and vals[j] >= fprev:
+                kj = t - 1
+            if kj > ls:
+                s = cand[j]
+                cand[k] = s
+                kill[k] = kj
+                v = F[s] + _cost(cs1, cs2, s, t, kind, param, mbic_n)
+                vals[k] = v
+                if v < best:
+                    best = v
+                    arg = s
+                k += 1
+        m = k
         if arg >= 0:
-            for j in range(ncand):
-                if kill[j] == big and vals[j] >= best:
-                    kill[j] = t
+            F[t] = best + pen
+            prev[t] = arg
     return prev, F[n]
 
 
@@ -363,3 +365,76 @@ def change_map_block(block, min_size):
             nobs[p : p + 1],
         )
     return idx, size, stat, pval, nobs
+
+
+@njit(cache=True, fastmath={"contract", "arcp", "nsz"})
+def pelt_l2(cs1, cs2, pen, last_start):
+    """PELT specialised to the Gaussian change in mean (sum-of-squares cost).
+
+    Same recursion and pruning as :func:`pelt` with ``kind=0``, with the cost
+    in sum-of-squares units (``pen`` must be scaled by ``2 sigma^2``). The
+    candidates' ``F``, cumulative sums and starts live in contiguous arrays,
+    and one pass per step applies the previous step's pruning, compacts the
+    candidate set, evaluates the costs and finds the minimum.
+    """
+    n = cs1.shape[0] - 1
+    F = np.full(n + 1, np.inf)
+    F[0] = -pen
+    prev = np.full(n + 1, -1, dtype=np.int64)
+    cs = np.empty(n + 1, dtype=np.int64)
+    cf = np.empty(n + 1)
+    c1 = np.empty(n + 1)
+    c2 = np.empty(n + 1)
+    kill = np.empty(n + 1, dtype=np.int64)
+    vals = np.empty(n + 1)
+    m = 0
+    nxt = 0
+    big = n + 10
+    for t in range(1, n + 1):
+        ls = last_start[t]
+        while nxt <= ls:
+            if F[nxt] < np.inf:
+                cs[m] = nxt
+                cf[m] = F[nxt]
+                c1[m] = cs1[nxt]
+                c2[m] = cs2[nxt]
+                kill[m] = big
+                vals[m] = -np.inf
+                m += 1
+            nxt += 1
+        fprev = F[t - 1]
+        a1 = cs1[t]
+        a2 = cs2[t]
+        k = 0
+        best = np.inf
+        arg = -1
+        for j in range(m):
+            # vals[j] = F[s] + C(s, t - 1): dominated at t - 1 if >= F[t - 1]
+            kj = kill[j]
+            if kj == big and vals[j] >= fprev:
+                kj = t - 1
+            if kj > ls:
+                s = cs[j]
+                f = cf[j]
+                b1 = c1[j]
+                b2 = c2[j]
+                cs[k] = s
+                cf[k] = f
+                c1[k] = b1
+                c2[k] = b2
+                kill[k] = kj
+                d1 = a1 - b1
+                v = (a2 - b2) - d1 * d1 / (t - s)
+                if v < 0.0:
+                    v = 0.0
+                v += f
+                vals[k] = v
+                if v < best:
+                    best = v
+                    arg = s
+                k += 1
+        m = k
+        if arg >= 0:
+            F[t] = best + pen
+            prev[t] = arg
+    return prev, F[n]

@@ -329,7 +329,7 @@ def _cumsums(x: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     cs2 = np.zeros(x.size + 1)
     if model in ("normal_mean", "normal_meanvar"):
         # centre first: cumulative sums of squares lose precision far from zero
-        xc = x - np.median(x)
+        xc = x - x.mean()
         np.cumsum(xc, out=cs1[1:])
         np.cumsum(xc * xc, out=cs2[1:])
     return cs1, cs2
@@ -472,9 +472,16 @@ def pelt(
         x, None, model, penalty, min_size, scale, dispersion, "values"
     )
     cs1, cs2 = _cumsums(x, model)
-    kind = MODELS[model][0]
-    prev, _ = _k.pelt(cs1, cs2, kind, param, pen, ls, x.size if mbic else 0)
+    prev, _ = _run_pelt(cs1, cs2, model, param, pen, ls, x.size if mbic else 0)
     return _backtrack(prev, x.size)
+
+
+def _run_pelt(cs1, cs2, model, param, pen, ls, mbic_n):
+    """Dispatch to the specialised sum-of-squares kernel when it applies."""
+    if model == "normal_mean" and mbic_n == 0:
+        prev, f = _k.pelt_l2(cs1, cs2, pen * 2.0 * param, ls)
+        return prev, f / (2.0 * param)
+    return _k.pelt(cs1, cs2, MODELS[model][0], param, pen, ls, mbic_n)
 
 
 def binary_segmentation(
@@ -895,7 +902,7 @@ def detect_changepoints(
     kind = MODELS[model][0]
     mb = n if mbic else 0
     if meth == "pelt":
-        prev, _ = _k.pelt(cs1, cs2, kind, param, pen, ls, mb)
+        prev, _ = _run_pelt(cs1, cs2, model, param, pen, ls, mb)
         cps = _backtrack(prev, n)
     else:
         if min_dur is not None:
