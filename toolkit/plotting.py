@@ -103,6 +103,7 @@ def save_figure(fig, name: str, *, directory: str | os.PathLike = "figures") -> 
 
     if not name or any(c in name for c in "/\\"):
         raise InputError(f"figure name {name!r} must be a plain file stem such as 'fig3_counts'")
+    _settle_layout(fig)
     out = []
     directory = Path(directory)
     for ext, meta in (
@@ -114,6 +115,27 @@ def save_figure(fig, name: str, *, directory: str | os.PathLike = "figures") -> 
             fig.savefig(tmp, format=ext, dpi=300, metadata=meta)
         out.append(path)
     return out
+
+
+def _settle_layout(fig, *, max_draws: int = 8) -> None:
+    """Run the layout engine until the axes stop moving, then freeze the layout.
+
+    A constrained layout takes a few draws to converge; without this, two
+    saves of the same figure differ in the last digits of the axes positions
+    (and so in their bytes).
+    """
+    engine = fig.get_layout_engine()
+    if engine is None:
+        return
+    with plt.rc_context(_STYLE):
+        last = None
+        for _ in range(max_draws):
+            fig.canvas.draw()
+            pos = [tuple(ax.get_position().bounds) for ax in fig.axes]
+            if pos == last:
+                break
+            last = pos
+    fig.set_layout_engine("none")
 
 
 def synthetic_label(fig, *, text: str = "SYNTHETIC DATA (simulated scenes)") -> None:
@@ -909,6 +931,7 @@ def plot_five_year_counts(
             "D",
             ms=3.2,
             mfc="none",
+            color=PALETTE["orange"],
             mec=PALETTE["orange"],
             mew=0.9,
             label="published counts",
@@ -1057,6 +1080,7 @@ def plot_event_closeup(
                 "D",
                 ms=3.5,
                 mfc="none",
+                color=PALETTE["orange"],
                 mec=PALETTE["orange"],
                 mew=0.9,
                 label="published count",
@@ -1202,7 +1226,7 @@ def plot_yard_use(
     fig = _figure(COLUMN_WIDTH_IN, 3.4)
     ax = fig.add_subplot()
     cmap = LinearSegmentedColormap.from_list("occupied", ["#FFFFFF", PALETTE["blue"]])
-    cmap.set_bad("#D9D9D9")
+    cmap = cmap.with_extremes(bad="#D9D9D9")
     tedges = _time_edges(times)
     mesh = None
     for k in range(len(tracks)):
@@ -1295,6 +1319,7 @@ def plot_estimated_vs_true(
             _RESOLUTION_MARKERS[i % 6],
             ms=3,
             mfc="none",
+            color=colour,
             mec=colour,
             mew=0.8,
             label=label,
