@@ -54,19 +54,19 @@ _SOIL = np.array([0.21, 0.18, 0.14, 0.27])
 _GRASS_GREEN = np.array([0.05, 0.10, 0.04, 0.42])
 _GRASS_DRY = np.array([0.20, 0.18, 0.11, 0.30])
 _SNOW = np.array([0.84, 0.86, 0.90, 0.78])
-_BALLAST = np.array([0.17, 0.16, 0.15, 0.19])
+_BALLAST = np.array([0.25, 0.24, 0.22, 0.27])
 _RAIL = np.array([0.36, 0.36, 0.37, 0.36])
 _ASPHALT = np.array([0.10, 0.10, 0.11, 0.12])
 _CONCRETE = np.array([0.31, 0.30, 0.28, 0.32])
-_ROOF = np.array([0.40, 0.42, 0.44, 0.42])
+_ROOF = np.array([0.30, 0.33, 0.36, 0.33])
 _MARKING = np.array([0.70, 0.70, 0.66, 0.66])
 _CLOUD = np.array([0.78, 0.79, 0.82, 0.74])
 _HAZE = np.array([0.50, 0.55, 0.66, 0.40])
 _PALETTE = {
     "box": np.array(
         [
-            [0.30, 0.15, 0.09, 0.30],
-            [0.24, 0.13, 0.10, 0.26],
+            [0.25, 0.13, 0.08, 0.26],
+            [0.20, 0.11, 0.08, 0.22],
             [0.33, 0.20, 0.12, 0.33],
             [0.20, 0.21, 0.18, 0.22],
         ]
@@ -506,9 +506,10 @@ def _draw_track(
     px: float,
     sun_d: tuple[float, float],
     snow: bool,
-    rng: np.random.Generator,
+    *,
+    bodies: bool,
 ) -> None:
-    """Railcar bodies over ``img`` and their shadows into ``shade`` (in place)."""
+    """Railcar shadows into ``shade``, or (``bodies=True``) bodies over ``img``, in place."""
     if not vehicles:
         return
     nb = img.shape[0]
@@ -521,6 +522,9 @@ def _draw_track(
     n = len(veh)
     s, d = tab.s, tab.d
 
+    if bodies:
+        _draw_bodies(img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow)
+        return
     # --- shadows: ground points p with p - tau * D inside a car body, tau in [0, 1]
     dx, dy = sun_d
     ds = tab.tx * dx + tab.ty * dy
@@ -549,7 +553,12 @@ def _draw_track(
         sh = hit.astype(np.float32)
         shade[tab.idx[ci]] = np.maximum(shade[tab.idx[ci]], sh)
 
-    # --- bodies, with exact box-filter coverage (two neighbours for coupler gaps)
+
+def _draw_bodies(img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow):
+    """Railcar bodies with exact box-filter coverage (two neighbours for coupler gaps)."""
+    nb = img.shape[0]
+    n = bs.size
+    s, d = tab.s, tab.d
     j = np.clip(np.searchsorted(bs, s, side="right") - 1, 0, n - 1)
     jn = np.minimum(j + 1, n - 1)
     along = _interval(s, bs[j], be[j], px)
@@ -617,61 +626,81 @@ def _draw_track(
         img[c, idx] += (col[c].astype(np.float32) - img[c, idx]) * cov_
 
 
+@dataclass
+class _AreaState:
+    area: object
+    occupied: list[Slot]
+    lut: np.ndarray  # (block, row, col) -> index into occupied, -1 when free
+    pitch: np.ndarray  # per block: slot pitch and slot length along u
+    size: np.ndarray
+
+    def lookup(self, au: np.ndarray, av: np.ndarray):
+        """Occupied slot index (or -1) and in-slot coordinates at area coordinates."""
+        nblock = self.lut.shape[0]
+        vb = av - BLOCK_OFFSET_M
+        block = np.floor(vb / BLOCK_PITCH_M).astype(np.int64)
+        ok = (block >= 0) & (block < nblock)
+        bcl = np.clip(block, 0, nblock - 1)
+        inb = vb - block * BLOCK_PITCH_M
+        row = np.where(inb < 2.8, 0, 1)
+        inrow = inb - row * 2.8
+        ok &= (inb < 5.2) & (inrow >= 0) & (inrow < 2.4)
+        uu = au - BLOCK_OFFSET_M
+        col = np.floor(uu / self.pitch[bcl]).astype(np.int64)
+        inc = uu - col * self.pitch[bcl]
+        ok &= (col >= 0) & (col < self.lut.shape[2]) & (inc < self.size[bcl])
+        k = np.where(ok, self.lut[bcl, row, np.clip(col, 0, self.lut.shape[2] - 1)], -1)
+        return k, inrow, inc, self.size[bcl]
+
+
+def _storage_state(static: _Static, slots: list[Slot], activity: float) -> list[_AreaState]:
+    """Which storage slots are occupied at this activity level, as lookup tables."""
+    states = []
+    for area in static.layout.areas:
+        a_slots = [sl for sl in slots if sl.area_id == area.name]
+        occupied = [sl for sl in a_slots if sl.threshold < activity]
+        nblock = max((sl.block for sl in a_slots), default=0) + 1
+        ncol = max((sl.col for sl in a_slots), default=0) + 1
+        lut = np.full((nblock, 2, ncol + 1), -1, dtype=np.int64)
+        for k, sl in enumerate(occupied):
+            lut[sl.block, sl.row, sl.col] = k
+        kinds = {sl.block: sl.kind for sl in a_slots}
+        pitch = np.array([SLOT_PITCH_M[kinds.get(b, "c20")][1] for b in range(nblock)])
+        size = np.array([SLOT_PITCH_M[kinds.get(b, "c20")][0] for b in range(nblock)])
+        states.append(_AreaState(area, occupied, lut, pitch, size))
+    return states
+
+
+def _storage_shadows(
+    shade: np.ndarray, static: _Static, states: list[_AreaState], sun_local: tuple[float, float]
+) -> None:
+    """Shadows of container stacks and cargo piles (march towards the sun)."""
+    du, dv = sun_local
+    for st in states:
+        if not st.occupied:
+            continue
+        tab = static.areas[st.area.name]
+        k, *_ = st.lookup(tab.au, tab.av)
+        heights = np.array([sl.height * 2.6 if sl.kind != "tarp" else 1.6 for sl in st.occupied])
+        shadow = np.zeros(tab.idx.size, bool)
+        for hneed in np.arange(0.65, 7.81, 0.65):
+            kk, *_ = st.lookup(tab.au - hneed / 4.0 * du, tab.av - hneed / 4.0 * dv)
+            shadow |= (kk >= 0) & (heights[np.maximum(kk, 0)] >= hneed)
+        shade[tab.idx] = np.maximum(shade[tab.idx], (shadow & (k < 0)).astype(np.float32))
+
+
 def _draw_storage(
-    img: np.ndarray,
-    shade: np.ndarray,
-    static: _Static,
-    slots: list[Slot],
-    activity: float,
-    sun_local: tuple[float, float],
-    snow: bool,
+    img: np.ndarray, static: _Static, states: list[_AreaState], snow: bool
 ) -> dict[str, dict[str, float]]:
     """Container stacks and tarped cargo on the storage areas; returns area truth."""
     nb = img.shape[0]
     px = static.px
     truth = {}
-    for area in static.layout.areas:
+    for st in states:
+        area = st.area
+        occ_list = st.occupied
         tab = static.areas[area.name]
-        a_slots = [sl for sl in slots if sl.area_id == area.name]
-        occupied = {(sl.block, sl.row, sl.col): sl for sl in a_slots if sl.threshold < activity}
-        nblock = max((sl.block for sl in a_slots), default=-1) + 1
-        ncol = max((sl.col for sl in a_slots), default=-1) + 1
-        lut = np.full((max(nblock, 1), 2, max(ncol, 1) + 1), -1, dtype=np.int64)
-        kinds = {}
-        for sl in a_slots:
-            kinds[sl.block] = sl.kind
-        occ_list = list(occupied.values())
-        for k, sl in enumerate(occ_list):
-            lut[sl.block, sl.row, sl.col] = k
-        pitch = np.array([SLOT_PITCH_M[kinds.get(b, "c20")][1] for b in range(max(nblock, 1))])
-        size = np.array([SLOT_PITCH_M[kinds.get(b, "c20")][0] for b in range(max(nblock, 1))])
-
-        def lookup(au, av, lut=lut, pitch=pitch, size=size, nblock=nblock):
-            vb = av - BLOCK_OFFSET_M
-            block = np.floor(vb / BLOCK_PITCH_M).astype(np.int64)
-            ok = (block >= 0) & (block < nblock)
-            bcl = np.clip(block, 0, max(nblock - 1, 0))
-            inb = vb - block * BLOCK_PITCH_M
-            row = np.where(inb < 2.8, 0, 1)
-            inrow = inb - row * 2.8
-            ok &= (inb < 5.2) & (inrow >= 0) & (inrow < 2.4)
-            uu = au - BLOCK_OFFSET_M
-            col = np.floor(uu / pitch[bcl]).astype(np.int64)
-            inc = uu - col * pitch[bcl]
-            ok &= (col >= 0) & (col < lut.shape[2]) & (inc < size[bcl])
-            k = np.where(ok, lut[bcl, row, np.clip(col, 0, lut.shape[2] - 1)], -1)
-            return k, inrow, inc, size[bcl]
-
-        k, inrow, inc, sz = lookup(tab.au, tab.av)
-        heights = np.array([sl.height * 2.6 if sl.kind != "tarp" else 1.6 for sl in occ_list])
-        # shadows of stacks: march towards the sun
-        if occ_list:
-            du, dv = sun_local
-            shadow = np.zeros(tab.idx.size, bool)
-            for hneed in np.arange(0.65, 7.81, 0.65):
-                kk, *_ = lookup(tab.au - hneed / 4.0 * du, tab.av - hneed / 4.0 * dv)
-                shadow |= (kk >= 0) & (heights[np.maximum(kk, 0)] >= hneed)
-            shade[tab.idx] = np.maximum(shade[tab.idx], (shadow & (k < 0)).astype(np.float32))
+        k, inrow, inc, sz = st.lookup(tab.au, tab.av)
         sel = np.flatnonzero(k >= 0)
         if sel.size:
             kk = k[sel]
@@ -744,9 +773,9 @@ def _clouds(
         op = np.clip(0.92 + 0.05 * up, 0.0, 1.0).astype(np.float32)
         return op, np.zeros(shape, np.float32)
     # cloud field on a periodic low-resolution grid of ~8 m cells
-    cell = max(1, int(round(8.0 / px)))
+    cell = max(1, int(round(10.0 / px)))
     lh, lw = max(16, -(-h // cell) * 2), max(16, -(-w // cell) * 2)
-    field = _fractal((lh, lw), 3.4, rng)
+    field = _fractal((lh, lw), 4.2, rng) + 0.12 * _fractal((lh, lw), 2.0, rng)
     cover = rng.uniform(0.08, 0.35) if kind == "partial" else rng.uniform(0.55, 0.85)
     window = field[: -(-h // cell) + 1, : -(-w // cell) + 1]
     q = float(np.quantile(window, 1.0 - cover))
@@ -853,22 +882,22 @@ def render_scene(spec: SceneSpec) -> dict:
     shade[bi] = np.maximum(shade[bi], hit & (static.building[bi] < 0.5))
 
     for track in layout.tracks:
-        _draw_track(
-            img,
-            shade,
-            static.tracks[track.track_id],
-            spec.vehicles.get(track.track_id, []),
-            px,
-            sun_xy,
-            snow,
-            rng,
-        )
-    area_truth = _draw_storage(img, shade, static, spec.slots, spec.activity, (du, dv), snow)
+        vehicles = spec.vehicles.get(track.track_id, [])
+        tab = static.tracks[track.track_id]
+        _draw_track(img, shade, tab, vehicles, px, sun_xy, snow, bodies=False)
+    storage = _storage_state(static, spec.slots, spec.activity)
+    _storage_shadows(shade, static, storage, (du, dv))
+    # shadows fall on the ground; railcars, containers and lorries are drawn over them
+    diffuse = rng.uniform(0.3, 0.45)
+    img *= 1.0 - (1.0 - diffuse) * shade[None, :]
+    for track in layout.tracks:
+        vehicles = spec.vehicles.get(track.track_id, [])
+        tab = static.tracks[track.track_id]
+        _draw_track(img, shade, tab, vehicles, px, sun_xy, snow, bodies=True)
+    area_truth = _draw_storage(img, static, storage, snow)
     _draw_trucks(img, static, rng)
 
     # ---- illumination and atmosphere
-    diffuse = rng.uniform(0.3, 0.45)
-    img *= 1.0 - (1.0 - diffuse) * shade[None, :]
     irradiance = float(
         np.clip((math.sin(math.radians(elev_c)) / math.sin(math.radians(45))) ** 0.5, 0.5, 1.15)
     )

@@ -415,7 +415,7 @@ Regenerate with:
 
 ```python
 from toolkit.synth import simulate_site
-simulate_site("{meta["folder"]}", layout="{meta["layout"]}", resolution_m={meta["resolution_m"]!r},
+simulate_site("path/to/folder", layout="{meta["layout"]}", resolution_m={meta["resolution_m"]!r},
               seed={meta["seed"]}, history="{p["history"]}", overwrite=True)
 ```
 
@@ -682,7 +682,7 @@ def simulate_site(
             "scenes": names,
         }
         (tmp / "site.json").write_text(json.dumps(meta, indent=1) + "\n")
-        readme_meta = dict(meta, folder=out.name, misregistration_px=mis)
+        readme_meta = dict(meta, misregistration_px=mis)
         (tmp / "README.md").write_text(_readme(readme_meta))
     return SiteInfo.from_path(out)
 
