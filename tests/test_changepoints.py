@@ -622,3 +622,39 @@ def test_change_map_on_real_naip_series(real_data):
     assert res.change_time.dtype.kind == "M"
     assert set(np.unique(res.change_time.values[idx >= 0])) <= set(cube.time.values)
     assert "spatial_ref" in res.coords
+
+
+def test_change_map_on_the_simulated_yard_tracks_change_fields_do_not(tmp_path):
+    import geopandas as gpd
+    import rasterio.features
+
+    from toolkit.cube import load_cube
+    from toolkit.synth import five_year_history, simulate_site
+
+    dates = list(five_year_history().time.iloc[-12:])  # 2023-08-04 .. 2023-10-05
+    site = simulate_site(tmp_path / "site", resolution_m=3.0, dates=dates, clouds=False, snow=False)
+    cube = load_cube(list(site.scenes))
+    brightness = cube.where(cube.valid).astype("float32").mean("band")
+    cm = change_map(brightness)
+    assert isinstance(cm.p_value.data, da.Array)
+    cm = cm.compute()
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    transform = cube.rio.transform()
+    tracks = gpd.read_file(site.tracks_path).to_crs(cube.rio.crs)
+    areas = gpd.read_file(site.areas_path).to_crs(cube.rio.crs)
+    on_track = rasterio.features.rasterize(
+        tracks.buffer(1.5).geometry, out_shape=shape, transform=transform
+    ).astype(bool)
+    near = rasterio.features.rasterize(
+        [*tracks.buffer(40).geometry, *areas.buffer(20).geometry],
+        out_shape=shape,
+        transform=transform,
+    ).astype(bool)
+    p = cm.p_value.values
+    significant = p < 0.01
+    # railcars arrive on the tracks; the fields change no more than chance allows
+    assert significant[on_track].mean() > 0.3
+    assert significant[~near].mean() < 0.02
+    when = pd.DatetimeIndex(cm.change_time.values[on_track & significant])
+    in_rise = (when >= pd.Timestamp("2023-09-14")) & (when <= pd.Timestamp("2023-10-05"))
+    assert in_rise.mean() > 0.9
