@@ -699,7 +699,7 @@ class ChangePointResult:
             ("changes", str(self.n_changes)),
         ]
 
-    def _change_rows(self) -> list[list[str]]:
+    def _change_rows(self) -> tuple[list[list[str]], list[str]]:
         rows = []
         pct = int(round(self.confidence * 100))
         for i, p in enumerate(self.positions):
@@ -846,9 +846,11 @@ def detect_changepoints(
     method : {'pelt', 'binseg'}
         Exact PELT or binary segmentation.
     scale : 'robust', 'global' or float
-        Noise standard deviation for ``normal_mean``: ``'robust'`` (MAD of
-        first differences), ``'global'`` (standard deviation of the series; not
-        recommended: the changes inflate it) or a value.
+        Noise standard deviation for ``normal_mean``: ``'robust'`` (the
+        long-run scale of :func:`robust_scale`, from the MAD of lag-1 and lag-2
+        differences, which neither the changes nor autocorrelation fool),
+        ``'global'`` (standard deviation of the series; not recommended: the
+        changes inflate it) or a value.
     dispersion : float, optional
         Negative binomial size (``var = m + m**2 / size``); estimated from
         differences when omitted.
@@ -1280,7 +1282,9 @@ def change_map(
     ----------
     cube : xarray.DataArray
         ``(time, y, x)`` or ``(time, band, y, x)``, numpy- or dask-backed;
-        NaN marks invalid pixels (cloud, nodata), which are skipped.
+        NaN marks invalid pixels (cloud, nodata), which are skipped. A
+        ``valid`` coordinate (as on cubes from ``toolkit.load_cube``) masks
+        the pixels where it is False; integer data are converted to float32.
     band : str, int or sequence, optional
         Band(s) to analyse when the cube has a ``band`` dim; several bands are
         averaged. Required for a multi-band cube.
@@ -1329,6 +1333,12 @@ def change_map(
         )
     if dim not in cube.dims:
         raise SeriesError(f"cube: expected a {dim!r} dim, found dims {cube.dims}")
+    if "valid" in cube.coords:
+        valid = cube.coords["valid"]
+        cube = cube.drop_vars("valid")
+        if not np.issubdtype(cube.dtype, np.floating):
+            cube = cube.astype(np.float32)
+        cube = cube.where(valid)
     if "band" in cube.dims:
         if band is None:
             if cube.sizes["band"] != 1:
