@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from toolkit.changepoints import _fmt_time, _to_series, detect_changepoints
+from toolkit.changepoints import _fmt_time, _to_series, _version, detect_changepoints
 from toolkit.errors import InputError, SeriesError
 
 __all__ = [
@@ -142,6 +142,7 @@ class BaselineComparison:
     label : str
     notes : tuple of str
         Model-fitting notes (warnings raised by the fit, fallbacks).
+    toolkit_version : str
     """
 
     event_time: pd.Timestamp
@@ -180,6 +181,7 @@ class BaselineComparison:
     alpha: float
     label: str
     notes: tuple[str, ...] = ()
+    toolkit_version: str = ""
 
     def table(self) -> pd.DataFrame:
         """The comparison as a two-column table (quantity, value as text)."""
@@ -732,4 +734,5 @@ def compare_with_baseline(
         alpha=float(alpha),
         label=label,
         notes=tuple(dict.fromkeys(notes)),
+        toolkit_version=_version(),
     )

@@ -603,6 +603,9 @@ class ChangePointResult:
         Total penalised cost of the segmentation.
     name : str
     n_missing : int
+    segment_time_start, segment_time_end : tuple of pandas.Timestamp or None
+        First and last observation time of each segment.
+    toolkit_version : str
     """
 
     positions: tuple[int, ...]
@@ -629,6 +632,7 @@ class ChangePointResult:
     n_missing: int
     segment_time_start: tuple[pd.Timestamp, ...] | None = None
     segment_time_end: tuple[pd.Timestamp, ...] | None = None
+    toolkit_version: str = ""
 
     @property
     def n_changes(self) -> int:
@@ -1007,6 +1011,7 @@ def detect_changepoints(
         n_missing=int(ser.values.size - n),
         segment_time_start=st,
         segment_time_end=en,
+        toolkit_version=_version(),
     )
 
 
