@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolkit import synth
 from toolkit.errors import DataIntegrityError, InputError
@@ -129,6 +131,19 @@ def test_five_year_history_reproduces_published_facts(seed):
     # acquisition times around 02:00 UTC
     hours = h["time"].dt.hour + h["time"].dt.minute / 60
     assert hours.between(1.5, 2.5).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_five_year_history_published_numbers_hold_for_any_seed(seed):
+    h = five_year_history(seed=seed)
+    day = h.set_index(h["time"].dt.normalize())["railcars"]
+    assert day[pd.Timestamp("2023-10-05")] == 73 == h["railcars"].iloc[-1]
+    assert day[pd.Timestamp("2022-11-18")] == 5
+    assert day[pd.Timestamp("2022-11-30")] == 8
+    before = h[h["time"] < "2023-09-18"]["railcars"]
+    assert before.max() == 20 and (before == 20).sum() == 1
+    assert 55 <= len(h) <= 65 and h["time"].is_unique
 
 
 def test_five_year_history_is_deterministic_and_seeded():
