@@ -18,6 +18,8 @@ import pytest
 import rasterio
 import xarray as xr
 from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyproj import Transformer
 from rasterio.windows import Window
 
@@ -252,6 +254,36 @@ def test_chunking_does_not_change_values(mixed_scenes: Path, grid_scenes: Path) 
             other = load_cube(folder, chunks=chunks)
             assert other.chunks[2][0] == chunks["y"]
             xr.testing.assert_identical(other.compute(), ref)
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ych=st.integers(min_value=8, max_value=90),
+    xch=st.integers(min_value=8, max_value=110),
+    tch=st.integers(min_value=1, max_value=3),
+)
+def test_values_do_not_depend_on_chunks(mixed_scenes: Path, ych: int, xch: int, tch: int) -> None:
+    ref = _mixed_reference(mixed_scenes)
+    got = load_cube(mixed_scenes, chunks={"time": tch, "y": ych, "x": xch}).compute()
+    xr.testing.assert_identical(got, ref)
+
+
+_MIXED_CACHE: dict[Path, xr.DataArray] = {}
+
+
+def _mixed_reference(folder: Path) -> xr.DataArray:
+    if folder not in _MIXED_CACHE:
+        _MIXED_CACHE[folder] = load_cube(folder, chunks={"y": -1, "x": -1}).compute()
+    return _MIXED_CACHE[folder]
+
+
+def test_progress_bar_does_not_change_the_cube(grid_scenes: Path, capsys) -> None:
+    plain = load_cube(grid_scenes)
+    shown = load_cube(grid_scenes, progress=True)
+    xr.testing.assert_identical(shown.compute(), plain.compute())
+    assert "checking scenes" in capsys.readouterr().err
 
 
 def test_building_cube_and_quality_computes_nothing(mixed_scenes: Path, tmp_path: Path) -> None:
@@ -536,7 +568,8 @@ def test_distributed_processes_compute_the_same_values(mixed_scenes: Path) -> No
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
+            scheduler_port=0,
         ) as cluster,
         Client(cluster) as client,
     ):
