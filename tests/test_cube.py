@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dask
@@ -490,8 +491,6 @@ def _stac_items(folder: Path, *, remote: bool = False) -> object:
         with rasterio.open(path) as src:
             bounds = src.bounds
             when = src.tags().get("TIFFTAG_DATETIME")
-        from datetime import datetime
-
         dt = datetime.strptime(when, "%Y:%m:%d %H:%M:%S")
         item = pystac.Item(
             id=path.stem,
@@ -521,6 +520,35 @@ def test_stac_items_load_the_same_cube_as_files(grid_scenes: Path, tmp_path: Pat
         load_cube(_stac_items(grid_scenes, remote=True))
     msg = _one_line(err, "scene_a", "https://example.invalid/scene_a.tif", "local")
     assert "remote" in msg
+
+
+def test_stac_item_json_with_relative_href_uses_the_item_datetime(
+    grid_scenes: Path, tmp_path: Path
+) -> None:
+    import pystac
+
+    shutil.copy(grid_scenes / "scene_a.tif", tmp_path / "scene_a.tif")
+    mask = np.zeros((50, 70), "uint8")
+    mask[:5] = 2
+    _write(tmp_path / "scene_a_udm.tif", mask, transform=Affine(0.5, 0, X0, 0, -0.5, Y0))
+    item = pystac.Item(
+        id="yard-a",
+        geometry=None,
+        bbox=None,
+        datetime=datetime(2024, 6, 17, 2, 0, 0, tzinfo=UTC),  # differs from the file's tag
+        properties={"synthetic": True},
+    )
+    item.add_asset("visual", pystac.Asset(href="./scene_a.tif", roles=["data"]))
+    item.add_asset("udm", pystac.Asset(href="./scene_a_udm.tif", roles=["cloud"]))
+    path = tmp_path / "yard-a.json"
+    path.write_text(json.dumps(item.to_dict(include_self_link=False)))
+    cube = load_cube(path)
+    assert cube.time.values[0] == np.datetime64("2024-06-17T02:00:00", "ns")
+    assert list(cube.scene.values) == ["scene_a.tif"]
+    assert int((cube.mask.isel(time=0) == 2).sum()) == 5 * 70
+    assert not bool(cube.valid.isel(time=0, y=slice(0, 5)).any())
+    with rasterio.open(grid_scenes / "scene_a.tif") as src:
+        np.testing.assert_array_equal(cube.isel(time=0).values, src.read())
 
 
 # --------------------------------------------------------------------------- zarr cache
