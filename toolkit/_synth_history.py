@@ -88,8 +88,8 @@ def _counts(days: list[_dt.date], rng: np.random.Generator) -> np.ndarray:
     for i in pre:
         level = float(np.clip(10.0 + 0.6 * (level - 10.0) + rng.normal(0.0, 3.0), 4.0, 17.0))
         counts[i] = int(np.clip(round(level + rng.normal(0.0, 1.5)), 4, 19))
-    # ... with its maximum, exactly 20, once in 2019.
-    in_2019 = [i for i in pre if days[i].year == 2019]
+    # ... with its maximum, exactly 20, once in 2019 (in a snow-free month, so it can be seen).
+    in_2019 = [i for i in pre if days[i].year == 2019 and 4 <= days[i].month <= 10]
     counts[in_2019[int(rng.integers(0, len(in_2019)))]] = _BASELINE_MAX
     for i, d in enumerate(days):
         if _CLOSURE[0] <= d <= _CLOSURE[1]:

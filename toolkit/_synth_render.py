@@ -874,7 +874,7 @@ def render_scene(spec: SceneSpec) -> dict:
     for c in range(nb):
         img[c] += (float(_BALLAST[c]) * (1 + 0.15 * tf) - img[c]) * static.ballast
     if snow:
-        _lerp(img, _SNOW, static.ballast * snow_ground * 0.8)
+        _lerp(img, _SNOW, static.ballast * snow_ground * 0.6)
         _lerp(img, _SNOW, static.apron * snow_ground * 0.5)
     _lerp(img, _RAIL, static.rails * 0.8)
     # warehouse roof: two pitches lit differently by the sun

@@ -151,7 +151,7 @@ def _new_vehicle(kind: str, rng: np.random.Generator, t: _dt.datetime, length: f
         tarp_colour=int(rng.integers(0, 3)),
         load=load,
         shade=float(rng.uniform(0.85, 1.15)),
-        snow=float(rng.uniform(0.3, 1.0)),
+        snow=float(rng.uniform(0.2, 0.8)),
     )
 
 
