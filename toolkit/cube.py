@@ -193,6 +193,11 @@ def _fill_value(scenes: list[_Scene]) -> float:
     return 0
 
 
+def _file_stamp(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
 def _blocks(n: int, size: int, *, merge_tail: bool = False) -> list[tuple[int, int]]:
     """Block edges along one dim; with ``merge_tail`` a sliver under 1/4 block joins the last."""
     size = n if size == -1 else size
@@ -295,7 +300,16 @@ def load_cube(
     whole number of pixels away) are read with plain windowed reads; others
     go through a GDAL warped VRT with ``resampling``, one block at a time.
     Each dask task opens its files itself, so the graph runs on
-    ``dask.distributed`` workers.
+    ``dask.distributed`` workers. The target grid is anchored on the first
+    scene already in the target CRS at the target resolution; a native pixel
+    size in the target CRS is preferred to one up to 5 % finer that only
+    comes from reprojecting another scene. Default chunks of 1024 pixels
+    absorb a remainder of under 256 pixels into the last block.
+
+    Memory: ``cube.compute()`` briefly holds about twice the cube (dask keeps
+    every block while it assembles the result). Reduce lazily (e.g. counts
+    per track), write with :func:`cache_cube`, or ``dask.array.store`` into
+    preallocated arrays to stay near one cube.
 
     Examples
     --------
@@ -378,7 +392,11 @@ def _build_cube(
     )
     ybl = _blocks(grid.height, chunks["y"], merge_tail=not user_chunks.get("y"))
     xbl = _blocks(grid.width, chunks["x"], merge_tail=not user_chunks.get("x"))
-    token = tokenize(steps, grid, spec, ybl, xbl)
+    # File sizes and modification times enter the token: a regenerated scene gets new keys.
+    stamps = [_file_stamp(s.raster.path) for s in used] + [
+        _file_stamp(s.mask.path) for s in used if s.mask is not None
+    ]
+    token = tokenize(steps, grid, spec, ybl, xbl, stamps)
     rname = f"load_cube-read-{token}"
     dname, vname, mname = (f"load_cube-{k}-{token}" for k in ("data", "valid", "mask"))
     read_layer: dict[Any, Any] = {}
