@@ -438,3 +438,75 @@ def pelt_l2(cs1, cs2, pen, last_start):
             F[t] = best + pen
             prev[t] = arg
     return prev, F[n]
+
+
+@njit(cache=True, fastmath={"contract", "arcp", "nsz", "reassoc"})
+def _l2_cost_pass(m, a1, a2, t, c1, c2, cf, cl, vals):
+    """``vals[j] = F[s_j] + SS(s_j, t)`` for all candidates; returns (min, max).
+
+    Branch-free over contiguous arrays, so it compiles to SIMD code.
+    """
+    mn = np.inf
+    mx = -np.inf
+    for j in range(m):
+        d1 = a1 - c1[j]
+        v = (a2 - c2[j]) - d1 * d1 / (t - cl[j])
+        v = v if v > 0.0 else 0.0
+        v += cf[j]
+        vals[j] = v
+        mn = min(mn, v)
+        mx = max(mx, v)
+    return mn, mx
+
+
+@njit(cache=True)
+def pelt_l2_unit(cs1, cs2, pen):
+    """PELT for the sum-of-squares cost with a minimum segment length of one.
+
+    Equivalent to :func:`pelt_l2` with ``last_start[t] = t - 1``: a candidate
+    dominated at ``t`` (``F[s] + C(s, t) >= F[t]``) is dropped at ``t + 1``.
+    Each step runs one vectorised pass for the costs, their minimum and
+    maximum; the candidate set is compacted only when the maximum shows that
+    something is to be pruned, and the first candidate attaining the minimum
+    (the smallest start, as in :func:`pelt`) is the optimal last change.
+    """
+    n = cs1.shape[0] - 1
+    F = np.full(n + 1, np.inf)
+    F[0] = -pen
+    prev = np.full(n + 1, -1, dtype=np.int64)
+    cs = np.empty(n + 1, dtype=np.int64)
+    cl = np.empty(n + 1)
+    cf = np.empty(n + 1)
+    c1 = np.empty(n + 1)
+    c2 = np.empty(n + 1)
+    vals = np.empty(n + 1)
+    m = 0
+    compact = False
+    for t in range(1, n + 1):
+        if compact:
+            fprev = F[t - 1]
+            k = 0
+            for j in range(m):
+                if vals[j] < fprev:
+                    cs[k] = cs[j]
+                    cl[k] = cl[j]
+                    cf[k] = cf[j]
+                    c1[k] = c1[j]
+                    c2[k] = c2[j]
+                    k += 1
+            m = k
+        s = t - 1
+        cs[m] = s
+        cl[m] = s
+        cf[m] = F[s]
+        c1[m] = cs1[s]
+        c2[m] = cs2[s]
+        m += 1
+        mn, mx = _l2_cost_pass(m, cs1[t], cs2[t], float(t), c1, c2, cf, cl, vals)
+        F[t] = mn + pen
+        for j in range(m):
+            if vals[j] == mn:
+                prev[t] = cs[j]
+                break
+        compact = mx >= F[t]
+    return prev, F[n]

@@ -479,7 +479,11 @@ def pelt(
 def _run_pelt(cs1, cs2, model, param, pen, ls, mbic_n):
     """Dispatch to the specialised sum-of-squares kernel when it applies."""
     if model == "normal_mean" and mbic_n == 0:
-        prev, f = _k.pelt_l2(cs1, cs2, pen * 2.0 * param, ls)
+        n = cs1.shape[0] - 1
+        if ls[-1] == n - 1 and np.array_equal(ls[1:], np.arange(n)):
+            prev, f = _k.pelt_l2_unit(cs1, cs2, pen * 2.0 * param)
+        else:
+            prev, f = _k.pelt_l2(cs1, cs2, pen * 2.0 * param, ls)
         return prev, f / (2.0 * param)
     return _k.pelt(cs1, cs2, MODELS[model][0], param, pen, ls, mbic_n)
 
