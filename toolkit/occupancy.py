@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import ndimage
 
+from toolkit._fast import nanmedian_axis0
 from toolkit.errors import InputError
 
 __all__ = [
@@ -65,8 +67,10 @@ def estimate_occupancy(
     *,
     core_half_width_m: float = 0.9,
     threshold: float = 5.0,
+    smooth_m: float = 1.5,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
+    shadows: bool = True,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
 
@@ -81,12 +85,20 @@ def estimate_occupancy(
     threshold : float, default 5.0
         A position is occupied when its colour distance to the empty-track
         reference exceeds ``threshold`` times the scene's noise (sigma).
+    smooth_m : float, default 1.5
+        Length of the running median applied along the track to the colour
+        distance before thresholding: ballast texture and rail glints are
+        shorter, car bodies (12-20 m) much longer.
     min_run_m : float, default 6.0
         Occupied runs shorter than this are dropped (no railcar is shorter
         than 12 m; half of one may be visible at a cloud edge).
     max_gap_m : float, default 2.5
         Free gaps shorter than this between occupied runs are closed (coupler
         gaps are about 1 m).
+    shadows : bool, default True
+        Explain dark, colour-neutral pixels as ballast in a shadow (a railcar on
+        the neighbouring track casts one across this track when the sun is low)
+        rather than as a railcar.
 
     Returns
     -------
@@ -94,7 +106,8 @@ def estimate_occupancy(
         ``occupancy (time, track, along)`` int8: 1 occupied, 0 free, -1
         unknown (or past the track's end); ``deviation (time, track, along)``
         float32, the distance to the reference in noise units;
-        ``reference (track, along, band)`` the empty-track colour used.
+        ``reference (track, along, across, band)`` the empty-track appearance
+        used (for the largest group of similar scenes).
         attrs record the method and parameters.
 
     Notes
@@ -117,20 +130,19 @@ def estimate_occupancy(
             f"core_half_width_m={core_half_width_m} selects no across-track samples "
             f"(strip half-width {strips.attrs.get('half_width_m')} m, step {step} m)"
         )
-    val = strips["value"].where(strips["valid"]).isel(across=np.flatnonzero(core.values))
-    prof = val.mean("across", skipna=True)  # (time, track, along, band)
-    known = strips["valid"].isel(across=np.flatnonzero(core.values)).mean("across") >= 0.5
-    known = known & strips["on_track"]
-    prof = prof.where(known)
-
     dims = ["time", "track", "along"]
     raw, dev, ref = xr.apply_ufunc(
         _classify,
-        prof,
-        known,
-        input_core_dims=[[*dims, "band"], dims],
-        output_core_dims=[dims, dims, ["track", "along", "band"]],
-        kwargs={"threshold": float(threshold)},
+        strips["value"],
+        strips["valid"] & strips["on_track"],
+        input_core_dims=[[*dims, "across", "band"], [*dims, "across"]],
+        output_core_dims=[dims, dims, ["track", "along", "across", "band"]],
+        kwargs={
+            "threshold": float(threshold),
+            "smooth": max(int(round(smooth_m / step)) | 1, 1),
+            "core": np.asarray(core.values, bool),
+            "shadows": bool(shadows),
+        },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32"],
         dask_gufunc_kwargs={"allow_rechunk": True},
@@ -163,6 +175,7 @@ def estimate_occupancy(
             "method": "temporal-median background, robust per-scene noise, run cleaning",
             "core_half_width_m": core_half_width_m,
             "threshold": threshold,
+            "smooth_m": smooth_m,
             "min_run_m": min_run_m,
             "max_gap_m": max_gap_m,
             "step_m": step,
@@ -264,8 +277,10 @@ def count_railcars(
     half_width_m: float = 2.5,
     core_half_width_m: float = 0.9,
     threshold: float = 5.0,
+    smooth_m: float = 1.5,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
+    shadows: bool = True,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
 ) -> xr.Dataset:
@@ -277,7 +292,7 @@ def count_railcars(
         ``(time, band, y, x)`` from :func:`toolkit.load_cube`.
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
-    half_width_m, core_half_width_m, threshold, min_run_m, max_gap_m
+    half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows
         See :func:`track_strips` and :func:`estimate_occupancy`.
     car_length_m, car_length_range_m
         See :func:`counts_from_occupancy`.
@@ -302,8 +317,10 @@ def count_railcars(
         strips,
         core_half_width_m=core_half_width_m,
         threshold=threshold,
+        smooth_m=smooth_m,
         min_run_m=min_run_m,
         max_gap_m=max_gap_m,
+        shadows=shadows,
     )
     counts = counts_from_occupancy(
         occ, car_length_m=car_length_m, car_length_range_m=car_length_range_m
@@ -615,48 +632,132 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
 
 
-def _classify(prof: np.ndarray, known: np.ndarray, *, threshold: float, n_iter: int = 3):
-    """Occupied/free/unknown for a whole (time, track, along, band) profile stack.
+def _classify(
+    val: np.ndarray,
+    valid: np.ndarray,
+    *,
+    threshold: float,
+    smooth: int,
+    core: np.ndarray,
+    shadows: bool,
+    n_iter: int = 3,
+):
+    """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
 
-    Alternates between (a) the empty-track reference, the temporal median of
-    the gain-corrected colour over positions currently judged free, with the
-    yard-wide ballast colour where a position has no free observation or an
-    outlying median, and (b) per-scene gains and noise levels estimated from
-    the free positions only, so that a full yard does not bias them.
+    Every sample is compared with the empty-track reference at its place,
+    both as lit ballast and as ballast in a shadow (the reference scaled by the
+    scene's shadow factor); the smaller of the two distances counts. The core
+    of the strip (where a car body is) is averaged, smoothed along the track
+    and compared with the scene's noise level. The reference, the per-scene
+    gains and the noise are re-estimated from the positions judged free, a few
+    times, so that a full yard does not bias them.
     """
-    n_t, n_k, n_a, n_b = prof.shape
-    p = np.where(known[..., None], prof, np.nan).astype("float64")
-    flat = p.reshape(n_t, -1, n_b)
+    n_t, n_k, n_a, n_c, n_b = val.shape
+    v = np.where(valid[..., None], val, np.nan).astype("float32")
+    known = valid[..., core].mean(axis=-1) >= 0.5
+    chi_med = {1: 0.6745, 2: 1.18}.get(n_b, 1.54)  # median of a chi with n_b dof
     with np.errstate(all="ignore"), _quiet_nan_warnings():
-        gain = np.nanmedian(flat, axis=1)  # (time, band)
-        gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+        scene_med = np.nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
+        scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
+        groups = _appearance_groups(scene_med)
+        gain = scene_med.copy()
         free = known.copy()
+        lit = np.ones(valid.shape, bool)
         for _ in range(n_iter):
-            norm = p / gain[:, None, None, :]
-            ref = np.nanmedian(np.where(free[..., None], norm, np.nan), axis=0)
-            yard = np.nanmedian(ref.reshape(-1, n_b), axis=0)
-            if not np.isfinite(yard).all():
-                yard = np.nanmedian(norm.reshape(-1, n_b), axis=0)
-            d_ref = np.sqrt(np.sum((ref - yard) ** 2, axis=-1))
-            spread = 1.4826 * np.nanmedian(d_ref)
-            odd = ~np.isfinite(d_ref) | (d_ref > 4.0 * spread + 0.05)
-            ref[odd] = yard
-            ratio = np.where(free[..., None], p / ref[None], np.nan).reshape(n_t, -1, n_b)
-            new_gain = np.nanmedian(ratio, axis=1)
-            ok = np.isfinite(new_gain) & (new_gain > 0)
-            gain = np.where(ok, new_gain, gain)
-            norm = p / gain[:, None, None, :]
-            dist = np.sqrt(np.sum((norm - ref[None]) ** 2, axis=-1))
-            # noise sigma per scene from free positions: median of a 3-D chi ~ 1.54 sigma
-            chi_med = 1.54 if n_b >= 3 else (1.18 if n_b == 2 else 0.6745)
-            d_free = np.where(free, dist, np.nan).reshape(n_t, -1)
-            sigma = np.nanmedian(d_free, axis=1) / chi_med
-            sigma = np.where(np.isfinite(sigma), np.maximum(sigma, 0.01), 0.01)
-            dev = dist / sigma[:, None, None]
+            n = v / gain[:, None, None, None, :]
+            refs = {
+                g: _reference(n[groups == g], free[groups == g], lit[groups == g], core)
+                for g in np.unique(groups)
+            }
+            dev = np.full((n_t, n_k, n_a), np.nan, "float32")
+            sigma = np.ones(n_t)
+            for t in range(n_t):
+                r = refs[groups[t]]
+                d_lit = np.sqrt(np.sum((n[t] - r) ** 2, axis=-1))
+                d = d_lit
+                if shadows:
+                    k_sh = _shadow_factor(n[t], r)
+                    if np.isfinite(k_sh).all():
+                        d_sh = np.sqrt(np.sum((n[t] - k_sh * r) ** 2, axis=-1))
+                        d = np.fmin(d_lit, d_sh)
+                        lit[t] = ~(d_sh < d_lit)
+                dc = np.nanmean(d[..., core], axis=-1)
+                if smooth > 1:  # running median along the track: texture spikes out, cars in
+                    filled = np.where(np.isfinite(dc), dc, 0.0)
+                    dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
+                dc = np.where(known[t], dc, np.nan)
+                s = np.nanmedian(np.where(free[t], dc, np.nan)) / chi_med
+                sigma[t] = s if np.isfinite(s) else 1.0
+                dev[t] = dc / max(sigma[t], 0.01)
+                # gains from free, lit samples against the reference
+                ratio = np.where((free[t][..., None] & lit[t])[..., None], v[t] / r, np.nan)
+                g_new = np.nanmedian(ratio.reshape(-1, n_b), axis=0)
+                ok = np.isfinite(g_new) & (g_new > 0)
+                gain[t] = np.where(ok, g_new, gain[t])
             free = known & (dev <= threshold)
     occ = np.where(known, np.where(dev > threshold, OCCUPIED, FREE), UNKNOWN).astype("int8")
     dev = np.where(known, dev, np.nan).astype("float32")
-    return occ, dev, ref.astype("float32")
+    biggest = np.bincount(groups).argmax()
+    return occ, dev, refs[biggest].astype("float32")
+
+
+def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.6) -> np.ndarray:
+    """Split scenes into snow-like and ordinary ones by their overall brightness.
+
+    Returns a group label per scene (0 or 1). One group unless the sorted
+    brightness has a gap of at least ``min_ratio``.
+    """
+    bright = np.log(np.nanmean(scene_med, axis=1))
+    if bright.size < 2 or not np.isfinite(bright).all():
+        return np.zeros(bright.size, int)
+    order = np.sort(bright)
+    gaps = np.diff(order)
+    i = int(np.argmax(gaps))
+    if gaps[i] < np.log(min_ratio):
+        return np.zeros(bright.size, int)
+    return (bright > order[i]).astype(int)
+
+
+def _reference(n: np.ndarray, free: np.ndarray, lit: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """Empty-track appearance (track, along, across, band) from one group of similar scenes.
+
+    The temporal median of free, lit samples; where a position was never free
+    (or its median is far from the rest of the yard) the yard-wide appearance at
+    the same offset across the track is used. Groups of fewer than five scenes
+    use the yard-wide appearance everywhere (a temporal median of so few scenes
+    would hold the railcars themselves).
+    """
+    n_t = n.shape[0]
+    use = (free[..., None] & lit)[..., None]
+    yard = nanmedian_axis0(np.where(use, n, np.nan).reshape(-1, *n.shape[3:]))  # (C, B)
+    if n_t < 5:
+        return np.broadcast_to(yard, n.shape[1:]).copy()
+    ref = nanmedian_axis0(np.where(use, n, np.nan))  # (K, A, C, B)
+    d = np.sqrt(np.nansum((ref[..., core, :] - yard[core]) ** 2, axis=-1)).mean(axis=-1)
+    spread = 1.4826 * np.nanmedian(d)
+    odd = ~np.isfinite(ref).all(axis=(-1, -2)) | (d > 4.0 * spread + 0.05)
+    ref[odd] = yard
+    bad = ~np.isfinite(ref)
+    if bad.any():
+        ref[bad] = np.broadcast_to(yard, ref.shape)[bad]
+    return ref
+
+
+def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The scene's shadow darkening per band: the typical ratio of dark, near-neutral samples.
+
+    Shadows dim every band by about the share of diffuse light (0.25-0.55);
+    haze added on top makes the ratio slightly larger in the blue, so the
+    factor is estimated per band. Returns NaNs when the scene shows too few
+    shadowed samples to tell.
+    """
+    ratio = n / ref
+    rho = np.nanmean(ratio, axis=-1)
+    spread = np.nanstd(ratio, axis=-1) / np.maximum(rho, 1e-6)
+    cand = (rho > 0.15) & (rho < 0.75) & (spread < 0.25)
+    if cand.sum() < 50:
+        return np.full(n.shape[-1], np.nan)
+    return np.nanmedian(ratio[cand], axis=0)
 
 
 class _quiet_nan_warnings:

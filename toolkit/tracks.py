@@ -170,8 +170,8 @@ def track_strips(
         Half the strip width across the track, metres. Yard tracks are 4.5-5.5 m
         apart, so 2.5 m keeps each strip on its own track.
     step_m : float, optional
-        Sample spacing along and across, metres; default half the cube's
-        pixel size (at least 0.25 m).
+        Sample spacing along and across, metres; default the cube's pixel
+        size (at least 0.25 m).
 
     Returns
     -------
@@ -203,7 +203,7 @@ def track_strips(
     xs = cube["x"].values.astype("float64")
     ys = cube["y"].values.astype("float64")
     res = min(abs(xs[1] - xs[0]), abs(ys[1] - ys[0]))
-    step = float(step_m) if step_m is not None else max(res / 2.0, 0.25)
+    step = float(step_m) if step_m is not None else max(res, 0.25)
     if not np.isfinite(step) or step <= 0:
         raise TrackError(f"step_m must be a positive number of metres, got {step_m!r}")
     across = np.arange(-half_width_m, half_width_m + step / 2, step)
