@@ -335,6 +335,17 @@ def _cumsums(x: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     return cs1, cs2
 
 
+def _clip_outliers(x: np.ndarray, c: float, width: int = 5) -> np.ndarray:
+    """Clip ``x`` to ``c`` white-noise scales around its running median."""
+    if x.size < width:
+        return x
+    from scipy.ndimage import median_filter
+
+    s = robust_scale(x, long_run=False)
+    med = median_filter(x, size=width, mode="nearest")
+    return np.clip(x, med - c * s, med + c * s)
+
+
 def _min_size_obs(min_size, name="min_size") -> tuple[int, pd.Timedelta | None]:
     """Split ``min_size`` into observations and a duration."""
     if isinstance(min_size, bool):
@@ -826,6 +837,7 @@ def detect_changepoints(
     dispersion: float | None = None,
     confidence: float = 0.95,
     max_changes: int | None = None,
+    outlier_clip: float | None = 3.0,
 ) -> ChangePointResult:
     """Detect changes in the level of a series.
 
@@ -866,6 +878,13 @@ def detect_changepoints(
         Level of the segment-level and change-date intervals.
     max_changes : int, optional
         Upper bound on the number of changes (``binseg`` only).
+    outlier_clip : float or None
+        Robustness to outliers and heavy tails: before segmenting, each
+        observation is clipped to within ``outlier_clip`` white-noise scales
+        of the running median of 5 neighbouring observations (a level change
+        moves the running median with it; an isolated outlier does not).
+        Segment levels are computed from the unclipped values. None turns
+        it off.
 
     Returns
     -------
@@ -908,6 +927,14 @@ def detect_changepoints(
         values, times, model, penalty, min_size, scale, dispersion, "values"
     )
     n = x.size
+    x_raw = x
+    if outlier_clip is not None:
+        if not outlier_clip > 0:
+            raise SeriesError(
+                f"outlier_clip: expected a positive number or None, found {outlier_clip!r}"
+            )
+        x = _clip_outliers(x, float(outlier_clip))
+        param = _model_param(x, model, scale, dispersion)
     cs1, cs2 = _cumsums(x, model)
     kind = MODELS[model][0]
     mb = n if mbic else 0
@@ -963,7 +990,7 @@ def detect_changepoints(
 
     levels, lows, highs, nobs = [], [], [], []
     for s, e in zip(starts, ends, strict=True):
-        m, lo, hi = _level_ci(x[s:e], model, param, confidence)
+        m, lo, hi = _level_ci(x_raw[s:e], model, param, confidence)
         levels.append(m)
         lows.append(lo)
         highs.append(hi)
