@@ -464,7 +464,7 @@ class SceneSpec:
     vehicles: dict[str, list[tuple[float, float, Vehicle]]]
     slots: list[Slot]
     activity: float  # storage level 0-1 (slots with threshold below it are occupied)
-    cloud_kind: str  # "none", "partial", "heavy", "full"
+    cloud_kind: str  # "none", "partial", "heavy", "full", "haze"
     nodata_wedge: bool
     snow_allowed: bool
     misregistration_px: float
@@ -785,6 +785,12 @@ def _clouds(
     if kind == "none":
         z = np.zeros(shape, np.float32)
         return z, z
+    if kind == "haze":  # a bank of thick haze: translucent, no shadow of its own
+        field = _fractal((max(8, h // 16), max(8, w // 16)), 4.5, rng)
+        q = float(np.quantile(field, 1.0 - rng.uniform(0.3, 0.6)))
+        peak = rng.uniform(0.3, 0.45)
+        op = np.clip((_upsample(field, (h, w)) - q) / 1.0, 0.0, 1.0) * peak
+        return op.astype(np.float32), np.zeros(shape, np.float32)
     if kind == "full":
         up = _upsample(_fractal((max(8, h // 16), max(8, w // 16)), 3.0, rng), (h, w))
         op = np.clip(0.92 + 0.05 * up, 0.0, 1.0).astype(np.float32)

@@ -314,8 +314,10 @@ def _conditions(
     if clouds:
         n_full = 0 if n < 20 else (1 if n < 45 else 2)
         n_heavy = int(round(0.05 * n))
-        n_partial = max(1 if n >= 2 else 0, int(round(0.25 * n)) - n_full - n_heavy)
+        n_haze = int(round(0.05 * n))
+        n_partial = max(1 if n >= 2 else 0, int(round(0.25 * n)) - n_full - n_heavy - n_haze)
         labels = ["full"] * n_full + ["heavy"] * n_heavy + ["partial"] * n_partial
+        labels += ["haze"] * n_haze
         for i, label in zip(order, labels, strict=False):
             kinds[i] = label
     n_wedge = max(1 if n >= 3 else 0, int(round(0.08 * n)))
@@ -534,7 +536,8 @@ def simulate_site(
         sites. With ``history="tumangang"`` they must fall on days of the
         calibrated schedule (those scenes are rendered, with the same traffic).
     clouds, snow : bool
-        Draw partial/heavy/full clouds on about a quarter of the scenes; allow
+        Draw clouds (partial, heavy, one or two full) with their shadows, or banks
+        of thick haze, on about a quarter of the scenes; allow
         snow in winter scenes.
     mixed_grids : bool
         Scenes differ in CRS (EPSG:32652, EPSG:3857, EPSG:32651), pixel size
