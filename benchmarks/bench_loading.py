@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,7 +88,10 @@ def _scene_folder(sample_dir: Path | None, quick: bool, tmp: Path) -> tuple[Path
     if sample_dir is not None:
         for cand in (Path(sample_dir) / "scenes", Path(sample_dir)):
             if cand.is_dir() and any(cand.glob("*.tif")):
-                return cand, f"sample scenes in {cand}"
+                # A private copy: the sample may be regenerated while the benchmark runs.
+                copy = shutil.copytree(cand, tmp / "scenes")
+                n = len(_files(copy))
+                return copy, f"{n} scenes of the synthetic sample ({cand})"
     n, size = (6, 1024) if quick else (12, 2048)
     folder = _write_synthetic_scenes(tmp / "scenes", n=n, size=size)
     return folder, f"{n} synthetic {size}x{size} px 4-band scenes (generated)"

@@ -480,6 +480,15 @@ def test_errors_name_the_file_on_one_line(tmp_path: Path, grid_scenes: Path) -> 
         load_cube(grid_scenes, chunks={"z": 3})
 
 
+def test_scene_removed_after_loading_is_named_at_compute_time(grid_scenes: Path, tmp_path):
+    shutil.copytree(grid_scenes, tmp_path / "scenes")
+    cube = load_cube(tmp_path / "scenes")
+    (tmp_path / "scenes" / "scene_b.tif").unlink()
+    with pytest.raises(SceneError) as err:
+        cube.compute()
+    _one_line(err, "scene_b.tif", "load_cube again")
+
+
 # --------------------------------------------------------------------------- STAC
 
 

@@ -260,7 +260,15 @@ def _grid_offset(r: _Raster, grid: _Grid) -> tuple[int, int] | None:
 def _open(path: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        return rasterio.open(path)
+        try:
+            return rasterio.open(path)
+        except rasterio.errors.RasterioIOError as err:
+            msg = str(err).replace(str(path), "").strip(" :")
+            raise SceneError(
+                f"{path}: could not be opened while computing the cube ({msg}); it was readable "
+                f"when load_cube checked it, so it has since been moved, deleted or rewritten; "
+                f"restore the file or call load_cube again"
+            ) from None
 
 
 def _read_source(
