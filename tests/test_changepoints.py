@@ -298,6 +298,20 @@ def test_minimum_segment_length_in_time_on_irregular_dates():
     assert _penalised(x, res.positions, "normal_mean", 1.0, pen) == pytest.approx(F[80])
 
 
+def test_change_position_interval_coverage():
+    rng = np.random.default_rng(0)
+    for shift, least in ((1.5, 0.85), (3.0, 0.93)):
+        hits = []
+        for _ in range(200):
+            tau = int(rng.integers(30, 70))
+            x = np.r_[np.zeros(tau), np.full(100 - tau, shift)] + rng.normal(size=100)
+            res = detect_changepoints(x, scale=1.0, outlier_clip=None)
+            if res.n_changes == 1:
+                hits.append(res.position_low[0] <= tau <= res.position_high[0])
+        assert len(hits) > 180
+        assert np.mean(hits) >= least  # nominal 0.95; measured 0.88 and 0.97
+
+
 def test_nile_changes_in_1899():
     import statsmodels.api as sm
 

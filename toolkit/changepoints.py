@@ -905,7 +905,11 @@ def detect_changepoints(
     cost is within ``chi2_1(confidence) / 2`` of the best. The interval of the
     change *date* runs from the last observation before the earliest such
     position to the latest such position, since the change happened between
-    two acquisitions. Segment-level intervals: normal (known scale), Student t
+    two acquisitions. The set is approximate (the change location is not a
+    regular parameter): with one change of 1 to 3 noise scales in 100
+    observations it covered the true position in 88-97 % of simulated series
+    at the 95 % level (lower for the smaller shifts). Segment-level
+    intervals: normal (known scale), Student t
     (mean and variance), exact Poisson (Garwood) or normal approximation (NB).
 
     Examples
