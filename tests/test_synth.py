@@ -536,3 +536,17 @@ def test_georeferencing_error_in_truth_is_the_shift_of_the_content(tmp_path):
     assert best < 0.5 * misfit(0.0, 0.0)
     assert best < 0.5 * misfit(-sx, -sy)
     assert best < misfit(sx + 0.5, sy) and best < misfit(sx, sy - 0.5)
+
+
+def test_read_truth_tables(site_1m):
+    tracks = site_1m.read_truth()
+    cars = site_1m.read_truth("cars")
+    areas = site_1m.read_truth("areas")
+    for df in (tracks, cars, areas):
+        assert df["time"].dtype == np.dtype("datetime64[ns]")
+    assert tracks["track_id"].iloc[0] == "01" and cars["track_id"].map(type).eq(str).all()
+    totals = tracks.groupby("time")["railcars"].sum()
+    assert totals[totals.index.normalize() == pd.Timestamp("2023-10-05")].item() == 73
+    assert set(areas["area_id"]) == {"warehouse_apron", "container_yard"}
+    with pytest.raises(InputError, match="table"):
+        site_1m.read_truth("vehicles")
