@@ -469,6 +469,8 @@ def test_bad_arguments_raise_input_errors(tmp_path, site_3m):
         simulate_site(tmp_path / "x", resolution_m=0)
     with pytest.raises(InputError, match="not an acquisition day"):
         simulate_site(tmp_path / "x", dates=[dt.datetime(2020, 1, 1)])
+    with pytest.raises(InputError, match="given twice"):
+        simulate_site(tmp_path / "x", dates=["2023-10-05T01:00", "2023-10-05T03:00"])
     with pytest.raises(InputError, match="overwrite=True"):
         simulate_site(site_3m.path)
     assert not (tmp_path / "x").exists()

@@ -317,6 +317,11 @@ def _schedule(
                     "(history='tumangang'); pick days from five_year_history() or use "
                     "history='random', 'dense' or 'empty' with your own dates"
                 )
+            if by_day[d.date()] in keep:
+                raise InputError(
+                    f"dates: {d.date()} is given twice; the calibrated history has one "
+                    "acquisition per day: pass each day once"
+                )
             keep.append(by_day[d.date()])
         return (
             [cal_times[i] for i in keep],
