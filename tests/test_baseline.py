@@ -95,6 +95,7 @@ def test_window_sensitivity_and_excluded_closure(tumangang, history):
     assert s.window_years.tolist() == [3.0, 5.0, 7.0]
     assert s.n_baseline.is_monotonic_increasing
     assert (s.n_exceeding == 0).all() and (s.p_exceed < 1e-6).all()
+    assert s.unprecedented.all()
     assert tumangang.n_excluded == int(
         ((history.index >= CLOSURE[0]) & (history.index <= CLOSURE[1])).sum()
     )
@@ -126,6 +127,8 @@ def test_counts_dataset_carries_counting_uncertainty(history):
     r = compare_with_baseline(ds, "2023-10-05")
     assert r.event_value == 73 and r.event_low == 69 and r.event_high == 77
     assert r.baseline_max_high == r.baseline_max + 4
+    assert r.ratio_to_max_low == pytest.approx(69 / (r.baseline_max + 4))
+    assert r.ratio_to_max_low < r.ratio_to_max < r.ratio_to_max_high
     assert r.p_exceed_low >= r.p_exceed
     assert r.unprecedented  # 69 still far above every upper bound of the baseline
     # a count inside the baseline's counting uncertainty is not unprecedented

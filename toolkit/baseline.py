@@ -111,6 +111,10 @@ class BaselineComparison:
     baseline_max_high : float
         Largest upper counting bound in the window.
     ratio_to_max, ratio_to_mean : float
+    ratio_to_max_low, ratio_to_max_high : float
+        The ratio to the baseline maximum with the counting bounds: lower
+        event bound over the largest upper baseline bound, and upper event
+        bound over the largest lower baseline bound.
     robust_z : float
         ``(event - median) / (1.4826 * MAD)`` of the baseline.
     n_exceeding : int
@@ -163,6 +167,8 @@ class BaselineComparison:
     baseline_max_time: pd.Timestamp
     baseline_max_high: float
     ratio_to_max: float
+    ratio_to_max_low: float
+    ratio_to_max_high: float
     ratio_to_mean: float
     robust_z: float
     n_exceeding: int
@@ -208,7 +214,11 @@ class BaselineComparison:
                 f"{self.baseline_max:g} on {_fmt_time(self.baseline_max_time)} "
                 f"(upper counting bound in window {self.baseline_max_high:g})",
             ),
-            ("ratio to baseline maximum", f"{self.ratio_to_max:.2f}"),
+            (
+                "ratio to baseline maximum",
+                f"{self.ratio_to_max:.2f} ({self.ratio_to_max_low:.2f} .. "
+                f"{self.ratio_to_max_high:.2f} with counting bounds)",
+            ),
             ("ratio to baseline mean", f"{self.ratio_to_mean:.2f}"),
             ("robust z-score", f"{self.robust_z:.1f}"),
             (
@@ -225,7 +235,15 @@ class BaselineComparison:
         ]
 
     def _sens_rows(self) -> tuple[list[list[str]], list[str]]:
-        head = ["window", "n", "maximum", "ratio to max", "n >= event", "P(count >= event)"]
+        head = [
+            "window",
+            "n",
+            "maximum",
+            "ratio to max",
+            "n >= event",
+            "P(count >= event)",
+            "unprecedented",
+        ]
         rows = []
         for r in self.sensitivity.itertuples():
             rows.append(
@@ -236,6 +254,7 @@ class BaselineComparison:
                     f"{r.ratio_to_max:.2f}" if math.isfinite(r.ratio_to_max) else "-",
                     str(r.n_exceeding),
                     _fmt_p(r.p_exceed),
+                    "yes" if r.unprecedented else "no",
                 ]
             )
         return rows, head
@@ -678,11 +697,20 @@ def compare_with_baseline(
                 "ratio_to_max": ev_v / s_["max"] if s_["n"] and s_["max"] > 0 else math.inf,
                 "n_exceeding": s_["n_exc"],
                 "p_exceed": p_,
+                "unprecedented": bool(
+                    s_["n"] > 0
+                    and ev_lo > float(np.nanmax(np.where(np.isfinite(hi_all), hi_all, y_all)[d]))
+                    and p_ < alpha
+                ),
             }
         )
     sens = pd.DataFrame(sens_rows)
 
     base_max_high = float(hb.max())
+    lb = np.where(np.isfinite(lo_all[desc]), lo_all[desc], yb)
+    base_max_low = float(lb.max())
+    ratio_low = ev_lo / base_max_high if base_max_high > 0 else math.inf
+    ratio_high = ev_hi / base_max_low if base_max_low > 0 else math.inf
     unprecedented = bool(ev_lo > base_max_high and probs[0] < alpha)
     ratio_max = ev_v / st["max"] if st["max"] > 0 else math.inf
     words = {3: "three", 5: "five", 7: "seven", 10: "ten"}
@@ -716,6 +744,8 @@ def compare_with_baseline(
         baseline_max_time=st["tmax"],
         baseline_max_high=base_max_high,
         ratio_to_max=ratio_max,
+        ratio_to_max_low=ratio_low,
+        ratio_to_max_high=ratio_high,
         ratio_to_mean=ev_v / mean_b if mean_b > 0 else math.inf,
         robust_z=(ev_v - med) / mad,
         n_exceeding=n_exc,
