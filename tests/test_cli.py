@@ -31,14 +31,15 @@ def toolkit_cli(*args, cwd=None):
 
 
 def _scene(path, when="2023:10:05 02:15:00", *, crs=CRS, cars=((40, 56), (57, 73))):
-    """A 200 x 200 px RGB scene: grey ballast along y=4700050, dark cars at the given x (m)."""
+    """A 200 x 200 px RGB scene: grey ballast along y=4700050, rust-brown box cars at x (m)."""
     rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
     img = np.full((3, 200, 200), 120, "uint8")
     img += rng.integers(0, 6, img.shape, dtype="uint8")
     row = int((Y0 - 4_700_050.0) / RES)
     img[:, row - 3 : row + 4, :] = 150  # ballast band
     for a, b in cars:
-        img[:, row - 3 : row + 4, int(a / RES) : int(b / RES)] = 40
+        for band, value in enumerate((95, 52, 38)):
+            img[band, row - 3 : row + 4, int(a / RES) : int(b / RES)] = value
     profile = dict(
         driver="GTiff",
         width=200,

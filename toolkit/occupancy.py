@@ -65,12 +65,13 @@ CSV_COLUMNS = (
 def estimate_occupancy(
     strips: xr.Dataset,
     *,
-    core_half_width_m: float = 0.9,
+    core_half_width_m: float = 1.1,
     threshold: float = 5.0,
     smooth_m: float = 1.5,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
     shadows: bool = True,
+    cloud_margin_m: float = 25.0,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
 
@@ -78,10 +79,11 @@ def estimate_occupancy(
     ----------
     strips : xarray.Dataset
         From :func:`toolkit.track_strips`.
-    core_half_width_m : float, default 0.9
-        Half-width of the band around the centreline that is averaged; car
-        bodies are 3.2-3.4 m wide, so 0.9 m stays on the car even with a metre
-        of misregistration.
+    core_half_width_m : float, default 1.1
+        Half-width of the band around the centreline where a car body is
+        looked for; car bodies are 3.2-3.4 m wide. Its two halves are judged
+        separately and the less deviant one counts, so a shadow edge or glint
+        on one side is not a car.
     threshold : float, default 5.0
         A position is occupied when its colour distance to the empty-track
         reference exceeds ``threshold`` times the scene's noise (sigma).
@@ -99,6 +101,10 @@ def estimate_occupancy(
         Explain dark, colour-neutral pixels as ballast in a shadow (a railcar on
         the neighbouring track casts one across this track when the sun is low)
         rather than as a railcar.
+    cloud_margin_m : float, default 25.0
+        Within this distance along the track of masked pixels (cloud, cloud
+        shadow, nodata), the threshold is tripled: usable-data masks miss the
+        thin haze at cloud edges, which brightens the ballast.
 
     Returns
     -------
@@ -135,13 +141,15 @@ def estimate_occupancy(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
-        input_core_dims=[[*dims, "across", "band"], [*dims, "across"]],
+        strips["on_track"],
+        input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"]],
         output_core_dims=[dims, dims, ["track", "along", "across", "band"]],
         kwargs={
             "threshold": float(threshold),
             "smooth": max(int(round(smooth_m / step)) | 1, 1),
             "core": np.asarray(core.values, bool),
             "shadows": bool(shadows),
+            "margin": int(round(cloud_margin_m / step)),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32"],
@@ -275,12 +283,13 @@ def count_railcars(
     tracks,
     *,
     half_width_m: float = 2.5,
-    core_half_width_m: float = 0.9,
+    core_half_width_m: float = 1.1,
     threshold: float = 5.0,
     smooth_m: float = 1.5,
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
     shadows: bool = True,
+    cloud_margin_m: float = 25.0,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
 ) -> xr.Dataset:
@@ -292,7 +301,8 @@ def count_railcars(
         ``(time, band, y, x)`` from :func:`toolkit.load_cube`.
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
-    half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows
+    half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
+        cloud_margin_m
         See :func:`track_strips` and :func:`estimate_occupancy`.
     car_length_m, car_length_range_m
         See :func:`counts_from_occupancy`.
@@ -321,6 +331,7 @@ def count_railcars(
         min_run_m=min_run_m,
         max_gap_m=max_gap_m,
         shadows=shadows,
+        cloud_margin_m=cloud_margin_m,
     )
     counts = counts_from_occupancy(
         occ, car_length_m=car_length_m, car_length_range_m=car_length_range_m
@@ -635,11 +646,13 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _classify(
     val: np.ndarray,
     valid: np.ndarray,
+    on_track: np.ndarray,
     *,
     threshold: float,
     smooth: int,
     core: np.ndarray,
     shadows: bool,
+    margin: int,
     n_iter: int = 3,
 ):
     """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
@@ -655,7 +668,19 @@ def _classify(
     n_t, n_k, n_a, n_c, n_b = val.shape
     v = np.where(valid[..., None], val, np.nan).astype("float32")
     known = valid[..., core].mean(axis=-1) >= 0.5
+    # positions near masked pixels (cloud edges) need stronger evidence
+    masked = ~known & on_track[None]
+    haze_scene = masked.reshape(masked.shape[0], -1).any(axis=1)
+    if margin > 0 and masked.any():
+        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=2 * margin + 1, axis=-1)
+        thr = np.where(near.astype(bool), 3.0 * threshold, threshold)
+    else:
+        thr = np.full(known.shape, threshold)
     chi_med = {1: 0.6745, 2: 1.18}.get(n_b, 1.54)  # median of a chi with n_b dof
+    across_i = np.flatnonzero(core)
+    mid = (across_i.size - 1) / 2.0
+    left, right = across_i[np.arange(across_i.size) < mid], across_i[np.arange(across_i.size) > mid]
+    halves_idx = [left, right] if left.size and right.size else [across_i]
     with np.errstate(all="ignore"), _quiet_nan_warnings():
         scene_med = np.nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
@@ -681,7 +706,28 @@ def _classify(
                         d_sh = np.sqrt(np.sum((n[t] - k_sh * r) ** 2, axis=-1))
                         d = np.fmin(d_lit, d_sh)
                         lit[t] = ~(d_sh < d_lit)
-                dc = np.nanmean(d[..., core], axis=-1)
+                if haze_scene[t]:
+                    # thin haze the mask missed: ballast blended towards a bright neutral
+                    white = np.full(n_b, 3.0) * np.nanmean(r, axis=-1, keepdims=True)
+                    seg = white - r
+                    tau = np.sum((n[t] - r) * seg, axis=-1) / np.maximum(
+                        np.sum(seg * seg, axis=-1), 1e-12
+                    )
+                    tau = np.clip(tau, 0.0, 0.6)
+                    d_hz = np.sqrt(np.sum((n[t] - r - tau[..., None] * seg) ** 2, axis=-1))
+                    d = np.fmin(d, d_hz)
+                    # and the soft edge of a cloud's shadow: ballast uniformly dimmed
+                    tau = np.clip(
+                        np.sum((r - n[t]) * r, axis=-1) / np.maximum(np.sum(r * r, axis=-1), 1e-12),
+                        0.0,
+                        0.65,
+                    )
+                    d_cs = np.sqrt(np.sum((n[t] - (1.0 - tau[..., None]) * r) ** 2, axis=-1))
+                    d = np.fmin(d, d_cs)
+                # a car covers both halves of the core; a neighbour's shadow edge or a
+                # glint covers one: take the less deviant half
+                halves = [np.nanmean(d[..., h], axis=-1) for h in halves_idx]
+                dc = np.fmin(*halves) if len(halves) == 2 else halves[0]
                 if smooth > 1:  # running median along the track: texture spikes out, cars in
                     filled = np.where(np.isfinite(dc), dc, 0.0)
                     dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
@@ -694,8 +740,8 @@ def _classify(
                 g_new = np.nanmedian(ratio.reshape(-1, n_b), axis=0)
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t])
-            free = known & (dev <= threshold)
-    occ = np.where(known, np.where(dev > threshold, OCCUPIED, FREE), UNKNOWN).astype("int8")
+            free = known & (dev <= thr)
+    occ = np.where(known, np.where(dev > thr, OCCUPIED, FREE), UNKNOWN).astype("int8")
     dev = np.where(known, dev, np.nan).astype("float32")
     biggest = np.bincount(groups).argmax()
     return occ, dev, refs[biggest].astype("float32")
