@@ -36,6 +36,7 @@ __all__ = [
     "plot_event_closeup",
     "plot_yard_use",
     "plot_estimated_vs_true",
+    "plot_change_map",
     "yard_use",
 ]
 
@@ -1335,5 +1336,81 @@ def plot_estimated_vs_true(
     ax.set_title(title)
     ax.legend(frameon=False, loc="upper left", fontsize=5.8)
     if synthetic:
+        synthetic_label(fig)
+    return fig
+
+
+@_styled
+def plot_change_map(
+    changes: xr.Dataset,
+    *,
+    p_max: float = 0.001,
+    tracks=None,
+    synthetic: bool | None = None,
+    title: str = "When each pixel changed",
+):
+    """The date of the most likely change of every pixel, where it is significant.
+
+    Parameters
+    ----------
+    changes : xarray.Dataset
+        From :func:`toolkit.change_map` (computed or lazy): ``change_time`` and
+        ``p_value`` over ``(y, x)``.
+    p_max : float, default 0.001
+        Pixels whose change has a p-value at or above this are left grey.
+    tracks : path or GeoDataFrame, optional
+        Track centrelines drawn on top.
+    synthetic : bool, optional
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The colour bar gives the date of the change (UTC).
+    """
+    if not isinstance(changes, xr.Dataset) or not {"change_time", "p_value"} <= set(changes):
+        raise InputError(
+            "changes: expected the Dataset from toolkit.change_map with 'change_time' and 'p_value'"
+        )
+    if not 0 < p_max <= 1:
+        raise InputError(f"p_max: expected a p-value in (0, 1], found {p_max!r}")
+    ct = np.asarray(changes["change_time"].values, "datetime64[ns]")
+    p = np.asarray(changes["p_value"].values, float)
+    significant = ~np.isnat(ct) & (p < p_max)
+    days = np.full(ct.shape, np.nan)
+    days[significant] = mdates.date2num(ct[significant])
+    x, y = changes["x"].values, changes["y"].values
+    dx, dy = abs(x[1] - x[0]), abs(y[1] - y[0])
+    extent = (x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2)
+    ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
+    fig = _figure(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN * min(max(ratio, 0.35), 1.2) + 1.0)
+    ax = fig.add_subplot()
+    ax.set_facecolor("#E5E5E5")
+    cmap = plt.get_cmap("cividis").with_extremes(bad="#E5E5E5")
+    finite = days[np.isfinite(days)]
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    im = ax.imshow(
+        np.ma.masked_invalid(days),
+        extent=extent,
+        origin="upper" if y[0] > y[-1] else "lower",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=max(vmax, vmin + 1),
+        interpolation="nearest",
+    )
+    crs = changes.rio.crs if "spatial_ref" in changes.coords else None
+    if tracks is not None:
+        _draw_tracks(ax, tracks, crs, labels=False)
+    _map_axes(ax, extent)
+    _scale_bar(ax, colour="black")
+    _north_arrow(ax, crs=crs, colour="black")
+    share = float(significant.mean()) if significant.size else 0.0
+    ax.set_title(f"{title} ({share:.0%} of pixels, p < {p_max:g})")
+    cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.8, aspect=30, pad=0.02)
+    cb.ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=5))
+    cb.ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b %Y"))
+    cb.set_label("date of the change (UTC); grey: no significant change", fontsize=6.5)
+    cb.ax.tick_params(labelsize=6)
+    if _synthetic(changes, synthetic):
         synthetic_label(fig)
     return fig

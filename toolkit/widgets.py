@@ -136,8 +136,6 @@ class SceneBrowser:
                 f"{float(tot['railcars_high']):.0f}), "
             )
         line += f"{self.n_cars} cars outlined"
-        if self.figure is not None:
-            plt.close(self.figure)
         fig = plot_yard_detections(
             self._cube,
             outlines,
@@ -149,6 +147,7 @@ class SceneBrowser:
         )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=self._dpi)
+        plt.close(fig)  # shown through the image widget, not by the notebook backend
         self.figure = fig
         self._image.value = buf.getvalue()
         self._text.value = line
