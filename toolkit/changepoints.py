@@ -175,9 +175,16 @@ def _resolve_model(model: str) -> str:
 
 
 def _spread(d: np.ndarray, use_mean: bool) -> float:
-    """Standard deviation of ``d`` from its MAD (or mean absolute deviation)."""
+    """Standard deviation of ``d`` from its MAD, or from a trimmed mean deviation.
+
+    The trimmed version (largest 10 % of deviations, at least one, left out)
+    serves series whose differences are mostly exactly zero (flat counts),
+    where the MAD is zero and a plain mean deviation would be dominated by
+    the level changes themselves.
+    """
     dev = np.abs(d - np.median(d))
     if use_mean:
+        dev = np.sort(dev)[: max(dev.size - max(1, int(math.ceil(0.1 * dev.size))), 1)]
         return float(np.mean(dev) * math.sqrt(math.pi / 2))
     return float(np.median(dev) * _MAD_TO_SD)
 
@@ -219,8 +226,9 @@ def robust_scale(
     -----
     The lag-difference estimators follow the robust AR(1) estimation of
     Romano, Rigaill, Runge & Fearnhead (2021, DeCAFS). When more than half
-    the differences are equal (flat counts) the mean absolute deviation
-    replaces the MAD; for a constant series the scale is 1.
+    the differences are equal (flat counts) a trimmed mean absolute deviation
+    replaces the MAD, floored for integer data at their rounding noise
+    (``1 / sqrt(12)``); for a constant series the scale is 1.
 
     Examples
     --------
@@ -239,9 +247,12 @@ def robust_scale(
     d1 = np.diff(x)
     use_mean = _spread(d1, False) == 0
     s1 = _spread(d1, use_mean)
+    if use_mean:
+        # at least the rounding noise of integer data (variance 1/12 per value)
+        quantum = 1.0 if np.array_equal(x, np.round(x)) else 0.0
+        s1 = max(s1, quantum * math.sqrt(2.0 / 12.0))
     if s1 == 0:
-        sd = float(np.std(x))
-        return sd if sd > 0 else 1.0
+        return 1.0  # constant series: any scale gives no change
     sigma = s1 / math.sqrt(2.0)
     if not long_run or x.size < 5:
         return sigma
@@ -937,8 +948,8 @@ def detect_changepoints(
             raise SeriesError(
                 f"outlier_clip: expected a positive number or None, found {outlier_clip!r}"
             )
+        # the noise scale stays the one estimated (robustly) from the raw values
         x = _clip_outliers(x, float(outlier_clip))
-        param = _model_param(x, model, scale, dispersion)
     cs1, cs2 = _cumsums(x, model)
     kind = MODELS[model][0]
     mb = n if mbic else 0
