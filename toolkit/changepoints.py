@@ -452,8 +452,11 @@ def pelt(
     min_size : int
         Minimum number of observations per segment.
     scale : 'robust', 'global' or float
-        Noise standard deviation for ``normal_mean``: estimated from
-        differences (default), from the global standard deviation, or given.
+        Noise standard deviation for ``normal_mean``: the robust long-run
+        scale of :func:`robust_scale` (default), the global standard
+        deviation, or a value. With ``scale=1`` the cost is half the sum of
+        squares (fastcpd's Gaussian cost); with ``scale=sqrt(0.5)`` it is the
+        sum of squares (ruptures' ``l2``).
     dispersion : float, optional
         Negative binomial size; estimated from differences when omitted.
 
