@@ -45,6 +45,8 @@ __all__ = [
 CLEAR, CLOUD, SHADOW, HAZE, NODATA = 0, 1, 2, 3, 255
 TRACK_BAND_M = 12.0
 SAMPLE_STEP_M = 0.5  # centreline sampling for visibility truth
+SLEEPER_PITCH_M = 0.6  # concrete sleepers (ties): 0.26 m wide, 2.6 m long
+SLEEPER_WIDTH_M = 0.26
 _DRAWN_KINDS = ("box", "tank", "ore", "flat", "locomotive")
 _HEIGHT_M = {"box": 4.2, "tank": 4.0, "ore": 3.4, "flat": 1.3, "locomotive": 4.4}
 _TARP_LOAD_HEIGHT_M = 3.2
@@ -55,6 +57,7 @@ _GRASS_GREEN = np.array([0.05, 0.10, 0.04, 0.42])
 _GRASS_DRY = np.array([0.20, 0.18, 0.11, 0.30])
 _SNOW = np.array([0.84, 0.86, 0.90, 0.78])
 _BALLAST = np.array([0.25, 0.24, 0.22, 0.27])
+_SLEEPER = np.array([0.36, 0.35, 0.33, 0.37])
 _RAIL = np.array([0.36, 0.36, 0.37, 0.36])
 _ASPHALT = np.array([0.10, 0.10, 0.11, 0.12])
 _CONCRETE = np.array([0.31, 0.30, 0.28, 0.32])
@@ -224,6 +227,15 @@ def _interval(x: np.ndarray, a, b, px: float) -> np.ndarray:
     return np.clip(hi - lo, 0.0, None) / px
 
 
+def _periodic(x: np.ndarray, pitch: float, width: float, px: float) -> np.ndarray:
+    """Share of a pixel of size ``px`` at ``x`` covered by boxes ``[k pitch, k pitch + width]``."""
+
+    def cumulative(t):
+        return np.floor(t / pitch) * width + np.clip(np.mod(t, pitch), 0.0, width)
+
+    return (cumulative(x + px / 2) - cumulative(x - px / 2)) / px
+
+
 def _fractal(shape: tuple[int, int], beta: float, rng: np.random.Generator) -> np.ndarray:
     """Periodic power-law noise, zero mean and unit standard deviation (float32)."""
     white = rng.standard_normal(shape)
@@ -387,6 +399,7 @@ class _Static:
         px = self.px
         self.ballast = np.zeros(n, np.float32)
         self.rails = np.zeros(n, np.float32)
+        self.sleepers = np.zeros(n, np.float32)
         for track, tab in zip(self.layout.tracks, self.tracks.values(), strict=True):
             inside = _interval(tab.s, 0.0, track.length_m, px)
             bal = _box(tab.d, 2.3, px) * np.clip(
@@ -395,6 +408,9 @@ class _Static:
             rail = (_box(np.abs(tab.d) - 0.752, 0.036, px) * 2).clip(0, 1) * inside
             self.ballast[tab.idx] = np.maximum(self.ballast[tab.idx], bal)
             self.rails[tab.idx] = np.maximum(self.rails[tab.idx], rail)
+            sleeper = _periodic(tab.s, SLEEPER_PITCH_M, SLEEPER_WIDTH_M, px)
+            sleeper = sleeper * _box(tab.d, 1.3, px) * inside
+            self.sleepers[tab.idx] = np.maximum(self.sleepers[tab.idx], sleeper)
         lay = self.layout
         road = lay.road
         rc = 0.5 * (road.v0 + road.v1)
@@ -524,7 +540,12 @@ def _draw_track(
     s, d = tab.s, tab.d
 
     if bodies:
-        _draw_bodies(img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow)
+        # the sun's side of the track (opposite to the shadows): tank highlights face it
+        across = float(np.median(-tab.ty * sun_d[0] + tab.tx * sun_d[1])) if tab.s.size else 0.0
+        sun_side = -1.0 if across > 0 else 1.0
+        _draw_bodies(
+            img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow, sun_side
+        )
         return
     # --- shadows: ground points p with p - tau * D inside a car body, tau in [0, 1]
     dx, dy = sun_d
@@ -555,7 +576,9 @@ def _draw_track(
         shade[tab.idx[ci]] = np.maximum(shade[tab.idx[ci]], sh)
 
 
-def _draw_bodies(img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow):
+def _draw_bodies(
+    img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, half_w, px, snow, sun_side
+):
     """Railcar bodies with exact box-filter coverage (two neighbours for coupler gaps)."""
     nb = img.shape[0]
     n = bs.size
@@ -585,7 +608,7 @@ def _draw_bodies(img, tab, bs, be, kinds, base, tarp, tarp_col, load, snowf, hal
     m_tank = kind == 1
     if m_tank.any():
         wid = 0.10 + px / (2.0 * hw_)
-        spec = 0.45 * (0.10 / wid) * np.exp(-(((dn - 0.18) / wid) ** 2))
+        spec = 0.45 * (0.10 / wid) * np.exp(-(((dn - 0.25 * sun_side) / wid) ** 2))
         cyl = 0.55 + 0.45 * np.sqrt(1.0 - dn**2)
         col[:, m_tank] = col[:, m_tank] * cyl[m_tank] + spec[m_tank]
     # ore/gondola: open top, lighter rim, sometimes loaded
@@ -879,6 +902,7 @@ def render_scene(spec: SceneSpec) -> dict:
     _lerp(img, _MARKING, static.marking)
     for c in range(nb):
         img[c] += (float(_BALLAST[c]) * (1 + 0.15 * tf) - img[c]) * static.ballast
+    _lerp(img, _SLEEPER, static.sleepers * 0.6)  # concrete sleepers half buried in ballast
     if snow:
         _lerp(img, _SNOW, static.ballast * snow_ground * 0.6)
         _lerp(img, _SNOW, static.apron * snow_ground * 0.5)
