@@ -1334,7 +1334,7 @@ def plot_estimated_vs_true(
     ax.set_xlabel(f"true {unit} (simulator)")
     ax.set_ylabel(f"estimated {unit}")
     ax.set_title(title)
-    ax.legend(frameon=False, loc="upper left", fontsize=5.8)
+    ax.legend(frameon=False, loc="lower right", fontsize=5.8)
     if synthetic:
         synthetic_label(fig)
     return fig
