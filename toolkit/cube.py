@@ -22,6 +22,7 @@ import math
 import operator
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = ["load_cube", "scene_quality", "cache_cube", "open_cube"]
 _DUPLICATE_POLICIES = ("mosaic", "first", "last", "error", "keep")
 _DEFAULT_CHUNKS = {"time": 1, "band": -1, "y": 1024, "x": 1024}
 _CLOUD_CLASSES = (1, 2, 3)
+_CHECK_THREADS = 2
 
 
 def _toolkit_version() -> str:
@@ -332,12 +334,14 @@ def load_cube(
     """
     merged_chunks = _check_options(resampling, duplicate_times, masks, chunks)
     candidates = _expand_sources(sources, masks=masks)
-    iterator: Iterable[Any] = candidates
-    if progress:
-        from tqdm.auto import tqdm
+    # Opening files is mostly GDAL work outside the GIL: two threads check them.
+    with ThreadPoolExecutor(max_workers=_CHECK_THREADS) as pool:
+        checked: Iterable[_Scene] = pool.map(lambda c: _inspect(c, masks=masks), candidates)
+        if progress:
+            from tqdm.auto import tqdm
 
-        iterator = tqdm(candidates, desc="checking scenes", unit="scene")
-    scenes = [_inspect(c, masks=masks) for c in iterator]
+            checked = tqdm(checked, total=len(candidates), desc="checking scenes", unit="scene")
+        scenes = list(checked)
     scenes.sort(key=lambda s: (s.time, s.name, s.raster.path))
     _check_consistent(scenes)
     groups, dup_report = _group_times(scenes, duplicate_times)
