@@ -9,9 +9,11 @@
   grid, a WarpedVRT for the others, as the toolkit does);
 - ``odc.stac.load`` over pystac items made from the same files.
 
-Each variant runs in a fresh Python subprocess so that peak memory (RSS above the
-level after imports) is its own; times are medians of at least 3 repeats after one
-warm-up run (so every variant reads from a warm page cache). The folder is
+Timing runs all variants in one subprocess, interleaved round by round, so that they
+see the same load on a shared machine; times are medians of at least 3 rounds after one
+warm-up run of each (so every variant reads from a warm page cache). Peak memory is
+measured for each variant alone in a fresh subprocess (RSS above the level after
+imports). The folder is
 ``<sample_dir>/scenes`` if it exists (the synthetic sample from ``toolkit.synth``),
 otherwise small SYNTHETIC GeoTIFFs are generated into a temporary folder.
 
@@ -202,14 +204,14 @@ def _stac_items(folder: Path) -> list:
     return items
 
 
-def _worker(kind: str, folder: Path, repeat: int, mode: str) -> dict:
-    """Time one variant (median of ``repeat`` after a warm-up) or measure its peak memory."""
-    import dask
+KINDS = ("ours", "ours_store", "rasterio", "ours_nomask", "odc")
+
+
+def _variants(folder: Path, kinds: tuple[str, ...]) -> tuple[dict, dict]:
+    """Functions that load ``folder`` for each variant, and the bytes each result holds."""
     import dask.array as da
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
-    from benchmarks._common import PeakRSS, median_time
     from toolkit.cube import load_cube
 
     probe = load_cube(folder)
@@ -222,71 +224,96 @@ def _worker(kind: str, folder: Path, repeat: int, mode: str) -> dict:
         "dtype": str(probe.dtype),
         "fill": probe.rio.nodata if probe.rio.nodata is not None else 0,
     }
-    # The bytes of the computed result: data, plus valid and mask when this variant has them.
     data_bytes = probe.nbytes
-    cube_bytes = data_bytes + probe.valid.nbytes
-    if "mask" in probe.coords and kind not in ("ours_nomask", "odc"):
-        cube_bytes += probe.mask.nbytes
-    if kind == "odc":
-        cube_bytes = data_bytes  # odc-stac returns the bands only
+    with_valid = data_bytes + probe.valid.nbytes
+    with_mask = with_valid + (probe.mask.nbytes if "mask" in probe.coords else 0)
+    nbytes = {
+        "ours": with_mask,
+        "ours_store": with_mask,
+        "rasterio": with_mask,
+        "ours_nomask": with_valid,
+        "odc": data_bytes,  # odc-stac returns the bands only
+    }
     res = abs(grid["transform"][0])
     target_crs = probe.rio.crs
 
-    if kind == "ours":
+    def ours():
+        return load_cube(folder).compute()
 
-        def fn():
-            return load_cube(folder).compute()
+    def ours_nomask():
+        return load_cube(folder, masks=None).compute()
 
-    elif kind == "ours_nomask":
+    def ours_store():
+        cube = load_cube(folder)
+        targets = [np.empty(cube.shape, cube.dtype), np.empty(cube.valid.shape, bool)]
+        sources = [cube.data, cube.valid.data]
+        if "mask" in cube.coords:
+            targets.append(np.empty(cube.mask.shape, "uint8"))
+            sources.append(cube.mask.data)
+        da.store(sources, targets, lock=False)
+        return targets
 
-        def fn():
-            return load_cube(folder, masks=None).compute()
+    def rasterio_loop():
+        return _rasterio_loop(folder, grid)
 
-    elif kind == "ours_store":
-
-        def fn():
-            cube = load_cube(folder)
-            out = np.empty(cube.shape, cube.dtype)
-            valid = np.empty(cube.valid.shape, bool)
-            targets = [out, valid]
-            sources = [cube.data, cube.valid.data]
-            if "mask" in cube.coords:
-                targets.append(np.empty(cube.mask.shape, "uint8"))
-                sources.append(cube.mask.data)
-            da.store(sources, targets, lock=False)
-            return targets
-
-    elif kind == "rasterio":
-
-        def fn():
-            return _rasterio_loop(folder, grid)
-
-    elif kind == "odc":
+    fns = {"ours": ours, "ours_nomask": ours_nomask, "ours_store": ours_store}
+    fns["rasterio"] = rasterio_loop
+    if "odc" in kinds:
         import odc.stac
 
         items = _stac_items(folder)
 
-        def fn():
+        def odc_load():
             return odc.stac.load(items, crs=target_crs, resolution=res, pool=2)
 
-    else:  # pragma: no cover - programming error
-        raise ValueError(kind)
-    del probe
-    import gc
+        fns["odc"] = odc_load
+    return {k: fns[k] for k in kinds}, {k: nbytes[k] / 2**20 for k in kinds}
 
+
+def _worker(kinds: tuple[str, ...], folder: Path, repeat: int, mode: str) -> dict:
+    """Time the variants interleaved, or measure the peak memory of one variant.
+
+    Timing runs every variant once per round, round after round, so that all of them see
+    the same load on a shared machine; the medians over rounds are reported.
+    """
+    import gc
+    import statistics
+    import time
+
+    import dask
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._common import PeakRSS
+
+    fns, mb = _variants(folder, kinds)
+    out: dict[str, dict] = {}
     with dask.config.set(scheduler="threads", num_workers=2):
         if mode == "memory":
             # One run in a fresh process: the peak above the level after imports is its own.
+            (kind,) = kinds
             gc.collect()
             with PeakRSS() as mem:
+                fns[kind]()
+            return {kind: {"peak_delta_mb": mem.delta_mb, "cube_mb": mb[kind]}}
+        for fn in fns.values():
+            fn()  # warm-up: page cache, GDAL and dask first-call costs
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        for _ in range(repeat):
+            for kind, fn in fns.items():
+                gc.collect()
+                t0 = time.perf_counter()
                 fn()
-            return {"kind": kind, "peak_delta_mb": mem.delta_mb, "cube_mb": cube_bytes / 2**20}
-        fn()  # warm-up: page cache, GDAL and dask first-call costs
-        t, times = median_time(fn, repeat=repeat, warmup=0)
-    return {"kind": kind, "median_s": t, "times": times, "cube_mb": cube_bytes / 2**20}
+                times[kind].append(time.perf_counter() - t0)
+    for kind in kinds:
+        out[kind] = {
+            "median_s": statistics.median(times[kind]),
+            "times": times[kind],
+            "cube_mb": mb[kind],
+        }
+    return out
 
 
-def _run_worker(kind: str, folder: Path, repeat: int, mode: str) -> dict:
+def _run_worker(kinds: tuple[str, ...], folder: Path, repeat: int, mode: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run(
@@ -295,7 +322,7 @@ def _run_worker(kind: str, folder: Path, repeat: int, mode: str) -> dict:
             "-m",
             "benchmarks.bench_loading",
             "--worker",
-            kind,
+            ",".join(kinds),
             "--folder",
             str(folder),
             "--repeat",
@@ -310,7 +337,7 @@ def _run_worker(kind: str, folder: Path, repeat: int, mode: str) -> dict:
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker {kind!r} failed: {proc.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"benchmark worker {kinds} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -324,10 +351,9 @@ def run(sample_dir: str | os.PathLike | None = None, quick: bool = False) -> lis
         folder, case = _scene_folder(
             None if sample_dir is None else Path(sample_dir), quick, Path(tmp)
         )
-        res = {}
-        for kind in ("ours", "ours_store", "rasterio", "ours_nomask", "odc"):
-            res[kind] = _run_worker(kind, folder, repeat, "time")
-            res[kind].update(_run_worker(kind, folder, repeat, "memory"))
+        res = _run_worker(KINDS, folder, repeat, "time")
+        for kind in KINDS:
+            res[kind].update(_run_worker((kind,), folder, repeat, "memory")[kind])
     cube_mb = res["ours"]["cube_mb"]
     ref = res["rasterio"]
     rows = []
@@ -385,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="time", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.folder), args.repeat, args.mode)))
+        kinds = tuple(args.worker.split(","))
+        print(json.dumps(_worker(kinds, Path(args.folder), args.repeat, args.mode)))
         return 0
     for row in run(args.sample, quick=args.quick):
         print(json.dumps(row))
