@@ -30,6 +30,7 @@ import json
 import math
 import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,6 +505,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _workers(n_scenes: int) -> int:
+    """Processes to render with: two on a multi-core machine for long series, else one.
+
+    Worker processes are forked, which is only safe while this process runs a
+    single thread (a script, the command line); inside a threaded host (a Jupyter
+    kernel, a dask client) the scenes are rendered in this process.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    if (
+        n_scenes < 8
+        or cpus < 2
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    return 2
+
+
 def _run(specs: list[SceneSpec], progress: bool, workers: int) -> list[dict]:
     bar = None
     if progress:
@@ -512,16 +534,14 @@ def _run(specs: list[SceneSpec], progress: bool, workers: int) -> list[dict]:
         bar = tqdm(total=len(specs), desc="synthetic scenes", unit="scene")
     results = []
     try:
-        if workers <= 1 or len(specs) < 4:
+        if workers <= 1:
             for spec in specs:
                 results.append(render_scene(spec))
                 if bar is not None:
                     bar.update(1)
         else:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            ctx = multiprocessing.get_context("fork")
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-                # contiguous halves: each worker builds its grid's static tables once
                 futures = [ex.submit(render_scene, spec) for spec in specs]
                 for fut in concurrent.futures.as_completed(futures):
                     results.append(fut.result())
@@ -530,6 +550,7 @@ def _run(specs: list[SceneSpec], progress: bool, workers: int) -> list[dict]:
     finally:
         if bar is not None:
             bar.close()
+    # every scene has its own random stream: the order of completion does not matter
     return sorted(results, key=lambda r: r["index"])
 
 
@@ -693,7 +714,7 @@ def simulate_site(
         for spec in specs:
             spec.out_tif = str(scenes_dir / f"{spec.stem}.tif")
             spec.out_mask = str(scenes_dir / f"{spec.stem}.mask.tif")
-        workers = 1
+        workers = _workers(len(specs))
         results = _run(specs, progress, workers)
         _write_tables(tmp, specs, results)
         (tmp / "tracks.geojson").write_text(_geojson_tracks(lay))
