@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -451,6 +452,24 @@ def test_errors_name_the_file_on_one_line(tmp_path: Path, grid_scenes: Path) -> 
     with pytest.raises(SceneError) as err:
         load_cube(cut)
     _one_line(err, "cut_tiled_20231005.tif")
+
+    # A zero-width raster (GDAL cannot write one: patch the TIFF ImageWidth tag to 0).
+    small = _write(tmp_path / "small_20231005.tif", np.ones((1, 4, 4), "uint8"), transform=t)
+    raw = bytearray(small.read_bytes())
+    assert raw[:4] == b"II*\x00"
+    ifd = struct.unpack("<I", raw[4:8])[0]
+    for k in range(struct.unpack("<H", raw[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack("<HH", raw[entry : entry + 4])
+        if tag == 256:  # ImageWidth, SHORT or LONG
+            raw[entry + 8 : entry + 12] = (
+                bytes(4) if kind == 4 else bytes(2) + raw[entry + 10 : entry + 12]
+            )
+    zero = tmp_path / "zero_20231005.tif"
+    zero.write_bytes(bytes(raw))
+    with pytest.raises(SceneError) as err:
+        load_cube(zero)
+    _one_line(err, "zero_20231005.tif", "zero")
 
     nocrs = tmp_path / "nocrs"
     nocrs.mkdir()
