@@ -552,3 +552,14 @@ def test_read_truth_tables(site_1m):
     assert set(areas["area_id"]) == {"warehouse_apron", "container_yard"}
     with pytest.raises(InputError, match="table"):
         site_1m.read_truth("vehicles")
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
+    dates = [dt.datetime(2021, m, 10, 2, 0) for m in range(2, 11)]
+    kw = {"resolution_m": 3.0, "history": "random", "dates": dates, "seed": 3}
+    if synth._workers(len(dates)) < 2:
+        pytest.skip("single core or threaded test process: scenes are rendered in-process")
+    pooled = simulate_site(tmp_path / "pooled", **kw)
+    monkeypatch.setattr(synth, "_workers", lambda n: 1)
+    serial = simulate_site(tmp_path / "serial", **kw)
+    assert _digests(pooled.path) == _digests(serial.path)
