@@ -110,6 +110,17 @@ class SiteInfo:
     truth_path, cars_path, areas_truth_path : pathlib.Path
         ``truth.csv`` (per scene and track), ``truth_cars.csv`` (per vehicle) and
         ``truth_areas.csv`` (per scene and storage area).
+
+    Examples
+    --------
+    >>> import tempfile, datetime as dt
+    >>> from toolkit.synth import simulate_site
+    >>> site = simulate_site(tempfile.mkdtemp() + "/s", resolution_m=3.0, history="empty",
+    ...                      dates=[dt.datetime(2023, 6, 1, 2, 0)])
+    >>> site.layout, site.scenes[0].name
+    ('tumangang', '20230601T020000_tumangang_synthetic_3m.tif')
+    >>> print(site.summary().splitlines()[0])
+    Synthetic rail-yard site (SYNTHETIC data, toolkit.synth)
     """
 
     path: Path
@@ -282,6 +293,22 @@ def _check_dates(dates) -> list[_dt.datetime]:
 
 def yard_capacity(layout: str = "tumangang", *, rotation_deg: float | None = None) -> int:
     """Freight cars the synthetic yard ``layout`` holds when every track is packed.
+
+    The "dense" history fills 60-90 % of it and the "random" history draws
+    counts from 0 to it.
+
+    Parameters
+    ----------
+    layout : {"tumangang", "second"}
+        The yard.
+    rotation_deg : float, optional
+        Rotation of the yard (does not change the capacity).
+
+    Returns
+    -------
+    int
+        Number of freight cars: each track's parking length divided by 20 m
+        (the longest car plus a metre), summed over the tracks.
 
     Examples
     --------
@@ -811,6 +838,12 @@ def update_manifest(path: str | os.PathLike | None = None) -> Path:
     ------
     InputError
         If the folder is not a generated site.
+
+    Examples
+    --------
+    >>> from toolkit.synth import update_manifest
+    >>> update_manifest()  # doctest: +SKIP
+    PosixPath('.../data/sample_manifest.json')
     """
     folder = _DEFAULT_SAMPLE_DIR if path is None else Path(path)
     if not (folder / "site.json").is_file():
