@@ -226,7 +226,7 @@ def _add_consist(
     return 0
 
 
-def _remove_cars(yard: _Yard, excess: int, rng: np.random.Generator) -> None:
+def _remove_cars(yard: _Yard, excess: int) -> None:
     """Let ``excess`` cars leave: the consists due to leave first go (or are shortened) first."""
     while excess > 0:
         c = min(yard.consists, key=lambda c: c.departure)
@@ -257,7 +257,7 @@ def _calibrated(yard: _Yard, times, targets, rng) -> list[list[Consist]]:
         now = _days(t)
         yard.consists = [c for c in yard.consists if c.departure > now or len(c.cars) == 0]
         if yard.count > target:
-            _remove_cars(yard, yard.count - target, rng)
+            _remove_cars(yard, yard.count - target)
         guard = 0
         while yard.count < target:
             n = min(target - yard.count, _batch(t, rng))
