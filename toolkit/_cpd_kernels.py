@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__: list[str] = []
 
@@ -258,36 +258,53 @@ def bocpd_normal(x, sigma2, mu0, tau2, hazard, window):
     return p_change, p_recent, run_map
 
 
-@njit(cache=True)
-def _pixel_change(y, min_size, out_idx, out_size, out_stat, out_p, out_n):
-    """Most likely single mean change of one pixel series (NaN skipped)."""
+@njit(cache=True, inline="always")
+def _kolmogorov_sf(stat):
+    """P(sup |Brownian bridge| > stat), alternating series."""
+    if stat < 0.3:
+        return 1.0
+    p = 0.0
+    for kk in range(1, 101):
+        term = math.exp(-2.0 * kk * kk * stat * stat)
+        p += term if kk % 2 == 1 else -term
+        if term < 1e-16:
+            break
+    p *= 2.0
+    return min(max(p, 0.0), 1.0)
+
+
+@njit(cache=True, fastmath={"contract", "arcp", "nsz"})
+def _pixel_change(y, min_size):
+    """Most likely single mean change of one pixel series (NaN skipped).
+
+    Returns ``(index, size, statistic, p_value, n_valid)``; ``index`` is the
+    position of the first valid observation after the change, -1 if none.
+    """
+    T = y.shape[0]
     n = 0
     s1 = 0.0
     s2 = 0.0
-    for i in range(y.shape[0]):
-        v = y[i]
-        if not math.isnan(v):
+    for i in range(T):
+        v = np.float64(y[i])
+        if v == v:
             n += 1
             s1 += v
             s2 += v * v
-    out_n[0] = n
     if n < 2 * min_size or n < 3:
-        out_idx[0] = -1
-        out_size[0] = np.nan
-        out_stat[0] = np.nan
-        out_p[0] = np.nan
-        return
+        return -1, np.nan, np.nan, np.nan, n
     mean = s1 / n
-    best = -1.0
+    # maximise d^2 / (k (n - k)) without dividing: compare cross products
+    best_num = -1.0
+    best_den = 1.0
     best_k = -1
     best_cs = 0.0
+    best_pos = -1
     maxabs = 0.0
     cs = 0.0
     k = 0
-    best_pos = -1
-    for i in range(y.shape[0]):
-        v = y[i]
-        if math.isnan(v):
+    for i in range(T):
+        v = np.float64(y[i])
+        if v != v:
             continue
         cs += v
         k += 1
@@ -298,72 +315,48 @@ def _pixel_change(y, min_size, out_idx, out_size, out_stat, out_p, out_n):
         if ad > maxabs:
             maxabs = ad
         if k >= min_size and n - k >= min_size:
-            w = d * d / (k * (n - k))
-            if w > best:
-                best = w
+            num = d * d
+            den = float(k * (n - k))
+            if num * best_den > best_num * den:
+                best_num = num
+                best_den = den
                 best_k = k
                 best_cs = cs
                 best_pos = i
     if best_k < 0:
-        out_idx[0] = -1
-        out_size[0] = np.nan
-        out_stat[0] = np.nan
-        out_p[0] = np.nan
-        return
-    # first valid index after best_pos is the first observation of the new segment
+        return -1, np.nan, np.nan, np.nan, n
     j = best_pos + 1
-    while j < y.shape[0] and math.isnan(y[j]):
+    while j < T and y[j] != y[j]:
         j += 1
     m1 = best_cs / best_k
     m2 = (s1 - best_cs) / (n - best_k)
-    ss_total = s2 - s1 * mean
-    gain = best * n  # between-segment sum of squares
-    ss_within = ss_total - gain
-    if ss_within < 0.0:
-        ss_within = 0.0
-    dof = n - 2
-    var = ss_within / dof if dof > 0 else 0.0
-    out_idx[0] = j
-    out_size[0] = m2 - m1
+    gain = best_num / best_den * n  # between-segment sum of squares
+    ss_within = max(s2 - s1 * mean - gain, 0.0)
+    var = ss_within / (n - 2) if n > 2 else 0.0
     if var <= 0.0:
-        out_stat[0] = np.inf if gain > 0 else 0.0
-        out_p[0] = 0.0 if gain > 0 else 1.0
-        return
+        if gain > 0:
+            return j, m2 - m1, np.inf, 0.0, n
+        return j, m2 - m1, 0.0, 1.0, n
     stat = maxabs / math.sqrt(var * n)
-    out_stat[0] = stat
-    # Kolmogorov distribution: P(sup |Brownian bridge| > stat)
-    if stat < 0.3:
-        out_p[0] = 1.0
-    else:
-        p = 0.0
-        for kk in range(1, 101):
-            term = math.exp(-2.0 * kk * kk * stat * stat)
-            p += term if kk % 2 == 1 else -term
-            if term < 1e-16:
-                break
-        p *= 2.0
-        out_p[0] = min(max(p, 0.0), 1.0)
+    return j, m2 - m1, stat, _kolmogorov_sf(stat), n
 
 
-@njit(cache=True, parallel=False)
+@njit(cache=True)
 def change_map_block(block, min_size):
     """Single most likely mean change for every pixel of a ``(pixel, time)`` block."""
     npix = block.shape[0]
     idx = np.empty(npix, dtype=np.int64)
-    size = np.empty(npix)
-    stat = np.empty(npix)
+    size = np.empty(npix, dtype=np.float32)
+    stat = np.empty(npix, dtype=np.float32)
     pval = np.empty(npix)
-    nobs = np.empty(npix, dtype=np.int64)
-    for p in prange(npix):
-        _pixel_change(
-            block[p],
-            min_size,
-            idx[p : p + 1],
-            size[p : p + 1],
-            stat[p : p + 1],
-            pval[p : p + 1],
-            nobs[p : p + 1],
-        )
+    nobs = np.empty(npix, dtype=np.int32)
+    for p in range(npix):
+        i, sz, st, pv, nn = _pixel_change(block[p], min_size)
+        idx[p] = i
+        size[p] = sz
+        stat[p] = st
+        pval[p] = pv
+        nobs[p] = nn
     return idx, size, stat, pval, nobs
 
 

@@ -1310,16 +1310,19 @@ def _version() -> str:
 
 def _change_block(arr: np.ndarray, min_size: int):
     shape = arr.shape[:-1]
-    flat = np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]))
+    # a view when possible: the kernel reads each pixel's dates with a stride,
+    # which costs no more than a transposing copy (neighbouring pixels share
+    # cache lines)
+    flat = arr.reshape(-1, arr.shape[-1])
     if flat.dtype not in (np.float32, np.float64):
         flat = flat.astype(np.float32)
     idx, size, stat, p, nobs = _k.change_map_block(flat, min_size)
     return (
         idx.reshape(shape),
-        size.reshape(shape).astype(np.float32),
-        stat.reshape(shape).astype(np.float32),
+        size.reshape(shape),
+        stat.reshape(shape),
         p.reshape(shape),
-        nobs.reshape(shape).astype(np.int32),
+        nobs.reshape(shape),
     )
 
 
