@@ -209,6 +209,24 @@ def test_scene_geotiffs(site_1m, site_3m):
                 assert (m.width, m.height) == (ds.width, ds.height)
 
 
+def _curves_and_turnouts(utm) -> tuple[list, list]:
+    """Tracks whose heading turns for good (arcs), and tracks that start on another track."""
+    curves, turnouts = [], []
+    for tid, line in utm.items():
+        xy = np.asarray(line.coords)
+        heading = np.degrees(np.arctan2(*np.diff(xy, axis=0)[:, ::-1].T))
+        if abs(heading[0] - heading[-1]) > 10:
+            curves.append(tid)
+        longest = np.argmax(np.hypot(*np.diff(xy, axis=0).T))
+        # not parallel to the pixel grid (north-up UTM scenes)
+        assert 5 < heading[longest] % 90 < 85, (tid, heading[longest])
+        start = gpd.points_from_xy([xy[0, 0]], [xy[0, 1]])[0]
+        others = [o for o in utm.index if o != tid and utm[o].distance(start) < 0.05]
+        if others:
+            turnouts.append((tid, others[0]))
+    return curves, turnouts
+
+
 def test_tracks_geometry(site_1m):
     tracks = gpd.read_file(site_1m.tracks_path)
     assert tracks.crs.to_epsg() == 4326
@@ -221,20 +239,8 @@ def test_tracks_geometry(site_1m):
     utm = tracks.to_crs(32652).set_index("track_id").geometry
     lengths = utm.length
     assert lengths.between(400, 1000).all(), lengths
-    curves, turnouts = [], []
-    for tid, line in utm.items():
-        xy = np.asarray(line.coords)
-        heading = np.degrees(np.arctan2(*np.diff(xy, axis=0)[:, ::-1].T))
-        if np.ptp(heading) > 5:
-            curves.append(tid)
-        longest = np.argmax(np.hypot(*np.diff(xy, axis=0).T))
-        # not parallel to the pixel grid (north-up UTM scenes)
-        assert 5 < heading[longest] % 90 < 85, (tid, heading[longest])
-        start = gpd.points_from_xy([xy[0, 0]], [xy[0, 1]])[0]
-        others = [o for o in utm.index if o != tid and utm[o].distance(start) < 0.05]
-        if others:
-            turnouts.append((tid, others[0]))
-    assert len(curves) == 2  # the arc of track 10 and the S-curve of the turnout 07
+    curves, turnouts = _curves_and_turnouts(utm)
+    assert curves == ["10"]
     assert turnouts == [("07", "06")]
     # centre-to-centre spacing of neighbouring tracks, measured in UTM
     for a, b in zip(ids[:-1], ids[1:], strict=True):
@@ -436,6 +442,8 @@ def test_mixed_grids_second_layout_and_dense_history(tmp_path):
     tracks = gpd.read_file(site.tracks_path)
     assert len(tracks) == 8
     utm = tracks.to_crs(32652).set_index("track_id").geometry
+    assert utm.length.between(400, 1000).all()
+    assert _curves_and_turnouts(utm) == (["01"], [("05", "04")])
     ids = list(utm.index)
     for a, b in zip(ids[:-1], ids[1:], strict=True):
         pts = [utm[a].interpolate(f, normalized=True) for f in np.linspace(0.3, 0.6, 7)]
