@@ -571,3 +571,42 @@ def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "_workers", lambda n: 1)
     serial = simulate_site(tmp_path / "serial", **kw)
     assert _digests(pooled.path) == _digests(serial.path)
+
+
+def test_railcar_shadows_fall_away_from_the_sun(site_1m):
+    truth, cars, _ = _read_truth(site_1m)
+    last = truth[truth["time"].str.startswith("2023-10-05")].iloc[0]
+    az = np.radians(last["sun_azimuth_deg"])
+    away = -np.array([np.sin(az), np.cos(az)])  # shadows point away from the sun
+    shift = np.array([last["shift_x_m"], last["shift_y_m"]])
+    tracks = gpd.read_file(site_1m.tracks_path).to_crs(32652).set_index("track_id").geometry
+    veh = cars[(cars["scene"] == last["scene"]) & (cars["kind"] != "flat")]
+    with rasterio.open(site_1m.path / "scenes" / last["scene"]) as ds:
+        img = ds.read().astype(float).mean(axis=0)
+        shadow_side, sun_side = [], []
+        for tid, a, b in zip(veh["track_id"], veh["start_m"], veh["end_m"], strict=True):
+            line = tracks[tid]
+            for s in np.linspace(a + 3.0, b - 3.0, 4):
+                p0, p1 = line.interpolate(s - 0.5), line.interpolate(s + 0.5)
+                t = np.array([p1.x - p0.x, p1.y - p0.y])
+                n = np.array([-t[1], t[0]]) / np.hypot(*t)
+                side = np.sign(n @ away)
+                c = np.array([line.interpolate(s).x, line.interpolate(s).y]) + shift
+                for lst, sign in ((shadow_side, side), (sun_side, -side)):
+                    x, y = c + sign * 2.4 * n
+                    r, col = ds.index(x, y)
+                    lst.append(img[r, col])
+    assert len(shadow_side) > 100
+    # ground right beside a car is much darker on the side away from the sun
+    assert np.mean(shadow_side) < np.mean(sun_side) - 15
+
+
+def test_rotation_override_aligns_the_yard(tmp_path):
+    site = simulate_site(
+        tmp_path / "rot", resolution_m=3.0, history="empty", rotation_deg=0.0,
+        dates=[dt.datetime(2022, 8, 1, 2, 0)],
+    )  # fmt: skip
+    utm = gpd.read_file(site.tracks_path).to_crs(32652).set_index("track_id").geometry
+    xy = np.asarray(utm["01"].coords)
+    assert abs(np.degrees(np.arctan2(xy[-1, 1] - xy[0, 1], xy[-1, 0] - xy[0, 0]))) < 1e-4
+    assert json.loads((site.path / "site.json").read_text())["params"]["rotation_deg"] == 0.0
