@@ -202,3 +202,18 @@ def test_negative_counts_and_missing_times_are_rejected(history):
         compare_with_baseline(bad)
     with pytest.raises(SeriesError, match="time stamps"):
         compare_with_baseline(history.to_numpy())
+
+
+def test_all_zero_or_short_baselines_use_the_exact_jeffreys_predictive():
+    t = pd.date_range("2019-01-01", periods=20, freq="30D")
+    y = np.zeros(20)
+    y[-1] = 2
+    r = compare_with_baseline(pd.Series(y, index=t), exclude=(), baseline_end="event")
+    assert r.model == "Poisson (Jeffreys prior)" and "all zeros" in r.notes[0]
+    # posterior predictive of a Poisson rate with prior Gamma(1/2, 0) after 19 zeros
+    assert r.p_exceed == pytest.approx(stats.nbinom.sf(1, 0.5, 19 / 20))
+    short = compare_with_baseline(
+        pd.Series([3.0, 4, 2, 5, 9], index=t[:5]), exclude=(), baseline_end="event"
+    )
+    assert short.model == "Poisson (Jeffreys prior)"
+    assert short.p_exceed == pytest.approx(stats.nbinom.sf(8, 14.5, 4 / 5))

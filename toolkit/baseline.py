@@ -442,6 +442,33 @@ def _predictive(params, cov, x_event, alpha, values, conf, rng):
     return probs, float(k), float(np.exp(eta0))
 
 
+def _gamma_poisson(y, values, conf, notes):
+    """Fallback model: Poisson with a Jeffreys prior, exact predictive (NB).
+
+    Used when the baseline has too few observations for the GLM (fewer than
+    8) or is all zeros (the GLM's rate estimate is then 0 and every positive
+    event "impossible"). With ``S`` counts in ``n`` observations the
+    predictive is negative binomial with size ``S + 1/2`` and success
+    probability ``n / (n + 1)``.
+    """
+    n, total = y.size, float(y.sum())
+    size, p = total + 0.5, n / (n + 1.0)
+    probs = [float(stats.nbinom.sf(math.ceil(v) - 1, size, p)) for v in values]
+    upb = float(stats.nbinom.ppf(conf, size, p))
+    notes.append(
+        "Poisson rate with a Jeffreys prior (exact predictive) used: the baseline is "
+        + ("all zeros" if total == 0 else f"short ({n} observations)")
+    )
+    return (
+        "Poisson (Jeffreys prior)",
+        f"fallback for a {'zero' if total == 0 else 'short'} baseline",
+        0.0,
+        probs,
+        upb,
+        total / n,
+    )
+
+
 def _onset(series: pd.Series, event_time: pd.Timestamp, ramp: pd.Timedelta):
     """Start of the rise that ends at the event: the earliest change point from
     which segment levels increase up to the event's segment, within ``ramp``."""
@@ -649,9 +676,18 @@ def compare_with_baseline(
         if desc.sum() < 3:
             out["fit"] = None
             return out
-        X, names = _design(t_w, excluded, seasonal)
         local = [] if not record_notes else notes
-        model, choice, disp, params, cov, names2, keep = _fit_count_model(y_w, X, names, local)
+        y_d = y_all[desc]
+        if y_d.sum() == 0 or y_w.size < 8:
+            out["fit"] = _gamma_poisson(y_d, [ev_v, ev_lo], confidence, local)
+            return out
+        X, names = _design(t_w, excluded, seasonal)
+        try:
+            model, choice, disp, params, cov, names2, keep = _fit_count_model(y_w, X, names, local)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            local.append(f"count model fit failed ({str(exc).splitlines()[0]})")
+            out["fit"] = _gamma_poisson(y_d, [ev_v, ev_lo], confidence, local)
+            return out
         Xe, _ = _design(pd.DatetimeIndex([ev_t]), (), seasonal)
         xe = np.zeros(len(names2))
         for j, nm in enumerate(names2):
