@@ -610,3 +610,27 @@ def test_rotation_override_aligns_the_yard(tmp_path):
     xy = np.asarray(utm["01"].coords)
     assert abs(np.degrees(np.arctan2(xy[-1, 1] - xy[0, 1], xy[-1, 0] - xy[0, 0]))) < 1e-4
     assert json.loads((site.path / "site.json").read_text())["params"]["rotation_deg"] == 0.0
+
+
+def test_seasons_snow_in_winter_green_in_summer(tmp_path):
+    winter = [dt.datetime(2022, 1, d, 2, 0) for d in (5, 15, 25)]
+    summer = [dt.datetime(2022, 7, d, 2, 0) for d in (5, 15, 25)]
+    site = simulate_site(
+        tmp_path / "seasons", resolution_m=3.0, history="empty", clouds=False,
+        dates=winter + summer, misregistration_px=0,
+    )  # fmt: skip
+    scene = site.read_truth().groupby("time").first()
+    assert scene.loc[scene.index.month == 1, "snow"].any()
+    assert not scene.loc[scene.index.month == 7, "snow"].any()
+    # winter sun is low: longer shadows
+    assert scene.loc[scene.index.month == 1, "sun_elevation_deg"].max() < 35
+    assert scene.loc[scene.index.month == 7, "sun_elevation_deg"].min() > 55
+    for path, (_, row) in zip(site.scenes, scene.iterrows(), strict=True):
+        with rasterio.open(path) as ds:
+            blue, green, red, nir = ds.read().astype(float)
+        valid = blue > 0
+        ndvi = np.median((nir[valid] - red[valid]) / (nir[valid] + red[valid]))
+        if row["snow"]:
+            assert np.median(blue[valid]) > 5000  # snow is bright
+        if path.name.startswith("202207"):
+            assert ndvi > 0.25  # green fields
