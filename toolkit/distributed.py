@@ -280,12 +280,15 @@ def describe_cluster(client: Any = None) -> ClusterInfo:
         )
     info = client.scheduler_info(n_workers=-1)
     workers = sorted(info.get("workers", {}).items())
+    pids = {addr: w.get("pid") for addr, w in workers}
+    if not all(pids.values()):
+        pids.update(client.run(os.getpid))
     return ClusterInfo(
         scheduler=str(info.get("address", client.scheduler.address)),
         n_workers=len(workers),
         threads=sum(int(w.get("nthreads", 1)) for _, w in workers),
         memory_limit_bytes=tuple(int(w.get("memory_limit") or 0) for _, w in workers),
-        worker_pids=tuple(int(w.get("pid", 0)) for _, w in workers),
+        worker_pids=tuple(int(pids.get(addr) or 0) for addr, _ in workers),
     )
 
 
