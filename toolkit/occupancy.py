@@ -148,8 +148,11 @@ def estimate_occupancy(
             "threshold": float(threshold),
             "smooth": max(int(round(smooth_m / step)) | 1, 1),
             "core": np.asarray(core.values, bool),
+            "margin": np.asarray(
+                np.abs(strips["across_m"].values) >= max(core_half_width_m + 0.5, 1.9), bool
+            ),
             "shadows": bool(shadows),
-            "margin": int(round(cloud_margin_m / step)),
+            "margin_px": int(round(cloud_margin_m / step)),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32"],
@@ -232,9 +235,16 @@ def counts_from_occupancy(
     res = xr.apply_ufunc(
         _count_runs,
         occ,
-        input_core_dims=[["along"]],
+        occupancy["deviation"],
+        input_core_dims=[["along"], ["along"]],
         output_core_dims=[["stat"]],
-        kwargs={"step": step, "mean_len": car_length_m, "lo_len": lo_len, "hi_len": hi_len},
+        kwargs={
+            "step": step,
+            "mean_len": car_length_m,
+            "lo_len": lo_len,
+            "hi_len": hi_len,
+            "gaps": step <= 0.6,
+        },
         dask="parallelized",
         output_dtypes=["float64"],
         dask_gufunc_kwargs={"output_sizes": {"stat": 5}},
@@ -409,6 +419,7 @@ def car_outlines(
     step = float(occupancy.attrs["step_m"])
     t = np.datetime64(str(np.datetime64(time, "ns")))
     occ = occupancy["occupancy"].sel(time=t, method="nearest").values
+    dev = occupancy["deviation"].sel(time=t, method="nearest").values
     centre = strips.sizes["across"] // 2
     xs = strips["x_sample"].values
     ys = strips["y_sample"].values
@@ -418,7 +429,16 @@ def car_outlines(
         cx, cy = xs[k, :, centre], ys[k, :, centre]
         nx = (xs[k, :, -1] - xs[k, :, 0]) / (2 * half)
         ny = (ys[k, :, -1] - ys[k, :, 0]) / (2 * half)
-        for s0, s1 in _cars_in_row(occ[k], step=step, mean_len=mean_len):
+        cars = _segment_row(
+            occ[k],
+            dev[k],
+            step=step,
+            mean_len=mean_len,
+            lo_len=12.5,
+            hi_len=19.5,
+            gaps=step <= 0.6,
+        )
+        for s0, s1, *_ in cars:
             i0, i1 = int(round(s0 / step)), min(int(round(s1 / step)), cx.size - 1)
             idx = np.arange(i0, i1 + 1)
             idx = idx[np.isfinite(cx[idx])]
@@ -625,18 +645,6 @@ def _read_hand_counts(hand_counts) -> pd.DataFrame:
 # --------------------------------------------------------------------------- kernels
 
 
-def _cars_in_row(row: np.ndarray, *, step: float, mean_len: float) -> list[tuple[float, float]]:
-    """(start_m, end_m) of each car in the occupied runs of one profile."""
-    starts, ends = _runs(row == OCCUPIED)
-    cars = []
-    for s, e in zip(starts, ends, strict=True):
-        length = (e - s) * step
-        n = max(int(np.round(length / mean_len)), 1)
-        edges = s * step + np.linspace(0, length, n + 1)
-        cars += list(zip(edges[:-1], edges[1:], strict=True))
-    return cars
-
-
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive) indices of True runs in a 1-D bool array."""
     d = np.diff(np.concatenate([[0], mask.astype("int8"), [0]]))
@@ -652,8 +660,9 @@ def _classify(
     smooth: int,
     core: np.ndarray,
     shadows: bool,
-    margin: int,
-    n_iter: int = 3,
+    margin: np.ndarray,
+    margin_px: int,
+    n_iter: int = 2,
 ):
     """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
 
@@ -671,8 +680,8 @@ def _classify(
     # positions near masked pixels (cloud edges) need stronger evidence
     masked = ~known & on_track[None]
     haze_scene = masked.reshape(masked.shape[0], -1).any(axis=1)
-    if margin > 0 and masked.any():
-        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=2 * margin + 1, axis=-1)
+    if margin_px > 0 and masked.any():
+        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=2 * margin_px + 1, axis=-1)
         thr = np.where(near.astype(bool), 3.0 * threshold, threshold)
     else:
         thr = np.full(known.shape, threshold)
@@ -683,23 +692,25 @@ def _classify(
     halves_idx = [left, right] if left.size and right.size else [across_i]
     with np.errstate(all="ignore"), _quiet_nan_warnings():
         scene_med = np.nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
+        groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
-        groups = _appearance_groups(scene_med)
         gain = scene_med.copy()
         free = known.copy()
         lit = np.ones(valid.shape, bool)
         for _ in range(n_iter):
             n = v / gain[:, None, None, None, :]
             refs = {
-                g: _reference(n[groups == g], free[groups == g], lit[groups == g], core)
+                g: _reference(n[groups == g], free[groups == g], lit[groups == g], core, margin)
                 for g in np.unique(groups)
             }
             dev = np.full((n_t, n_k, n_a), np.nan, "float32")
+            dev_raw = np.full((n_t, n_k, n_a), np.nan, "float32")
             sigma = np.ones(n_t)
             for t in range(n_t):
                 r = refs[groups[t]]
                 d_lit = np.sqrt(np.sum((n[t] - r) ** 2, axis=-1))
                 d = d_lit
+                k_sh = np.full(n_b, np.nan)
                 if shadows:
                     k_sh = _shadow_factor(n[t], r)
                     if np.isfinite(k_sh).all():
@@ -724,17 +735,10 @@ def _classify(
                     )
                     d_cs = np.sqrt(np.sum((n[t] - (1.0 - tau[..., None]) * r) ** 2, axis=-1))
                     d = np.fmin(d, d_cs)
-                # a car covers both halves of the core; a neighbour's shadow edge or a
-                # glint covers one: take the less deviant half
-                halves = [np.nanmean(d[..., h], axis=-1) for h in halves_idx]
-                dc = np.fmin(*halves) if len(halves) == 2 else halves[0]
-                if smooth > 1:  # running median along the track: texture spikes out, cars in
-                    filled = np.where(np.isfinite(dc), dc, 0.0)
-                    dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
-                dc = np.where(known[t], dc, np.nan)
-                s = np.nanmedian(np.where(free[t], dc, np.nan)) / chi_med
-                sigma[t] = s if np.isfinite(s) else 1.0
-                dev[t] = dc / max(sigma[t], 0.01)
+                dc, dc_raw, s_t = _core_deviation(d, known[t], free[t], halves_idx, smooth, chi_med)
+                sigma[t] = s_t
+                dev[t] = dc
+                dev_raw[t] = dc_raw
                 # gains from free, lit samples against the reference
                 ratio = np.where((free[t][..., None] & lit[t])[..., None], v[t] / r, np.nan)
                 g_new = np.nanmedian(ratio.reshape(-1, n_b), axis=0)
@@ -742,50 +746,116 @@ def _classify(
                 gain[t] = np.where(ok, g_new, gain[t])
             free = known & (dev <= thr)
     occ = np.where(known, np.where(dev > thr, OCCUPIED, FREE), UNKNOWN).astype("int8")
-    dev = np.where(known, dev, np.nan).astype("float32")
     biggest = np.bincount(groups).argmax()
-    return occ, dev, refs[biggest].astype("float32")
+    return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
 
 
-def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.6) -> np.ndarray:
+def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
+    """Per-position deviation in noise units from per-sample distances (track, along, across).
+
+    A car covers both halves of the core; a neighbour's shadow edge or a glint
+    covers one: the less deviant half counts. Returns the smoothed and the raw
+    deviation, and the noise sigma (from the positions judged free).
+    """
+    halves = [np.nanmean(d[..., h], axis=-1) for h in halves_idx]
+    dc = np.fmin(*halves) if len(halves) == 2 else halves[0]
+    dc_raw = np.where(known, dc, np.nan)
+    if smooth > 1:  # running median along the track: texture spikes out, cars in
+        filled = np.where(np.isfinite(dc), dc, 0.0)
+        dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
+    dc = np.where(known, dc, np.nan)
+    s = np.nanmedian(np.where(free, dc, np.nan)) / chi_med
+    sigma = s if np.isfinite(s) and s > 0 else 1.0
+    sigma = max(sigma, 0.01)
+    return dc / sigma, dc_raw / sigma, sigma
+
+
+def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.1) -> np.ndarray:
     """Split scenes into snow-like and ordinary ones by their overall brightness.
 
-    Returns a group label per scene (0 or 1). One group unless the sorted
-    brightness has a gap of at least ``min_ratio``.
+    Returns a group label per scene (0 or 1): one group unless the sorted log
+    brightness has a gap of at least ``min_ratio`` that is also more than twice
+    the spread within either side of it (two distinct appearances, not a
+    continuum of illumination).
     """
     bright = np.log(np.nanmean(scene_med, axis=1))
-    if bright.size < 2 or not np.isfinite(bright).all():
-        return np.zeros(bright.size, int)
-    order = np.sort(bright)
+    labels = np.zeros(bright.size, int)
+    seen = np.isfinite(bright)  # scenes with nothing visible join group 0
+    if seen.sum() < 4:
+        return labels
+    order = np.sort(bright[seen])
     gaps = np.diff(order)
     i = int(np.argmax(gaps))
-    if gaps[i] < np.log(min_ratio):
-        return np.zeros(bright.size, int)
-    return (bright > order[i]).astype(int)
+    low, high = order[: i + 1], order[i + 1 :]
+    spread = max(np.std(low), np.std(high), 1e-6)
+    if gaps[i] < np.log(min_ratio) or gaps[i] < 2.0 * spread:
+        return labels
+    labels[seen] = (bright[seen] > order[i]).astype(int)
+    return labels
 
 
-def _reference(n: np.ndarray, free: np.ndarray, lit: np.ndarray, core: np.ndarray) -> np.ndarray:
+def _reference(
+    n: np.ndarray,
+    free: np.ndarray,
+    lit: np.ndarray,
+    core: np.ndarray,
+    margin: np.ndarray,
+    *,
+    odd_k: float = 3.0,
+    window: int = 61,
+) -> np.ndarray:
     """Empty-track appearance (track, along, across, band) from one group of similar scenes.
 
-    The temporal median of free, lit samples; where a position was never free
-    (or its median is far from the rest of the yard) the yard-wide appearance at
-    the same offset across the track is used. Groups of fewer than five scenes
-    use the yard-wide appearance everywhere (a temporal median of so few scenes
-    would hold the railcars themselves).
+    Two estimates are combined. The *temporal* one is the median over time of
+    the free, lit samples at each place: exact where the track is often empty.
+    The *ballast* one is read beside the track, in the strip's margins, where
+    no car body stands (car bodies are 3.4 m wide, tracks 4.5-5.5 m apart):
+    per scene the brighter margin (the other may lie in a car's shadow), then
+    the median over time and a running median along the track. Where the
+    temporal estimate is far from the ballast one (a car parked in most
+    scenes, a yard that is never empty) the ballast estimate is used. Groups of
+    fewer than five scenes use the ballast estimate everywhere.
     """
-    n_t = n.shape[0]
-    use = (free[..., None] & lit)[..., None]
-    yard = nanmedian_axis0(np.where(use, n, np.nan).reshape(-1, *n.shape[3:]))  # (C, B)
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    mi = np.flatnonzero(margin)
+    mid = (n_c - 1) / 2.0
+    sides = [mi[mi < mid], mi[mi > mid]]
+    sides = [sd for sd in sides if sd.size]
+    if sides:
+        side_vals = [np.nanmean(n[..., sd, :], axis=-2) for sd in sides]  # (T, K, A, B)
+        if len(side_vals) == 2:
+            b0 = np.nanmean(side_vals[0], axis=-1)
+            b1 = np.nanmean(side_vals[1], axis=-1)
+            pick = np.where(np.isnan(b0) | (b1 > b0), 1, 0)[..., None]
+            ball_t = np.where(pick == 1, side_vals[1], side_vals[0])
+            ball_t = np.where(np.isnan(ball_t), np.fmax(side_vals[0], side_vals[1]), ball_t)
+        else:
+            ball_t = side_vals[0]
+        ball = nanmedian_axis0(ball_t)  # (K, A, B)
+    else:
+        ball = nanmedian_axis0(n.mean(axis=3))
+    # running median along the track, NaNs filled with the track's median first
+    for k in range(n_k):
+        for b in range(n_b):
+            row = ball[k, :, b]
+            ok = np.isfinite(row)
+            if not ok.any():
+                continue
+            filled = np.where(ok, row, np.median(row[ok]))
+            ball[k, :, b] = ndimage.median_filter(filled, size=window, mode="nearest")
+    yard = nanmedian_axis0(ball.reshape(-1, n_b))
+    ball = np.where(np.isfinite(ball), ball, yard)
+    ballast = np.broadcast_to(ball[:, :, None, :], (n_k, n_a, n_c, n_b)).copy()
     if n_t < 5:
-        return np.broadcast_to(yard, n.shape[1:]).copy()
+        return ballast
+    use = (free[..., None] & lit)[..., None]
     ref = nanmedian_axis0(np.where(use, n, np.nan))  # (K, A, C, B)
-    d = np.sqrt(np.nansum((ref[..., core, :] - yard[core]) ** 2, axis=-1)).mean(axis=-1)
+    d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * np.nanmedian(d)
-    odd = ~np.isfinite(ref).all(axis=(-1, -2)) | (d > 4.0 * spread + 0.05)
-    ref[odd] = yard
+    odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
+    ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
-    if bad.any():
-        ref[bad] = np.broadcast_to(yard, ref.shape)[bad]
+    ref[bad] = ballast[bad]
     return ref
 
 
@@ -837,17 +907,66 @@ def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
     return out
 
 
-def _count_runs(occ: np.ndarray, *, step, mean_len, lo_len, hi_len) -> np.ndarray:
+def _count_runs(occ, dev, *, step, mean_len, lo_len, hi_len, gaps) -> np.ndarray:
     flat = occ.reshape(-1, occ.shape[-1])
+    dflat = dev.reshape(-1, dev.shape[-1])
     out = np.zeros((flat.shape[0], 5))
     for i, row in enumerate(flat):
-        starts, ends = _runs(row == OCCUPIED)
-        lengths = (ends - starts) * step
-        n = np.maximum(np.round(lengths / mean_len), 1)
-        lo = np.maximum(np.floor(lengths / hi_len + 0.5), 1)
-        hi = np.maximum(np.ceil(lengths / lo_len - 0.5), 1)
-        out[i] = [n.sum(), lo.sum(), hi.sum(), lengths.sum(), (row != UNKNOWN).sum() * step]
+        cars = _segment_row(
+            row, dflat[i], step=step, mean_len=mean_len, lo_len=lo_len, hi_len=hi_len, gaps=gaps
+        )
+        n = sum(c[2] for c in cars)
+        lo = sum(c[3] for c in cars)
+        hi = sum(c[4] for c in cars)
+        occupied = float((row == OCCUPIED).sum()) * step
+        out[i] = [n, lo, hi, occupied, (row != UNKNOWN).sum() * step]
     return out.reshape(*occ.shape[:-1], 5)
+
+
+def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
+    """Split the occupied runs of one profile into cars.
+
+    Returns ``(start_m, end_m, n, low, high)`` per segment. Where ``gaps`` is
+    true (pixels fine enough to see a 1 m coupler gap), runs are first cut at
+    coupler gaps: dips of the colour deviation to less than half of the run's
+    median, at least 11 m apart (no car is shorter than 12 m). Each segment
+    then holds ``round(length / mean_len)`` cars, with bounds from the
+    shortest and longest plausible mean car length; a segment 11-21 m long
+    between two seen gaps is exactly one car.
+    """
+    starts, ends = _runs(row == OCCUPIED)
+    out = []
+    min_sep = max(int(round(11.0 / step)), 1)
+    for s, e in zip(starts, ends, strict=True):
+        cuts = [s, e]
+        if gaps and e - s > 2 * min_sep:
+            d = np.nan_to_num(dev[s:e], nan=0.0)
+            level = np.median(d)
+            cand = (
+                np.flatnonzero((d[1:-1] < d[:-2]) & (d[1:-1] <= d[2:]) & (d[1:-1] < 0.5 * level))
+                + 1
+            )
+            inner = []
+            for c in sorted(cand, key=lambda j: d[j]):
+                pos = s + c
+                if pos - s < min_sep * 0.9 or e - pos < min_sep * 0.9:
+                    continue
+                if all(abs(pos - q) >= min_sep for q in inner):
+                    inner.append(pos)
+            cuts = [s, *sorted(inner), e]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            length = (b - a) * step
+            bounded = gaps and len(cuts) > 2
+            if bounded and 11.0 <= length <= 21.0:
+                n = lo = hi = 1
+            else:
+                n = max(int(np.round(length / mean_len)), 1)
+                lo = max(int(np.floor(length / hi_len + 0.5)), 1)
+                hi = max(int(np.ceil(length / lo_len - 0.5)), 1)
+            edges = a * step + np.linspace(0.0, length, n + 1)
+            for k in range(n):
+                out.append((edges[k], edges[k + 1], 1, lo / n, hi / n))
+    return out
 
 
 def _check_strips(strips) -> None:
