@@ -283,6 +283,7 @@ def _read_source(
     dtype: str,
     fill: float,
     resampling: Resampling,
+    check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
     """Read one raster's part of a target block.
 
@@ -343,22 +344,30 @@ def _read_source(
                         inside = vrt.dataset_mask(window=win) > 0
     # Values are kept as read (byte-identical to rasterio): outside the footprint they are
     # already the fill (windowed reads) or the nodata value (warped reads).
-    missing = None
+    if not check:
+        return data, inside, inside if inside is not None else np.ones((h, w), dtype=bool)
+    # good: no band at nodata (or NaN), accumulated plane by plane without band-sized
+    # temporaries.
+    good = None
+    is_float = np.issubdtype(data.dtype, np.floating)
     if nodata is not None and not math.isnan(nodata):
-        bad = data == np.asarray(nodata).astype(data.dtype)
-        missing = bad.any(axis=0)
-        if not _same_value(nodata, fill) and missing.any():
+        nd = np.asarray(nodata).astype(data.dtype)
+        good = np.not_equal(data[0], nd)
+        plane = np.empty_like(good)
+        for b in range(1, data.shape[0]):
+            good &= np.not_equal(data[b], nd, out=plane)
+        if not _same_value(nodata, fill) and not good.all():
             # A band at the scene's own nodata takes the cube's nodata value.
-            data[bad] = np.asarray(fill).astype(data.dtype)
-    if np.issubdtype(data.dtype, np.floating):
-        nan = np.isnan(data).any(axis=0)
-        missing = nan if missing is None else missing | nan
+            data[data == nd] = np.asarray(fill).astype(data.dtype)
+    if is_float:
+        finite = ~np.isnan(data).any(axis=0)
+        good = finite if good is None else good & finite
     if inside is not None and src.offset is None and nodata is None:
         data = np.where(inside, data, np.asarray(fill).astype(data.dtype))
-    if missing is None:
+    if good is None:
         good = np.ones((h, w), dtype=bool) if inside is None else inside
-    else:
-        good = ~missing if inside is None else inside & ~missing
+    elif inside is not None:
+        good &= inside
     if inside is None and src.offset is None:
         inside = good  # warped with a nodata value: outside reads as nodata
     return data, inside, good
@@ -413,6 +422,7 @@ def _read_step_block(
                 dtype="uint8",
                 fill=_MASK_FILL,
                 resampling=Resampling.nearest,
+                check=False,  # the mask's own values say what is usable
             )
             m = np.full((h, w), _MASK_FILL, np.uint8) if mgot is None else mgot[0][0]
             clear = good & (m == 0)
