@@ -45,6 +45,13 @@ from toolkit.occupancy import (
     estimate_occupancy,
     write_counts_csv,
 )
+from toolkit.synth import (
+    DEFAULT_SAMPLE,
+    SiteInfo,
+    five_year_history,
+    simulate_site,
+    write_default_sample,
+)
 from toolkit.tracks import read_tracks, track_strips, validate_tracks
 
 try:
@@ -64,6 +71,11 @@ __all__ = [
     "scene_quality",
     "cache_cube",
     "open_cube",
+    "simulate_site",
+    "write_default_sample",
+    "five_year_history",
+    "SiteInfo",
+    "DEFAULT_SAMPLE",
     "read_tracks",
     "validate_tracks",
     "track_strips",

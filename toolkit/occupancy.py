@@ -662,6 +662,7 @@ def _classify(
     shadows: bool,
     margin: np.ndarray,
     margin_px: int,
+    snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
     """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
@@ -693,6 +694,8 @@ def _classify(
     with np.errstate(all="ignore"), _quiet_nan_warnings():
         scene_med = np.nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
         groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
+        if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
+            thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
         gain = scene_med.copy()
         free = known.copy()
@@ -814,7 +817,9 @@ def _reference(
     the median over time and a running median along the track. Where the
     temporal estimate is far from the ballast one (a car parked in most
     scenes, a yard that is never empty) the ballast estimate is used. Groups of
-    fewer than five scenes use the ballast estimate everywhere.
+    fewer than five scenes use the ballast estimate everywhere. The ballast
+    estimate is scaled across the track by the yard-wide profile of free
+    samples (a ballast bed may be narrower than the strip).
     """
     n_t, n_k, n_a, n_c, n_b = n.shape
     mi = np.flatnonzero(margin)
@@ -843,12 +848,17 @@ def _reference(
                 continue
             filled = np.where(ok, row, np.median(row[ok]))
             ball[k, :, b] = ndimage.median_filter(filled, size=window, mode="nearest")
-    yard = nanmedian_axis0(ball.reshape(-1, n_b))
-    ball = np.where(np.isfinite(ball), ball, yard)
-    ballast = np.broadcast_to(ball[:, :, None, :], (n_k, n_a, n_c, n_b)).copy()
+    ball = np.where(np.isfinite(ball), ball, nanmedian_axis0(ball.reshape(-1, n_b)))
+    # the yard-wide profile across the track (free, lit samples), e.g. a ballast bed
+    # narrower than the strip, scales the margin ballast to every offset
+    use = (free[..., None] & lit)[..., None]
+    profile = nanmedian_axis0(np.where(use, n, np.nan).reshape(-1, n_c, n_b))  # (C, B)
+    profile_m = np.nanmean(profile[mi], axis=0) if mi.size else np.nanmean(profile, axis=0)
+    shape = profile / np.maximum(profile_m, 1e-6)
+    shape = np.where(np.isfinite(shape), shape, 1.0)
+    ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
         return ballast
-    use = (free[..., None] & lit)[..., None]
     ref = nanmedian_axis0(np.where(use, n, np.nan))  # (K, A, C, B)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * np.nanmedian(d)
