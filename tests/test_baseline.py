@@ -78,6 +78,7 @@ def test_reproduces_the_published_comparison_on_the_simulated_truth(tumangang, h
     assert r.exceedance_upper == pytest.approx(1 - 0.05 ** (1 / r.n_baseline))
     assert r.p_exceed < 1e-6 and r.unprecedented
     assert r.upper_prediction_bound < 40
+    assert r.p_exceed_open < 1e-6  # the closure's observations left out of the model too
     assert r.verdict.startswith(
         f"73 railcars on 2023-10-05 is {73 / pre.max():.1f} times the five-year maximum of "
         f"{pre.max():g}"
@@ -131,6 +132,16 @@ def test_counts_dataset_carries_counting_uncertainty(history):
     assert r.ratio_to_max_low < r.ratio_to_max < r.ratio_to_max_high
     assert r.p_exceed_low >= r.p_exceed
     assert r.unprecedented  # 69 still far above every upper bound of the baseline
+    # dates with little of the yard visible are left out (from the counts Dataset)
+    vis = xr.full_like(ds["railcars"], 1.0)
+    dark = int(np.flatnonzero(t < pd.Timestamp("2019-12-01"))[-1])
+    vis[dark] = [0.2, 0.5]
+    dsv = ds.assign(valid_fraction=vis, visible_m=vis * 500.0)
+    rv = compare_with_baseline(dsv, "2023-10-05")
+    assert rv.n_baseline == r.n_baseline - 1
+    assert compare_with_baseline(dsv, "2023-10-05", min_valid_fraction=None).n_baseline == (
+        r.n_baseline
+    )
     # a count inside the baseline's counting uncertainty is not unprecedented
     ds2 = ds.copy(deep=True)
     ds2["railcars_low"][-1] = [5, 5]

@@ -339,6 +339,13 @@ def test_input_types_give_the_same_answer():
     ds = xr.Dataset({"railcars": da_})
     d = detect_changepoints(ds)
     assert a.positions == b.positions == c.positions == d.positions == (25,)
+    # the counts Dataset's visibility: a date with a fifth of the yard visible is missing
+    vis = xr.full_like(da_, 1.0)
+    vis[10] = [0.1, 0.3]
+    dv = ds.assign(valid_fraction=vis, visible_m=vis * np.array([400.0, 600.0]))
+    res = detect_changepoints(dv)
+    assert res.n_missing == 1 and res.positions == (25,)
+    assert detect_changepoints(dv, min_valid_fraction=None).n_missing == 0
     assert a.times == b.times == c.times == d.times == (t[25],)
     assert isinstance(a, ChangePointResult)
     html = a._repr_html_()

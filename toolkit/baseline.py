@@ -134,6 +134,10 @@ class BaselineComparison:
         (parameter uncertainty integrated over).
     p_exceed_low : float
         The same for the lower counting bound of the event.
+    p_exceed_open : float
+        The same from a model fitted without the excluded periods' observations
+        (no closure term), NaN if none were in the window: a check on the
+        assumption that the closure shares the dispersion of open periods.
     upper_prediction_bound : float
         ``confidence`` upper prediction bound of the count at the event date.
     sensitivity : pandas.DataFrame
@@ -179,6 +183,7 @@ class BaselineComparison:
     expected_at_event: float
     p_exceed: float
     p_exceed_low: float
+    p_exceed_open: float
     upper_prediction_bound: float
     sensitivity: pd.DataFrame
     unprecedented: bool
@@ -231,6 +236,7 @@ class BaselineComparison:
             (f"{pct}% upper prediction bound", f"{self.upper_prediction_bound:g}"),
             ("P(count >= event) under the model", _fmt_p(self.p_exceed)),
             ("same, for the lower counting bound", _fmt_p(self.p_exceed_low)),
+            ("same, model without the excluded periods", _fmt_p(self.p_exceed_open)),
             ("unprecedented", "yes" if self.unprecedented else "no"),
         ]
 
@@ -519,6 +525,7 @@ def compare_with_baseline(
     onset_ramp="90D",
     label: str = "railcars",
     seed: int = 0,
+    min_valid_fraction: float | None = 0.9,
 ) -> BaselineComparison:
     """Compare the count at an event date with a multi-year baseline window.
 
@@ -561,6 +568,9 @@ def compare_with_baseline(
         What is counted, for the text ('railcars').
     seed : int
         Seed of the parameter draws for the predictive probability.
+    min_valid_fraction : float or None
+        With the counts Dataset: dates on which less than this share of the
+        track length was visible are treated as missing (None keeps all).
 
     Returns
     -------
@@ -593,7 +603,7 @@ def compare_with_baseline(
     """
     if not 0 < confidence < 1:
         raise SeriesError(f"confidence: expected a level in (0, 1), found {confidence!r}")
-    ser = _to_series(values, times, name="values")
+    ser = _to_series(values, times, name="values", min_valid_fraction=min_valid_fraction)
     if ser.times is None:
         raise SeriesError(
             "values: a baseline comparison needs time stamps; pass a Series with a "
@@ -609,6 +619,10 @@ def compare_with_baseline(
             "fix the count series"
         )
     lo_all, hi_all = _bounds_from(values, low, high, times, y_all.size)
+    if lo_all is not None:
+        lo_all = np.where(np.isnan(y_all), np.nan, lo_all)
+    if hi_all is not None:
+        hi_all = np.where(np.isnan(y_all), np.nan, hi_all)
     lo_all = y_all if lo_all is None else lo_all
     hi_all = y_all if hi_all is None else hi_all
 
@@ -669,10 +683,12 @@ def compare_with_baseline(
     rng = np.random.default_rng(seed)
     notes: list[str] = []
 
-    def analyse(years: float, record_notes: bool):
+    def analyse(years: float, record_notes: bool, model_excluded: bool = True):
         start, inw, desc = window(years)
-        y_w, t_w = y_all[inw], t_all[inw]
         out = {"start": start, "inw": inw, "desc": desc}
+        if not model_excluded:
+            inw = desc
+        y_w, t_w = y_all[inw], t_all[inw]
         if desc.sum() < 3:
             out["fit"] = None
             return out
@@ -681,7 +697,7 @@ def compare_with_baseline(
         if y_d.sum() == 0 or y_w.size < 8:
             out["fit"] = _gamma_poisson(y_d, [ev_v, ev_lo], confidence, local)
             return out
-        X, names = _design(t_w, excluded, seasonal)
+        X, names = _design(t_w, excluded if model_excluded else (), seasonal)
         try:
             model, choice, disp, params, cov, names2, keep = _fit_count_model(y_w, X, names, local)
         except (ValueError, np.linalg.LinAlgError) as exc:
@@ -699,6 +715,11 @@ def compare_with_baseline(
 
     main = analyse(window_years, True)
     desc = main["desc"]
+    if excluded and main["inw"].sum() > desc.sum() >= 3:
+        open_fit = analyse(window_years, False, model_excluded=False)["fit"]
+        p_open = open_fit[3][0] if open_fit is not None else math.nan
+    else:
+        p_open = math.nan
     if desc.sum() < 3:
         raise SeriesError(
             f"{ser.name}: the baseline window {_fmt_time(main['start'])} .. {_fmt_time(b_end)} "
@@ -792,6 +813,7 @@ def compare_with_baseline(
         expected_at_event=mu,
         p_exceed=probs[0],
         p_exceed_low=probs[1],
+        p_exceed_open=p_open,
         upper_prediction_bound=upb,
         sensitivity=sens,
         unprecedented=unprecedented,

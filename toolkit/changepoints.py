@@ -56,6 +56,7 @@ __all__ = [
     "online_changepoint_probability",
     "change_map",
     "robust_scale",
+    "yard_visible_fraction",
 ]
 
 #: Segment models: name -> (kernel code, free parameters per segment).
@@ -92,8 +93,39 @@ class _Series:
     name: str
 
 
-def _to_series(values, times=None, *, name: str = "values", variable: str = "railcars") -> _Series:
-    """Coerce the accepted input types into a float array plus optional times."""
+def yard_visible_fraction(counts: xr.Dataset) -> xr.DataArray | None:
+    """Share of the total track length visible on each date (None if unknown).
+
+    Track lengths are recovered as ``visible_m / valid_fraction`` (their
+    largest value over time); without ``visible_m`` tracks weigh equally.
+    """
+    if "valid_fraction" not in counts:
+        return None
+    vf = counts["valid_fraction"]
+    other = [d for d in vf.dims if d != "time"]
+    if not other:
+        return vf
+    if "visible_m" in counts:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            length = (counts["visible_m"] / vf.where(vf > 0)).max("time")
+        length = length.fillna(float(length.mean()) if bool(length.notnull().any()) else 1.0)
+        return (vf.fillna(0) * length).sum(other) / length.sum(other)
+    return vf.fillna(0).mean(other)
+
+
+def _to_series(
+    values,
+    times=None,
+    *,
+    name: str = "values",
+    variable: str = "railcars",
+    min_valid_fraction: float | None = None,
+) -> _Series:
+    """Coerce the accepted input types into a float array plus optional times.
+
+    From the counts Dataset, dates on which less than ``min_valid_fraction``
+    of the track length was visible become missing values.
+    """
     idx_times = None
     label = name
     if isinstance(values, xr.Dataset):
@@ -102,7 +134,10 @@ def _to_series(values, times=None, *, name: str = "values", variable: str = "rai
                 f"{name}: expected a Dataset with a {variable!r} variable, found "
                 f"{sorted(map(str, values.data_vars))}; pass the counts Dataset or one series"
             )
+        frac = yard_visible_fraction(values) if min_valid_fraction else None
         values = values[variable]
+        if frac is not None:
+            values = values.where(frac >= min_valid_fraction)
         label = f"{name}[{variable!r}]"
     if isinstance(values, xr.DataArray):
         if "time" not in values.dims:
@@ -409,8 +444,10 @@ def _backtrack(prev: np.ndarray, n: int) -> np.ndarray:
     return np.array(out[::-1], dtype=np.int64)
 
 
-def _prepare(values, times, model, penalty, min_size, scale, dispersion, name):
-    ser = _to_series(values, times, name=name)
+def _prepare(
+    values, times, model, penalty, min_size, scale, dispersion, name, min_valid_fraction=None
+):
+    ser = _to_series(values, times, name=name, min_valid_fraction=min_valid_fraction)
     model = _resolve_model(model)
     min_obs, min_dur = _min_size_obs(min_size)
     if min_dur is not None and ser.times is None:
@@ -852,6 +889,7 @@ def detect_changepoints(
     confidence: float = 0.95,
     max_changes: int | None = None,
     outlier_clip: float | None = 3.0,
+    min_valid_fraction: float | None = 0.9,
 ) -> ChangePointResult:
     """Detect changes in the level of a series.
 
@@ -899,6 +937,11 @@ def detect_changepoints(
         moves the running median with it; an isolated outlier does not).
         Segment levels are computed from the unclipped values. None turns
         it off.
+    min_valid_fraction : float or None
+        With the counts Dataset: dates on which less than this share of the
+        total track length was visible (``valid_fraction``, cloud or nodata)
+        are treated as missing, since a count of the visible part says little
+        about the yard. None keeps every date.
 
     Returns
     -------
@@ -942,7 +985,7 @@ def detect_changepoints(
     if meth not in ("pelt", "binseg"):
         raise SeriesError(f"method: expected 'pelt' or 'binseg', found {method!r}")
     ser, model, valid, x, vt, param, pen, mbic, ls, min_obs, min_dur = _prepare(
-        values, times, model, penalty, min_size, scale, dispersion, "values"
+        values, times, model, penalty, min_size, scale, dispersion, "values", min_valid_fraction
     )
     n = x.size
     x_raw = x
@@ -1201,6 +1244,7 @@ def online_changepoint_probability(
     prior_sd: float | None = None,
     window: int = 3,
     threshold: float = 0.5,
+    min_valid_fraction: float | None = 0.9,
 ) -> xr.Dataset:
     """Probability, at each new acquisition, that a change has just happened.
 
@@ -1229,6 +1273,9 @@ def online_changepoint_probability(
         gradual rise is often clear only a few scenes after it began.
     threshold : float
         Probability of a recent change above which ``alert`` is set.
+    min_valid_fraction : float or None
+        With the counts Dataset, dates with less of the track length visible
+        are treated as missing (see :func:`detect_changepoints`).
 
     Returns
     -------
@@ -1249,7 +1296,7 @@ def online_changepoint_probability(
     >>> int(np.nanargmax(ds.change_probability.values)), bool(ds.alert[30])
     (30, True)
     """
-    ser = _to_series(values, times)
+    ser = _to_series(values, times, min_valid_fraction=min_valid_fraction)
     x = ser.values
     ok = x[~np.isnan(x)]
     if ok.size < 3:
