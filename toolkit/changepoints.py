@@ -247,8 +247,10 @@ def robust_scale(
     long_run : bool
         Return the long-run scale (default) rather than the white-noise one.
     max_autocorrelation : float
-        Cap on the estimated autocorrelation (0.8: the scale is inflated at
-        most three times).
+        Cap on the estimated autocorrelation. The long-run scale is
+        ``sqrt(1 + rho) / (1 - rho)`` times the white-noise scale, so the cap
+        0.8 allows at most 6.7 times. The estimate is noisy on short series
+        (standard deviation about ``3 / sqrt(n)`` for white noise).
     name : str
         Name used in error messages.
 
