@@ -205,12 +205,10 @@ def test_killed_between_the_two_renames_of_a_cache_swap_keeps_a_store(scenes, tm
         import toolkit
 
         real = os.replace
-        calls = [0]
 
         def replace_then_pause(src, dst):
             real(src, dst)
-            calls[0] += 1
-            if calls[0] == 1 and str(dst).rsplit("/", 1)[-1].startswith(".old-"):
+            if os.path.basename(os.fspath(dst)).startswith(".old-"):
                 print("SWAPPING", flush=True)  # old store moved away, new not yet in place
                 time.sleep(60)
 
