@@ -51,7 +51,7 @@ from toolkit.errors import InputError, SceneError
 __all__ = ["load_cube", "scene_quality", "cache_cube", "open_cube"]
 
 _DUPLICATE_POLICIES = ("mosaic", "first", "last", "error", "keep")
-_DEFAULT_CHUNKS = {"time": 1, "band": -1, "y": 1024, "x": 1024}
+_DEFAULT_CHUNKS = {"time": 1, "band": -1, "y": 2048, "x": 2048}
 _CLOUD_CLASSES = (1, 2, 3)
 _CHECK_THREADS = 2
 
@@ -255,7 +255,7 @@ def load_cube(
         :class:`rasterio.enums.Resampling` name). Masks always use nearest.
     chunks : dict, optional
         Dask chunk sizes by dim name; default ``{"time": 1, "band": -1,
-        "y": 1024, "x": 1024}``. ``-1`` means the whole dimension.
+        "y": 2048, "x": 2048}``. ``-1`` means the whole dimension.
     duplicate_times : {"mosaic", "first", "last", "error", "keep"}
         What to do with scenes sharing one timestamp. ``"mosaic"`` combines
         them into one time step (first valid pixel wins, in file-name
@@ -305,8 +305,8 @@ def load_cube(
     ``dask.distributed`` workers. The target grid is anchored on the first
     scene already in the target CRS at the target resolution; a native pixel
     size in the target CRS is preferred to one up to 5 % finer that only
-    comes from reprojecting another scene. Default chunks of 1024 pixels
-    absorb a remainder of under 256 pixels into the last block.
+    comes from reprojecting another scene. Default chunks of 2048 pixels
+    absorb a remainder of up to 512 pixels into the last block.
 
     Memory: ``cube.compute()`` briefly holds about twice the cube (dask keeps
     every block while it assembles the result). Reduce lazily (e.g. counts
