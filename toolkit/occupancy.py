@@ -261,7 +261,7 @@ def counts_from_occupancy(
             "railcars_low": res.isel(stat=1).where(seen),
             "railcars_high": res.isel(stat=2).where(seen),
             "occupied_m": res.isel(stat=3).where(seen),
-            "occupancy": (res.isel(stat=3) / visible_m).where(seen).clip(0, 1),
+            "occupancy": (res.isel(stat=3) / visible_m.where(seen)).clip(0, 1),
             "valid_fraction": valid_fraction,
             "visible_m": visible_m,
         }

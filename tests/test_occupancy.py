@@ -1,0 +1,185 @@
+"""Occupancy and counts against the simulator's ground truth.
+
+The bounds below are what the current method measurably achieves (see the
+closing numbers in each assertion message); they are regression bounds, set a
+little above the measured error so that a real regression fails. The targets
+of the accuracy issue (3 % scene error at 0.5-1 m, 12 % at 3 m) are not all
+met yet: the measured figures are printed with ``-s``.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import toolkit
+from toolkit.occupancy import OCCUPIED, UNKNOWN, _segment_row
+from toolkit.validation import accuracy, compare_with_truth
+
+
+@pytest.fixture(scope="module")
+def sample_counts(default_sample):
+    cube = toolkit.load_cube(default_sample.path / "scenes")
+    strips = toolkit.track_strips(cube, default_sample.tracks_path)
+    occ = toolkit.estimate_occupancy(strips).compute()
+    counts = toolkit.counts_from_occupancy(occ)
+    counts = counts.assign_coords(scene=("time", cube["scene"].values))
+    return counts, occ, strips, compare_with_truth(counts, default_sample.truth_path)
+
+
+@pytest.fixture(scope="module")
+def held_out_1m(tmp_path_factory):
+    """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions."""
+    seed = 11
+    history = toolkit.five_year_history(seed=seed)
+    site = toolkit.simulate_site(
+        tmp_path_factory.mktemp("held_out") / "site",
+        resolution_m=1.0,
+        seed=seed,
+        dates=list(history["time"].iloc[-14:]),
+    )
+    cube = toolkit.load_cube(site.path / "scenes")
+    counts = toolkit.count_railcars(cube, site.tracks_path).compute()
+    return compare_with_truth(counts, site.truth_path)
+
+
+def test_event_scene_of_the_default_sample(sample_counts):
+    _, _, _, table = sample_counts
+    by_time = table.groupby("time")[["true", "estimate", "low", "high"]].sum()
+    event = by_time.loc[by_time.index.normalize() == pd.Timestamp("2023-10-05")].iloc[0]
+    assert event["true"] == 73
+    # the accuracy issue's target for this scene: within +-2 of the truth
+    assert abs(event["estimate"] - 73) <= 2, event.to_dict()
+    # the baseline (before the rise) stays near the published "about 20 at most"
+    before = by_time[by_time.index < pd.Timestamp("2023-09-18")]
+    assert before["true"].max() == 20
+    assert 15 <= before["estimate"].max() <= 25, before["estimate"].max()
+
+
+def test_default_sample_accuracy(sample_counts):
+    _, _, _, table = sample_counts
+    acc = accuracy(table, min_cars=20)
+    print("\n" + acc.summary())
+    # measured: MARE 5.1 %, bias -5.1 % over the 4 cloud-free scenes with >= 20 cars;
+    # track MAE 0.18; coverage 92 %; valid_fraction mean error 0.003, max 0.08
+    assert acc.n_scenes >= 4
+    assert acc.scene_mare <= 0.08
+    assert abs(acc.scene_bias) <= 0.08
+    assert acc.track_mae <= 0.3
+    assert acc.coverage >= 0.85
+    assert acc.valid_fraction_mean_error <= 0.01
+    assert acc.valid_fraction_max_error <= 0.1
+
+
+def test_held_out_seed_at_1m(held_out_1m):
+    acc = accuracy(held_out_1m, min_cars=20)
+    print("\n" + acc.summary())
+    # measured on 14 scenes (a short series: the temporal reference has few empty
+    # looks at each place): MARE 22 %, bias -18 %, track MAE 1.35
+    assert acc.n_scenes >= 4
+    assert acc.scene_mare <= 0.30
+    assert acc.track_mae <= 1.6
+    assert acc.valid_fraction_mean_error <= 0.01
+
+
+def test_all_cloud_scene_gives_missing_counts_not_zero(sample_counts):
+    counts, *_ = sample_counts
+    unseen = counts["valid_fraction"].max("track") == 0
+    assert int(unseen.sum()) >= 1  # the sample has fully clouded scenes
+    assert counts["railcars"].sel(time=unseen).isnull().all()
+    seen = counts["railcars"].sel(time=~unseen)
+    assert (seen.fillna(0) >= 0).all()
+    assert seen.notnull().any("track").all()
+
+
+def test_counts_match_car_outlines_and_bounds(sample_counts):
+    counts, occ, strips, _ = sample_counts
+    cars = toolkit.car_outlines(occ, strips, time="2023-10-05")
+    per_track = cars.groupby("track_id").size()
+    est = counts["railcars"].sel(time="2023-10-05").squeeze().to_series()
+    for tid, n in est.items():
+        assert per_track.get(str(tid), 0) == n
+    # each outline is a car-wide band as long as the car (curved tracks bend it a little)
+    np.testing.assert_allclose(cars.geometry.area, cars["length_m"] * 3.3, rtol=0.1, atol=2.0)
+    assert (
+        ((counts.railcars_low <= counts.railcars) & (counts.railcars <= counts.railcars_high))
+        .where(counts.railcars.notnull(), True)
+        .all()
+    )
+    assert float(counts.occupancy.max()) <= 1 and float(counts.occupancy.min()) >= 0
+
+
+def test_coupler_gaps_split_a_consist_into_cars():
+    step = 0.5
+    row = np.zeros(400, "int8")
+    row[40 : 40 + 3 * 33] = OCCUPIED  # three 16.5 m cars, one run
+    dev = np.where(row == OCCUPIED, 20.0, 1.0)
+    dev[40 + 33] = dev[40 + 66] = 4.0  # coupler gaps: dips in the deviation
+    cars = _segment_row(row, dev, step=step, mean_len=15.2, lo_len=12.5, hi_len=19.5, gaps=True)
+    assert len(cars) == 3
+    assert [round(c[1] - c[0], 1) for c in cars] == [16.5, 16.5, 16.5]
+    # without visible gaps the run length decides: 49.5 m / 15.2 m -> 3 cars as well,
+    # but a 40 m run is 3 cars by length and 2 when two 20 m cars show their gap
+    row2 = np.zeros(400, "int8")
+    row2[10:90] = OCCUPIED
+    dev2 = np.where(row2 == OCCUPIED, 20.0, 1.0)
+    assert (
+        len(_segment_row(row2, dev2, step=step, mean_len=15.2, lo_len=12.5, hi_len=19.5, gaps=True))
+        == 3
+    )
+    dev2[50] = 3.0
+    assert (
+        len(_segment_row(row2, dev2, step=step, mean_len=15.2, lo_len=12.5, hi_len=19.5, gaps=True))
+        == 2
+    )
+    assert (row2[:10] != UNKNOWN).all()
+
+
+def test_counting_is_lazy_until_asked(default_sample):
+    cube = toolkit.load_cube(default_sample.path / "scenes")
+    assert isinstance(cube.data, da.Array)
+
+    def forbid(*args, **kwargs):
+        raise AssertionError("building the counts must not compute")
+
+    with dask.config.set(scheduler=forbid):
+        counts = toolkit.count_railcars(cube, default_sample.tracks_path)
+    assert isinstance(counts["railcars"].data, da.Array)
+    assert counts["railcars"].dims == ("time", "track")
+
+
+def test_calibration_from_hand_counts_does_not_worsen_the_fit(sample_counts, default_sample):
+    counts, occ, strips, table = sample_counts
+    truth = default_sample.read_truth("tracks")
+    # an analyst's hand counts of five busy scenes
+    busy = truth.groupby("time")["railcars"].sum().nlargest(5).index
+    hand = truth[truth["time"].isin(busy)][["time", "track_id", "railcars"]]
+    result = toolkit.calibrate(strips, hand, thresholds=(4.0, 5.0, 6.5))
+    print("\n" + result.summary())
+    assert result.n_counts == len(hand)
+    assert result.mae_after <= result.mae_before
+    assert set(result.params) == {"threshold", "car_length_m", "car_length_range_m"}
+    with pytest.raises(toolkit.InputError, match="negative railcar counts"):
+        toolkit.calibrate(strips, hand.assign(railcars=-1))
+    with pytest.raises(toolkit.InputError, match="missing column"):
+        toolkit.calibrate(strips, hand.drop(columns="railcars"))
+
+
+def test_track_strip_chunking_does_not_change_counts(tmp_path):
+    site = toolkit.simulate_site(
+        tmp_path / "s",
+        resolution_m=3.0,
+        seed=5,
+        history="random",
+        dates=[pd.Timestamp(f"2022-0{m}-15 02:00") for m in range(4, 10)],
+    )
+    a = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
+    b = toolkit.count_railcars(
+        toolkit.load_cube(site.path / "scenes", chunks={"time": 1, "band": -1, "y": 64, "x": 64}),
+        site.tracks_path,
+    )
+    xr.testing.assert_identical(a.compute(), b.compute())
