@@ -317,6 +317,13 @@ def test_acquisition_times_from_tag_and_file_names(tmp_path: Path) -> None:
     }
     for name in names:
         _write(tmp_path / name, img, transform=t)
+    # A date the datetime64[ns] axis cannot hold is an error, not a silent wrap-around.
+    future = tmp_path / "future"
+    future.mkdir()
+    _write(future / "f.tif", img, transform=t, tags={"TIFFTAG_DATETIME": "2263:01:01 02:15:00"})
+    with pytest.raises(SceneError) as err:
+        load_cube(future)
+    _one_line(err, "f.tif", "2263-01-01", "outside the supported range")
     # The tag wins over a (misleading) date in the name.
     _write(
         tmp_path / "yard_20200101.tif",

@@ -266,6 +266,8 @@ def _candidate_from_item(item: Any, *, masks: str | None) -> _Candidate:
         key = preferred[0]
     path = _asset_href(item, key, rasters[key])
     when = item.datetime or item.common_metadata.start_datetime
+    if when is not None:
+        _check_time_range(when, f"STAC item {item.id}", "fix the item's datetime")
     time = None if when is None else _to_datetime64(when)
     mask_path = None
     if masks == "auto" and mask_key is not None:
@@ -316,11 +318,29 @@ def _time_from_name(name: str) -> datetime | None:
     return None
 
 
+# datetime64[ns] spans 1677-09-21 .. 2262-04-11; imagery starts long after 1900.
+_FIRST_TIME = datetime(1900, 1, 1)
+_LAST_TIME = datetime(2262, 4, 11)
+
+
+def _check_time_range(when: datetime, where: str, fix: str) -> None:
+    naive = when.replace(tzinfo=None)
+    if not _FIRST_TIME <= naive < _LAST_TIME:
+        raise SceneError(
+            f"{where}: acquisition date {naive.isoformat()} is outside the supported range "
+            f"1900-01-01 .. 2262-04-10 (datetime64[ns] time axis); expected the date the scene "
+            f"was taken; {fix}"
+        )
+
+
 def _scene_time(tags: dict[str, str], path: Path) -> np.datetime64:
     tag = tags.get("TIFFTAG_DATETIME")
     if tag:
         parsed = _time_from_tag(tag)
         if parsed is not None:
+            _check_time_range(
+                parsed, str(path), "fix the tag with gdal_edit.py -mo TIFFTAG_DATETIME=..."
+            )
             return _to_datetime64(parsed)
     parsed = _time_from_name(path.name)
     if parsed is not None:
