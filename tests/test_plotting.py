@@ -360,4 +360,4 @@ def test_scene_browser_renders_the_chosen_date(small_site):
     assert f"{est:.0f} railcars" in b.text
     assert fig is b.figure
     with pytest.raises(InputError, match="strips"):
-        scene_browser(s["cube"], s["occ"], s["occ"])
+        scene_browser(s["cube"], s["occ"], s["counts"])

@@ -404,6 +404,14 @@ def _nice_length(span_m: float) -> float:
     return float(p)
 
 
+def _halo(colour: str) -> list:
+    """A thin outline in the opposite shade, so map furniture reads on snow and on shadow."""
+    from matplotlib import patheffects
+
+    edge = "black" if colour in ("white", "#FFFFFF", "#ffffff") else "white"
+    return [patheffects.withStroke(linewidth=1.5, foreground=edge)]
+
+
 def _scale_bar(ax, *, length_m: float | None = None, colour: str = "white") -> float:
     """Draw a scale bar in the lower left of a map in metres; returns its length (m)."""
     x0, x1 = ax.get_xlim()
@@ -423,6 +431,7 @@ def _scale_bar(ax, *, length_m: float | None = None, colour: str = "white") -> f
         fontsize=6,
         color=colour,
         fontweight="bold",
+        path_effects=_halo(colour),
     )
     return length_m
 
@@ -460,7 +469,13 @@ def _north_arrow(ax, *, crs=None, colour: str = "white") -> float:
         xy=(cx + dx / 2, cy + dy / 2),
         xytext=(cx - dx / 2, cy - dy / 2),
         xycoords="axes fraction",
-        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.2, "mutation_scale": 8},
+        arrowprops={
+            "arrowstyle": "-|>",
+            "color": colour,
+            "lw": 1.2,
+            "mutation_scale": 8,
+            "path_effects": _halo(colour),
+        },
     )
     ax.text(
         cx + dx / 2,
@@ -472,6 +487,7 @@ def _north_arrow(ax, *, crs=None, colour: str = "white") -> float:
         fontsize=7,
         color=colour,
         fontweight="bold",
+        path_effects=_halo(colour),
     )
     return angle
 
@@ -544,6 +560,22 @@ def _bounds_of(geoms, *, pad_m: float) -> tuple[float, float, float, float]:
         b[:, 1].min() - pad_m,
         b[:, 3].max() + pad_m,
     )
+
+
+def _view_extent(img: xr.DataArray, tracks, crs) -> tuple[float, float, float, float]:
+    """The scene's extent, cropped to the tracks' bounding box (25 m margin) when given."""
+    extent = _extent(img)
+    if tracks is None:
+        return extent
+    from toolkit.tracks import read_tracks
+
+    b = _bounds_of(read_tracks(tracks, crs=crs).geometry, pad_m=25.0)
+    return (max(b[0], extent[0]), min(b[1], extent[1]), max(b[2], extent[2]), min(b[3], extent[3]))
+
+
+def _clamped_ratio(extent) -> float:
+    """Height / width of a map extent, kept between 0.3 and 1.3 for a column-wide panel."""
+    return float(min(max((extent[3] - extent[2]) / (extent[1] - extent[0]), 0.3), 1.3))
 
 
 def _auto_zoom(outlines, extent, *, width_m: float, aspect: float):
@@ -620,35 +652,30 @@ def plot_yard_detections(
     stretch = stretch or _joint_stretch([img])
     n = len(outlines) if outlines is not None else 0
     count = n if count is None else count
-    ratio = img.sizes["y"] / img.sizes["x"]
-    panel_h = COLUMN_WIDTH_IN * min(max(ratio, 0.35), 1.2)
-    heights = [panel_h, panel_h * 0.9] if zoom is not None else [panel_h]
-    fig = _figure(COLUMN_WIDTH_IN, sum(heights) + 0.9)
-    axes = fig.subplots(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
     crs = cube.rio.crs if hasattr(cube, "rio") else None
+    full = _view_extent(img, tracks, crs)
+    win = None
+    if zoom is not None:
+        win = zoom
+        if isinstance(zoom, str):
+            win = _auto_zoom(outlines, full, width_m=zoom_width_m, aspect=0.5)
+        else:
+            win = tuple(float(v) for v in zoom)
+            if len(win) != 4 or win[1] <= win[0] or win[3] <= win[2]:
+                raise InputError(f"zoom {zoom!r}: expected (xmin, xmax, ymin, ymax) or 'auto'")
+    heights = [COLUMN_WIDTH_IN * _clamped_ratio(full)]
+    if win is not None:
+        heights.append(COLUMN_WIDTH_IN * _clamped_ratio(win))
+    fig = _figure(COLUMN_WIDTH_IN, sum(heights) + 0.4 + 0.35 * len(heights))
+    axes = fig.subplots(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
     for i, ax in enumerate(axes):
-        extent = _draw_image(ax, img, stretch)
+        _draw_image(ax, img, stretch)
         if tracks is not None:
             _draw_tracks(ax, tracks, crs, labels=i == 0)
         _draw_outlines(ax, outlines, lw=0.35 if i == 0 else 0.8)
         if i == 0:
-            full = extent
-            if tracks is not None:
-                from toolkit.tracks import read_tracks
-
-                full = _bounds_of(read_tracks(tracks, crs=crs).geometry, pad_m=25.0)
-                full = (
-                    max(full[0], extent[0]),
-                    min(full[1], extent[1]),
-                    max(full[2], extent[2]),
-                    min(full[3], extent[3]),
-                )
             _map_axes(ax, full)
         else:
-            win = zoom
-            if isinstance(zoom, str):
-                win = _auto_zoom(outlines, extent, width_m=zoom_width_m, aspect=0.9 * ratio)
-                win = (win[0], win[1], win[2], win[2] + (win[1] - win[0]) * 0.45)
             _map_axes(ax, win)
             axes[0].add_patch(
                 Rectangle(
@@ -715,19 +742,8 @@ def plot_before_after(
     stretch = _joint_stretch(imgs)
     total = _yard_total(counts) if counts is not None else None
     crs = cube.rio.crs if hasattr(cube, "rio") else None
-    extent = _extent(imgs[0])
-    if tracks is not None:
-        from toolkit.tracks import read_tracks
-
-        b = _bounds_of(read_tracks(tracks, crs=crs).geometry, pad_m=25.0)
-        extent = (
-            max(b[0], extent[0]),
-            min(b[1], extent[1]),
-            max(b[2], extent[2]),
-            min(b[3], extent[3]),
-        )
-    ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
-    panel_h = COLUMN_WIDTH_IN * min(max(ratio, 0.35), 1.2)
+    extent = _view_extent(imgs[0], tracks, crs)
+    panel_h = COLUMN_WIDTH_IN * _clamped_ratio(extent)
     fig = _figure(COLUMN_WIDTH_IN, 2 * panel_h + 1.0)
     axes = fig.subplots(2, 1, sharex=True, sharey=True)
     for ax, img, label, outl in zip(
