@@ -497,3 +497,28 @@ def test_site_catalogue_counted_as_one_job_on_the_cluster(client, small_yard, tm
     assert sorted(p.name for p in out.iterdir()) == ["all_sites.csv", "yard_a.csv", "yard_b.csv"]
     back = pd.read_csv(out / "all_sites.csv", dtype={"track_id": str})
     assert back["railcars"].sum() == table["railcars"].sum()
+
+
+def test_csv_catalogue_with_relative_paths_and_several_patterns(tmp_path):
+    from toolkit.sites import count_sites, read_catalogue
+
+    yard = write_yard(tmp_path / "y", n_dates=6, size=256, n_tracks=2, seed=4)
+    early = sorted(yard["scenes"].glob("*.tif"))[:3]
+    (tmp_path / "y" / "later").mkdir()
+    for p in sorted(yard["scenes"].glob("*.tif"))[3:]:
+        p.rename(tmp_path / "y" / "later" / p.name)
+    (tmp_path / "sites.csv").write_text(
+        "name,tracks,scenes\n"
+        f"north,y/tracks.geojson,{early[0].parent.relative_to(tmp_path)}/*.tif; y/later\n"
+    )
+    cat = read_catalogue(tmp_path / "sites.csv")
+    assert cat.names == ["north"] and len(cat["north"].scenes) == 2
+    assert "north" in cat.summary() and "<table>" in cat._repr_html_()
+    with dask.config.set(scheduler="threads", num_workers=2):
+        tree = count_sites(cat)
+        alone = toolkit.count_railcars(
+            toolkit.load_cube([yard["scenes"], tmp_path / "y" / "later"]), yard["tracks"]
+        ).compute()
+    assert tree["north"].to_dataset().sizes == {"time": 6, "track": 2}
+    xr.testing.assert_equal(tree["north"].to_dataset(), alone)
+    assert tree.attrs["sites"] == ["north"]
