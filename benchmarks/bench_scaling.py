@@ -162,7 +162,7 @@ def _on_cluster(
             threads_per_worker=1,
             processes=True,
             memory_limit="3GiB",
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
