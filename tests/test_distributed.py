@@ -268,6 +268,9 @@ def test_scheduler_address_order(monkeypatch):
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.9.9.9:8786")
         assert scheduler_address() == "tcp://10.9.9.9:8786"
         assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
+        # an explicit scheduler file wins over the environment
+        with pytest.raises(toolkit.ToolkitError, match=r"nope\.json: scheduler file not found"):
+            get_client(scheduler_file="nope.json")
 
 
 def test_unreachable_scheduler_is_a_one_line_error(monkeypatch):

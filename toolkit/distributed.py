@@ -105,7 +105,7 @@ def get_client(
         Scheduler address; default from :func:`scheduler_address`.
     scheduler_file : path, optional
         A JSON file written by ``dask scheduler --scheduler-file``; used when
-        no address is given or configured.
+        no ``address`` is given (it wins over the environment and config).
     timeout : str
         How long to try to connect.
 
@@ -127,7 +127,8 @@ def get_client(
     >>> os.environ.get("DASK_SCHEDULER_ADDRESS") or get_client() is None
     True
     """
-    addr = scheduler_address(address)
+    # explicit arguments first (address, then scheduler file), then environment and config
+    addr = address or (None if scheduler_file is not None else scheduler_address())
     if addr is None and scheduler_file is None:
         return None
     from distributed import Client
