@@ -408,7 +408,7 @@ def _read_step_block(
         if got is None:
             continue
         part, inside, good = got
-        if inside is None:
+        if inside is None and not single:
             inside = np.ones((h, w), dtype=bool)
         m = None
         clear = good
