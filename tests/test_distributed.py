@@ -418,6 +418,7 @@ def big_yard(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_cube_larger_than_worker_memory_is_counted_and_change_mapped(big_yard, tmp_path, capsys):
     small = Cluster(tmp_path, n_workers=2, memory_limit=SMALL_WORKER_MEMORY)
     try:
