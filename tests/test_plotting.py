@@ -361,3 +361,9 @@ def test_scene_browser_renders_the_chosen_date(small_site):
     assert fig is b.figure
     with pytest.raises(InputError, match="strips"):
         scene_browser(s["cube"], s["occ"], s["counts"])
+
+
+def test_synthetic_label_is_stamped_once(history):
+    fig = plotting.plot_five_year_counts(history)
+    plotting.synthetic_label(fig)
+    assert sum("SYNTHETIC" in t.get_text() for t in fig.texts) == 1

@@ -145,6 +145,8 @@ def synthetic_label(fig, *, text: str = "SYNTHETIC DATA (simulated scenes)") -> 
     With a constrained layout, a strip is kept free at the bottom for the label
     so that it never covers axis labels or legends.
     """
+    if any(t.get_text() == text for t in fig.texts):
+        return  # already labelled
     engine = fig.get_layout_engine()
     if engine is not None and hasattr(engine, "set") and "rect" in engine.get():
         engine.set(rect=(0, 0.03, 1, 0.97))
