@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-SUITES = ["bench_loading", "bench_counting", "bench_changepoints"]
+SUITES = ["bench_loading", "bench_counting", "bench_changepoints", "bench_scaling"]
 
 
 def _fmt(v) -> str:

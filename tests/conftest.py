@@ -32,3 +32,21 @@ def default_sample() -> Path:
     from toolkit.synth import write_default_sample
 
     return write_default_sample(ROOT / "data" / "sample", verify=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dask_scheduler():
+    """Each test starts with the same dask scheduler settings: a Client left open or a
+    global ``dask.config.set(scheduler=...)`` in one test must not send the next test's
+    computations to a cluster that is gone. (Other configuration, such as the defaults
+    that importing distributed adds, is left alone.)"""
+    import dask
+
+    keys = ("scheduler", "scheduler-address", "get")
+    saved = {k: dask.config.config[k] for k in keys if k in dask.config.config}
+    yield
+    for k in keys:
+        if k in saved:
+            dask.config.config[k] = saved[k]
+        else:
+            dask.config.config.pop(k, None)
