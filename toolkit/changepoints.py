@@ -824,9 +824,13 @@ class ChangePointResult:
         """Plain-text summary: settings, changes with intervals, segment levels."""
         lines = ["Change points", "=" * 13]
         lines += [f"{k:<13}: {v}" for k, v in self._header()]
+        if not self.positions:
+            lines += ["", "no change points detected: one segment"]
         for rows, head in (self._change_rows(), self._segment_rows()):
+            if not rows:
+                continue
             lines.append("")
-            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+            widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(head)]
             lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
             lines.append("  ".join("-" * w for w in widths))
             lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
