@@ -84,13 +84,15 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
                 f"{name}: cannot be read as a vector file ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
             ) from None
+    if len(gdf) == 0:
+        raise TrackError(
+            f"{name}: holds no tracks; expected LineString features with a {id_column}"
+        )
     if id_column not in gdf.columns:
         raise TrackError(
             f"{name}: no '{id_column}' property; found {sorted(c for c in gdf.columns if c != 'geometry')}; "
             f"add a '{id_column}' to every track"
         )
-    if len(gdf) == 0:
-        raise TrackError(f"{name}: holds no tracks")
     if gdf.crs is None:
         raise TrackError(f"{name}: has no CRS; GeoJSON is lon/lat (EPSG:4326), set it with set_crs")
     ids = gdf[id_column]
