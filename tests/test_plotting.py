@@ -307,7 +307,10 @@ def test_yard_use_shares_known_answer():
 def test_yard_use_heat_map(small_site):
     fig = plotting.plot_yard_use(small_site["occ"], synthetic=True)
     ax = fig.axes[0]
-    _check_units(ax, x="(UTC)", y="m)")
+    _check_units(ax, x="UTC", y="m)")
+    # one column per acquisition; the last tick names the last date
+    assert ax.get_xlim() == (-0.5, len(DATES) - 0.5)
+    assert ax.get_xticklabels()[-1].get_text() == DATES[-1][5:10]
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks == [str(t) for t in small_site["occ"]["track"].values]
     assert "(0-1)" in fig.axes[1].get_xlabel()  # the colour bar

@@ -508,7 +508,7 @@ def _draw_tracks(ax, tracks, crs, *, labels: bool = True) -> None:
     t = read_tracks(tracks, crs=crs)
     for tid, geom in t.geometry.items():
         xs, ys = geom.xy
-        ax.plot(xs, ys, color=PALETTE["sky"], lw=0.4, alpha=0.9, zorder=2)
+        ax.plot(xs, ys, color=PALETTE["sky"], lw=0.3, alpha=0.6, zorder=2)
         if labels:
             ax.annotate(
                 str(tid),
@@ -549,7 +549,7 @@ def _map_axes(ax, extent) -> None:
     ax.set_ylabel("northing (m)")
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.yaxis.set_major_locator(MaxNLocator(3))
+    ax.yaxis.set_major_locator(MaxNLocator(2))  # long northings, rotated: two fit
     ax.tick_params(labelsize=5.5)
     plt.setp(ax.get_yticklabels(), rotation=90, va="center")
 
@@ -1191,15 +1191,6 @@ def yard_use(occupancy: xr.Dataset, *, bin_m: float = 5.0) -> xr.Dataset:
     return ds
 
 
-def _time_edges(t: np.ndarray) -> np.ndarray:
-    """Cell edges half-way between irregular acquisition times."""
-    t = np.asarray(t, "datetime64[ns]")
-    if t.size == 1:
-        return np.array([t[0] - np.timedelta64(1, "D"), t[0] + np.timedelta64(1, "D")])
-    mid = t[:-1] + (t[1:] - t[:-1]) / 2
-    return np.concatenate([[t[0] - (mid[0] - t[0])], mid, [t[-1] + (t[-1] - mid[-1])]])
-
-
 @_styled
 def plot_yard_use(
     occupancy: xr.Dataset,
@@ -1213,7 +1204,10 @@ def plot_yard_use(
 
     Tracks are stacked bottom to top; within each block the position runs
     from the track's start (bottom) to its end, with a minor tick every
-    ``tick_m`` metres. Grey: not seen (cloud, nodata).
+    ``tick_m`` metres. Each acquisition is one column (irregular dates: the
+    busy weeks before an event get as much room as quiet months); the ticks
+    name the first acquisition of each year and the last one. Grey: not seen
+    (cloud, nodata).
 
     Parameters
     ----------
@@ -1246,7 +1240,9 @@ def plot_yard_use(
     ax = fig.add_subplot()
     cmap = LinearSegmentedColormap.from_list("occupied", ["#FFFFFF", PALETTE["blue"]])
     cmap = cmap.with_extremes(bad="#D9D9D9")
-    tedges = _time_edges(times)
+    # one column per acquisition, so that the dense weeks of the event are as legible as
+    # the sparse years before; ticks name the first acquisition of each year and the last
+    tedges = np.arange(len(times) + 1) - 0.5
     mesh = None
     for k in range(len(tracks)):
         nb = int(np.ceil(lengths[k] / bin_m))
@@ -1264,9 +1260,16 @@ def plot_yard_use(
     ax.tick_params(axis="y", which="minor", length=2)
     ax.set_ylim(-gap / 2, offsets[-1] + lengths[-1] + gap / 2)
     ax.set_ylabel(f"track (position along it; ticks every {tick_m:g} m)")
-    ax.set_xlabel("acquisition date (UTC)")
-    ax.xaxis.set_major_locator(mdates.YearLocator())
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+    years = np.asarray(times, "datetime64[Y]")
+    first = [0] + [i for i in range(1, len(times)) if years[i] != years[i - 1]]
+    gap = max(3, len(times) // 12)  # labels closer than this would overlap
+    first = [i for k, i in enumerate(first) if k == len(first) - 1 or first[k + 1] - i >= gap]
+    labels = [str(years[i]) for i in first]
+    if len(times) - 1 - first[-1] >= gap or len(first) == 1:
+        first.append(len(times) - 1)
+        labels.append(np.datetime_as_string(times[-1], unit="D")[5:])
+    ax.set_xticks(first, labels)
+    ax.set_xlabel("acquisitions, one column each (UTC)")
     ax.set_title(title)
     cb = fig.colorbar(mesh, ax=ax, location="bottom", shrink=0.6, aspect=25, pad=0.02)
     cb.set_label(f"share of each {bin_m:g} m bin occupied (0-1); grey: not seen", fontsize=6.5)
