@@ -567,8 +567,8 @@ def calibrate(
     for thr in thresholds:
         occ = estimate_occupancy(strips, threshold=thr).compute()
         for mean_len in lengths:
-            lo = min(12.5, mean_len)
-            hi = max(19.5, mean_len)
+            lo = float(min(12.5, mean_len))
+            hi = float(max(19.5, mean_len))
             c = counts_from_occupancy(
                 occ, car_length_m=float(mean_len), car_length_range_m=(lo, hi)
             )
@@ -973,6 +973,7 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
                 n = max(int(np.round(length / mean_len)), 1)
                 lo = max(int(np.floor(length / hi_len + 0.5)), 1)
                 hi = max(int(np.ceil(length / lo_len - 0.5)), 1)
+            lo, hi = min(lo, n), max(hi, n)  # the bounds always hold the estimate
             edges = a * step + np.linspace(0.0, length, n + 1)
             for k in range(n):
                 out.append((edges[k], edges[k + 1], 1, lo / n, hi / n))

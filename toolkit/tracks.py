@@ -67,6 +67,8 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
     name = _name(source)
     if isinstance(source, gpd.GeoDataFrame):
         gdf = source.copy()
+        if id_column not in gdf.columns and gdf.index.name == id_column:
+            gdf = gdf.reset_index()  # the output of read_tracks itself
     else:
         path = Path(os.fspath(source))
         if not path.exists():
