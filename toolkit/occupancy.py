@@ -768,8 +768,8 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
         dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
     dc = np.where(known, dc, np.nan)
     s = np.nanmedian(np.where(free, dc, np.nan)) / chi_med
-    sigma = s if np.isfinite(s) and s > 0 else 1.0
-    sigma = max(sigma, 0.01)
+    # a noise-free background (s == 0) gets the floor, not the no-information default
+    sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
 
 
