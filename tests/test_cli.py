@@ -158,3 +158,23 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(site, tmp_path):
         assert needle in lines[0], (needle, lines[0])
         assert "Traceback" not in r.stderr
         assert out.read_text() == "previous run\n", needle
+
+
+def test_sites_counts_a_catalogue_in_one_run(site, tmp_path):
+    scenes, tracks = site
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text(
+        f"name,tracks,scenes\nyard_a,{tracks},{scenes}\nyard_b,{tracks},{scenes}\n"
+    )
+    out = tmp_path / "sites"
+    r = toolkit_cli("sites", catalogue, "--out", out)
+    assert r.returncode == 0, r.stderr
+    both = pd.read_csv(out / "all_sites.csv", dtype={"track_id": str})
+    assert sorted(both["site"].unique()) == ["yard_a", "yard_b"]
+    a = pd.read_csv(out / "yard_a.csv", dtype={"track_id": str})
+    assert a["railcars"].tolist() == [0, 1, 2]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"name,tracks,scenes\nyard_c,{tmp_path / 'none.geojson'},{scenes}\n")
+    r = toolkit_cli("sites", bad, "--out", tmp_path / "nope")
+    assert r.returncode == 2 and "yard_c" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "nope").exists()

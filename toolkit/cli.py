@@ -7,8 +7,6 @@ no output file is written unless the whole run succeeded.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
         help="dask.distributed scheduler address (default: DASK_SCHEDULER_ADDRESS, else local)",
     )
     c.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    st = sub.add_parser(
+        "sites",
+        help="count railcars at many sites in one job (a site catalogue)",
+        description=(
+            "Count railcars at every site of a catalogue (JSON, or CSV with columns name, "
+            "tracks, scenes) as one dask job. Writes <site>.csv per site and all_sites.csv "
+            "into OUT_DIR, atomically."
+        ),
+    )
+    st.add_argument("catalogue", metavar="CATALOGUE", help="site catalogue (.json or .csv)")
+    st.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for the CSVs")
+    st.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="dask.distributed scheduler address (default: DASK_SCHEDULER_ADDRESS, else local)",
+    )
 
     s = sub.add_parser(
         "synth",
@@ -102,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _count(args)
         if args.command == "synth":
             return _synth(args)
+        if args.command == "sites":
+            return _sites(args)
     except ToolkitError as exc:
         print(f"toolkit {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -122,32 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_INPUT
 
 
-def _client(address: str | None):
-    """A dask.distributed client when a scheduler address is given, else None."""
-    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if not address:
-        import dask
-
-        address = dask.config.get("scheduler-address", None)
-    if not address:
-        return contextlib.nullcontext()
-    from distributed import Client
-
-    try:
-        return Client(address, timeout="10s")
-    except OSError as exc:
-        raise ToolkitError(
-            f"cannot reach the dask scheduler at {address} ({exc}); start it or drop --scheduler"
-        ) from None
-
-
 def _count(args) -> int:
     from toolkit.cube import load_cube
     from toolkit.occupancy import count_railcars, counts_to_dataframe, write_counts_csv
 
     cube = load_cube(list(args.scenes))
     counts = count_railcars(cube, args.tracks)
-    with _client(args.scheduler):
+    from toolkit.distributed import use_scheduler
+
+    with use_scheduler(args.scheduler):
         if args.progress:
             from dask.diagnostics import ProgressBar
 
@@ -161,6 +162,17 @@ def _count(args) -> int:
         print(f"wrote {args.out}: {n} scene(s) x {counts.sizes['track']} track(s)", file=sys.stderr)
     else:
         counts_to_dataframe(counts).to_csv(sys.stdout, index=False, na_rep="")
+    return 0
+
+
+def _sites(args) -> int:
+    from toolkit.distributed import use_scheduler
+    from toolkit.sites import count_sites, read_catalogue, write_site_counts
+
+    catalogue = read_catalogue(args.catalogue)
+    with use_scheduler(args.scheduler):
+        out = write_site_counts(count_sites(catalogue), args.out)
+    print(f"wrote {out}: {len(catalogue.sites)} site(s)", file=sys.stderr)
     return 0
 
 

@@ -691,8 +691,8 @@ def _classify(
     mid = (across_i.size - 1) / 2.0
     left, right = across_i[np.arange(across_i.size) < mid], across_i[np.arange(across_i.size) > mid]
     halves_idx = [left, right] if left.size and right.size else [across_i]
-    with np.errstate(all="ignore"), _quiet_nan_warnings():
-        scene_med = np.nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
+    with np.errstate(all="ignore"):
+        scene_med = _nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
         groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
             thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
@@ -722,7 +722,7 @@ def _classify(
                         lit[t] = ~(d_sh < d_lit)
                 if haze_scene[t]:
                     # thin haze the mask missed: ballast blended towards a bright neutral
-                    white = np.full(n_b, 3.0) * np.nanmean(r, axis=-1, keepdims=True)
+                    white = np.full(n_b, 3.0) * _nanmean(r, axis=-1, keepdims=True)
                     seg = white - r
                     tau = np.sum((n[t] - r) * seg, axis=-1) / np.maximum(
                         np.sum(seg * seg, axis=-1), 1e-12
@@ -744,7 +744,7 @@ def _classify(
                 dev_raw[t] = dc_raw
                 # gains from free, lit samples against the reference
                 ratio = np.where((free[t][..., None] & lit[t])[..., None], v[t] / r, np.nan)
-                g_new = np.nanmedian(ratio.reshape(-1, n_b), axis=0)
+                g_new = _nanmedian(ratio.reshape(-1, n_b), axis=0)
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t])
             free = known & (dev <= thr)
@@ -760,14 +760,14 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
     covers one: the less deviant half counts. Returns the smoothed and the raw
     deviation, and the noise sigma (from the positions judged free).
     """
-    halves = [np.nanmean(d[..., h], axis=-1) for h in halves_idx]
+    halves = [_nanmean(d[..., h], axis=-1) for h in halves_idx]
     dc = np.fmin(*halves) if len(halves) == 2 else halves[0]
     dc_raw = np.where(known, dc, np.nan)
     if smooth > 1:  # running median along the track: texture spikes out, cars in
         filled = np.where(np.isfinite(dc), dc, 0.0)
         dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
     dc = np.where(known, dc, np.nan)
-    s = np.nanmedian(np.where(free, dc, np.nan)) / chi_med
+    s = _nanmedian(np.where(free, dc, np.nan)) / chi_med
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
@@ -781,7 +781,7 @@ def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.1) -> np.n
     the spread within either side of it (two distinct appearances, not a
     continuum of illumination).
     """
-    bright = np.log(np.nanmean(scene_med, axis=1))
+    bright = np.log(_nanmean(scene_med, axis=1))
     labels = np.zeros(bright.size, int)
     seen = np.isfinite(bright)  # scenes with nothing visible join group 0
     if seen.sum() < 4:
@@ -827,10 +827,10 @@ def _reference(
     sides = [mi[mi < mid], mi[mi > mid]]
     sides = [sd for sd in sides if sd.size]
     if sides:
-        side_vals = [np.nanmean(n[..., sd, :], axis=-2) for sd in sides]  # (T, K, A, B)
+        side_vals = [_nanmean(n[..., sd, :], axis=-2) for sd in sides]  # (T, K, A, B)
         if len(side_vals) == 2:
-            b0 = np.nanmean(side_vals[0], axis=-1)
-            b1 = np.nanmean(side_vals[1], axis=-1)
+            b0 = _nanmean(side_vals[0], axis=-1)
+            b1 = _nanmean(side_vals[1], axis=-1)
             pick = np.where(np.isnan(b0) | (b1 > b0), 1, 0)[..., None]
             ball_t = np.where(pick == 1, side_vals[1], side_vals[0])
             ball_t = np.where(np.isnan(ball_t), np.fmax(side_vals[0], side_vals[1]), ball_t)
@@ -853,7 +853,7 @@ def _reference(
     # narrower than the strip, scales the margin ballast to every offset
     use = (free[..., None] & lit)[..., None]
     profile = nanmedian_axis0(np.where(use, n, np.nan).reshape(-1, n_c, n_b))  # (C, B)
-    profile_m = np.nanmean(profile[mi], axis=0) if mi.size else np.nanmean(profile, axis=0)
+    profile_m = _nanmean(profile[mi], axis=0) if mi.size else _nanmean(profile, axis=0)
     shape = profile / np.maximum(profile_m, 1e-6)
     shape = np.where(np.isfinite(shape), shape, 1.0)
     ballast = ball[:, :, None, :] * shape[None, None]
@@ -861,7 +861,7 @@ def _reference(
         return ballast
     ref = nanmedian_axis0(np.where(use, n, np.nan))  # (K, A, C, B)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
-    spread = 1.4826 * np.nanmedian(d)
+    spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
     ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
@@ -878,26 +878,36 @@ def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
     shadowed samples to tell.
     """
     ratio = n / ref
-    rho = np.nanmean(ratio, axis=-1)
-    spread = np.nanstd(ratio, axis=-1) / np.maximum(rho, 1e-6)
+    rho = _nanmean(ratio, axis=-1)
+    spread = _nanstd(ratio, axis=-1) / np.maximum(rho, 1e-6)
     cand = (rho > 0.15) & (rho < 0.75) & (spread < 0.25)
     if cand.sum() < 50:
         return np.full(n.shape[-1], np.nan)
-    return np.nanmedian(ratio[cand], axis=0)
+    return _nanmedian(ratio[cand], axis=0)
 
 
-class _quiet_nan_warnings:
-    """Silence numpy's all-NaN-slice warnings inside the classifier (NaN is handled)."""
+def _nanmean(a, axis=None, keepdims=False):
+    """NaN-skipping mean without warnings (all-NaN slices give NaN), thread-safe."""
+    a = np.asarray(a, dtype="float64")
+    ok = np.isfinite(a)
+    total = np.where(ok, a, 0.0).sum(axis=axis, keepdims=keepdims)
+    count = ok.sum(axis=axis, keepdims=keepdims)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / np.where(count > 0, count, np.nan)
 
-    def __enter__(self):
-        import warnings
 
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
+def _nanstd(a, axis=None):
+    m = _nanmean(a, axis=axis, keepdims=True)
+    return np.sqrt(_nanmean((np.asarray(a, dtype="float64") - m) ** 2, axis=axis))
 
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+
+def _nanmedian(a, axis=None):
+    """NaN-skipping median without warnings (all-NaN slices give NaN), thread-safe."""
+    a = np.asarray(a, dtype="float64")
+    if axis is None:
+        a = a.reshape(-1)
+        axis = 0
+    return nanmedian_axis0(np.moveaxis(a, axis, 0))
 
 
 def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
