@@ -87,6 +87,8 @@ def _is_remote(href: str) -> bool:
 
 def _is_scene_file(path: Path) -> bool:
     name = path.name.lower()
+    if name.startswith("."):  # hidden files: debris of an interrupted write, editor locks
+        return False
     return name.endswith(_RASTER_SUFFIXES) and not (
         name.endswith(_MASK_SUFFIX) or name.endswith(".mask.tiff")
     )
