@@ -676,7 +676,7 @@ def _classify(
     times, so that a full yard does not bias them.
     """
     n_t, n_k, n_a, n_c, n_b = val.shape
-    v = np.where(valid[..., None], val, np.nan).astype("float32")
+    v = np.where(valid[..., None], val, np.float32(np.nan)).astype("float32", copy=False)
     known = valid[..., core].mean(axis=-1) >= 0.5
     # positions near masked pixels (cloud edges) need stronger evidence
     masked = ~known & on_track[None]
@@ -697,11 +697,12 @@ def _classify(
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
             thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
-        gain = scene_med.copy()
+        gain = scene_med.astype("float32")  # float32 throughout: the stack can be large
+        n = None
         free = known.copy()
         lit = np.ones(valid.shape, bool)
         for _ in range(n_iter):
-            n = v / gain[:, None, None, None, :]
+            n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
             refs = {
                 g: _reference(n[groups == g], free[groups == g], lit[groups == g], core, margin)
                 for g in np.unique(groups)
@@ -746,7 +747,7 @@ def _classify(
                 ratio = np.where((free[t][..., None] & lit[t])[..., None], v[t] / r, np.nan)
                 g_new = _nanmedian(ratio.reshape(-1, n_b), axis=0)
                 ok = np.isfinite(g_new) & (g_new > 0)
-                gain[t] = np.where(ok, g_new, gain[t])
+                gain[t] = np.where(ok, g_new, gain[t]).astype("float32")
             free = known & (dev <= thr)
     occ = np.where(known, np.where(dev > thr, OCCUPIED, FREE), UNKNOWN).astype("int8")
     biggest = np.bincount(groups).argmax()
@@ -852,14 +853,16 @@ def _reference(
     # the yard-wide profile across the track (free, lit samples), e.g. a ballast bed
     # narrower than the strip, scales the margin ballast to every offset
     use = (free[..., None] & lit)[..., None]
-    profile = nanmedian_axis0(np.where(use, n, np.nan).reshape(-1, n_c, n_b))  # (C, B)
+    masked = np.where(use, n, np.float32(np.nan))
+    profile = nanmedian_axis0(masked.reshape(-1, n_c, n_b))  # (C, B)
     profile_m = _nanmean(profile[mi], axis=0) if mi.size else _nanmean(profile, axis=0)
     shape = profile / np.maximum(profile_m, 1e-6)
     shape = np.where(np.isfinite(shape), shape, 1.0)
     ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
         return ballast
-    ref = nanmedian_axis0(np.where(use, n, np.nan))  # (K, A, C, B)
+    ref = nanmedian_axis0(masked)  # (K, A, C, B)
+    del masked
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
@@ -888,9 +891,10 @@ def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def _nanmean(a, axis=None, keepdims=False):
     """NaN-skipping mean without warnings (all-NaN slices give NaN), thread-safe."""
-    a = np.asarray(a, dtype="float64")
+    a = np.asarray(a)
+    a = a.astype(np.result_type(a.dtype, np.float32), copy=False)
     ok = np.isfinite(a)
-    total = np.where(ok, a, 0.0).sum(axis=axis, keepdims=keepdims)
+    total = np.where(ok, a, 0.0).sum(axis=axis, keepdims=keepdims, dtype="float64")
     count = ok.sum(axis=axis, keepdims=keepdims)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / np.where(count > 0, count, np.nan)
