@@ -1,22 +1,24 @@
 """Railcar occupancy along tracks, and counts per track and date.
 
-Method (first version; see ``Notes`` of :func:`estimate_occupancy`):
+Method (see ``Notes`` of :func:`estimate_occupancy`):
 
-1. Each track's strip is reduced to a colour profile along the centreline
-   (the mean of the samples within ``core_half_width_m`` of it, where a car
-   body is, not the gap to the next track).
-2. Each scene's profile is normalised by that scene's median strip colour, so
-   illumination, colour balance and haze cancel to first order.
-3. The empty-track reference at each position is the temporal median of the
-   normalised profile (cars come and go, the ballast stays). Where that median
-   is far from the yard-wide ballast colour (a car parked there in most scenes,
-   or a track that is never empty), the yard-wide colour is used instead.
-4. A position is *occupied* when its distance to the reference exceeds a
-   multiple of the scene's robust noise level, *unknown* where the samples
-   are not valid (nodata, cloud, cloud shadow), else *free*. Short free gaps
-   (coupler gaps) are closed and short occupied runs dropped.
-5. Each occupied run holds ``run length / mean car length`` railcars; the
-   low/high bounds use the shortest and longest over-coupler car lengths.
+1. Every sample of every track's strip (along by across the track) is
+   compared with the *empty-track appearance* at its place, after a per-scene
+   gain that is estimated from the positions judged free.
+2. The empty-track appearance is the temporal median of free, lit samples in
+   scenes of the same kind (snow scenes form their own group); where a place
+   was rarely free, ballast read beside the track in the strip's margins is
+   used instead.
+3. A sample that looks like ballast in a shadow (the scene's shadow factor,
+   per band), or, in cloudy scenes, like ballast under thin haze or at a
+   cloud shadow's edge, is not evidence of a car.
+4. The two halves of the strip's core (where a car body stands) are judged
+   separately, the less deviant one counts, the result is smoothed along the
+   track and compared with the scene's noise: occupied, free, or unknown
+   (nodata, cloud, cloud shadow). Short gaps are closed, short runs dropped.
+5. Occupied runs are split into cars at visible coupler gaps (pixels of
+   0.6 m or finer) and by length; low/high bounds from the shortest and
+   longest plausible car lengths.
 """
 
 from __future__ import annotations
@@ -118,10 +120,13 @@ def estimate_occupancy(
 
     Notes
     -----
-    Temporal-median background with a yard-wide fallback; robust per-scene
-    noise scale from the lower half of the deviations. Scenes are normalised
-    by their median strip colour. This is the first, measured version; its
-    error against the simulator's truth is asserted in the tests.
+    Temporal-median background per appearance group (snow scenes apart), with
+    ballast from the strip margins where a place is rarely free; shadow, haze
+    and cloud-shadow explanations; per-scene gains and noise from the free
+    positions, re-estimated twice. The error against the simulator's truth is
+    asserted in ``tests/test_occupancy.py``; the method needs a series of
+    scenes (the reference comes from them) and is weakest for yards that are
+    full on every date, at 3 m pixels and in snow.
 
     Examples
     --------
