@@ -779,25 +779,31 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
     return dc / sigma, dc_raw / sigma, sigma
 
 
-def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.1) -> np.ndarray:
+def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.08) -> np.ndarray:
     """Split scenes into snow-like and ordinary ones by their overall brightness.
 
     Returns a group label per scene (0 or 1): one group unless the sorted log
-    brightness has a gap of at least ``min_ratio`` that is also more than twice
-    the spread within either side of it (two distinct appearances, not a
-    continuum of illumination).
+    brightness splits into two sides of at least three scenes each that are
+    well separated (difference of means at least 3.5 pooled standard
+    deviations, the split chosen to maximise it) with a gap of at least
+    ``min_ratio`` between them: two distinct appearances, not a continuum of
+    illumination.
     """
     bright = np.log(_nanmean(scene_med, axis=1))
     labels = np.zeros(bright.size, int)
     seen = np.isfinite(bright)  # scenes with nothing visible join group 0
-    if seen.sum() < 4:
+    if seen.sum() < 6:
         return labels
     order = np.sort(bright[seen])
-    gaps = np.diff(order)
-    i = int(np.argmax(gaps))
-    low, high = order[: i + 1], order[i + 1 :]
-    spread = max(np.std(low), np.std(high), 1e-6)
-    if gaps[i] < np.log(min_ratio) or gaps[i] < 2.0 * spread:
+    # the split that separates the two sides best (Otsu's criterion on log brightness)
+    best, i = -np.inf, -1
+    for j in range(3, order.size - 2):
+        low, high = order[:j], order[j:]
+        pooled = np.sqrt((low.var() * low.size + high.var() * high.size) / order.size)
+        sep = (high.mean() - low.mean()) / max(pooled, 1e-6)
+        if sep > best:
+            best, i = sep, j - 1
+    if i < 0 or order[i + 1] - order[i] < np.log(min_ratio) or best < 3.5:
         return labels
     labels[seen] = (bright[seen] > order[i]).astype(int)
     return labels
