@@ -17,6 +17,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import toolkit
 from toolkit import _cpd_kernels as kernels
 from toolkit._cpd_eval import ANNOTATED_DIR, covering, f1_score, load_annotated_series
 from toolkit.changepoints import (
@@ -709,3 +710,16 @@ def test_change_map_on_the_simulated_yard_tracks_change_fields_do_not(tmp_path):
     when = pd.DatetimeIndex(cm.change_time.values[on_track & significant])
     in_rise = (when >= pd.Timestamp("2023-09-14")) & (when <= pd.Timestamp("2023-10-05"))
     assert in_rise.mean() > 0.9
+
+
+def test_first_rise_dates_the_start_of_the_build_up():
+    truth = toolkit.five_year_history().set_index("time")["railcars"]
+    result = toolkit.detect_changepoints(truth)
+    rise = result.first_rise("2023-10-05")
+    assert rise is not None and rise["change"] > 0
+    assert abs(rise["time"] - pd.Timestamp("2023-09-18")) <= pd.Timedelta("7D")
+    assert rise["time_low"] <= pd.Timestamp("2023-09-18") <= rise["time_high"] + pd.Timedelta("1D")
+    # no increase in the 90 days before a date in the closure
+    assert result.first_rise("2021-06-01") is None
+    # without time stamps there is no date to look back from
+    assert toolkit.detect_changepoints(truth.to_numpy()).first_rise("2023-10-05") is None

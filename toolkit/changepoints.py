@@ -737,6 +737,43 @@ class ChangePointResult:
         ]
         return pd.DataFrame(rows, columns=cols)
 
+    def first_rise(self, event, *, within: str = "90D") -> pd.Series | None:
+        """The earliest increase in level within ``within`` before ``event``.
+
+        The start of a build-up such as the 2023 rise: a ramp is usually cut
+        into several upward steps, and the first of them dates its start.
+
+        Parameters
+        ----------
+        event : str or datetime-like
+            The date of the event (for example the latest acquisition).
+        within : str, default "90D"
+            How far before the event to look (a pandas Timedelta string).
+
+        Returns
+        -------
+        pandas.Series or None
+            The row of :meth:`changes` for that change (``time``, ``time_low``,
+            ``time_high``, levels), or None when no increase lies in the window
+            or the series has no time stamps.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> v = [5, 6, 5, 6, 5, 6, 20, 21, 20, 21, 20, 21, 40, 41, 40, 41, 40, 41.0]
+        >>> s = pd.Series(v, index=pd.date_range("2023-06-01", periods=len(v), freq="7D"))
+        >>> r = detect_changepoints(s)  # two upward steps: 2023-07-13 and 2023-08-24
+        >>> str(r.first_rise("2023-09-28")["time"].date())
+        '2023-07-13'
+        """
+        if not self.times:
+            return None
+        ch = self.changes()
+        event = pd.Timestamp(event)
+        ch = ch[(ch["time"] > event - pd.Timedelta(within)) & (ch["time"] <= event)]
+        ch = ch[ch["change"] > 0]
+        return ch.iloc[0] if len(ch) else None
+
     def segments(self) -> pd.DataFrame:
         """One row per segment: start/end position and time, n, level and its interval."""
         return pd.DataFrame(
