@@ -773,6 +773,23 @@ def plot_before_after(
     return fig
 
 
+def _plot_published_counts(ax, rows, *, ms: float, label: str) -> None:
+    """Published counts as open orange diamonds (nothing when there are no rows)."""
+    if not len(rows):
+        return
+    ax.plot(
+        rows["date_start"].values,
+        rows["value"].values,
+        "D",
+        ms=ms,
+        mfc="none",
+        color=PALETTE["orange"],
+        mec=PALETTE["orange"],
+        mew=0.9,
+        label=label,
+    )
+
+
 def _published_rows(published, site: str = "Tumangang"):
     import pandas as pd
 
@@ -943,18 +960,8 @@ def plot_five_year_counts(
                 ls="--",
                 label=f"published: about {row['value']:g} at most" if k == 0 else None,
             )
-    if pub_counts is not None and len(pub_counts):
-        ax.plot(
-            pub_counts["date_start"].values,
-            pub_counts["value"].values,
-            "D",
-            ms=3.2,
-            mfc="none",
-            color=PALETTE["orange"],
-            mec=PALETTE["orange"],
-            mew=0.9,
-            label="published counts",
-        )
+    if pub_counts is not None:
+        _plot_published_counts(ax, pub_counts, ms=3.2, label="published counts")
     ax.set_ylabel("railcars in the yard (count)")
     ax.set_xlabel("acquisition date (UTC)")
     ax.set_title(title)
@@ -1092,18 +1099,7 @@ def plot_event_closeup(
     pub_counts, _ = _published_rows(published)
     if pub_counts is not None:
         pc = pub_counts[(pub_counts["date_start"] >= t0) & (pub_counts["date_start"] <= t1)]
-        if len(pc):
-            ax.plot(
-                pc["date_start"].values,
-                pc["value"].values,
-                "D",
-                ms=3.5,
-                mfc="none",
-                color=PALETTE["orange"],
-                mec=PALETTE["orange"],
-                mew=0.9,
-                label="published count",
-            )
+        _plot_published_counts(ax, pc, ms=3.5, label="published count")
     ax.set_ylabel("railcars (count)")
     ax.set_ylim(bottom=0)
     ax.set_title("The rise after the summit")
