@@ -342,6 +342,101 @@ CLI_CASES = {
 }
 
 
+# ``toolkit areas``: the same rules, with storage-area polygons instead of tracks.
+AREA_BOX = Polygon([(X0 + 10, TRACK_Y - 30), (X0 + 60, TRACK_Y - 30), (X0 + 60, TRACK_Y - 10),
+                    (X0 + 10, TRACK_Y - 10)])  # fmt: skip
+
+
+def areas_file(path: Path, geoms=None, ids=("yard",), *, crs=CRS, props=None) -> Path:
+    """A SYNTHETIC areas file: polygons with an ``area_id`` (GeoJSON in lon/lat)."""
+    if geoms is None:
+        geoms = [AREA_BOX] * len(ids)
+    data = {"area_id": list(ids)} if props is None else props
+    gdf = gpd.GeoDataFrame(data, geometry=list(geoms), crs=crs)
+    if path.suffix == ".gpkg":
+        import warnings
+
+        with warnings.catch_warnings():  # writing without a CRS is the point of this input
+            warnings.simplefilter("ignore", UserWarning)
+            gdf.to_file(path, driver="GPKG")
+        return path
+    if crs is not None:
+        gdf = gdf.to_crs(4326)
+    gdf.to_file(path, driver="GeoJSON")
+    return path
+
+
+def _areas_case(make_areas: Callable[[Path], Path]):
+    def build(tmp: Path):
+        return [_scenes(tmp)], make_areas(tmp)
+
+    return build
+
+
+AREA_CLI_CASES = {
+    "areas-missing-scene-file": CliCase(
+        lambda t: ([t / "missing_20231005.tif"], areas_file(t / "areas.geojson")),
+        "missing_20231005.tif",
+        "no such file",
+    ),
+    "areas-no-date-anywhere": CliCase(
+        lambda t: ([scene(t / "nodate.tif", when=None)], areas_file(t / "areas.geojson")),
+        "nodate.tif",
+        "no acquisition date",
+    ),
+    "areas-file-missing": CliCase(
+        _areas_case(lambda t: t / "none.geojson"), "none.geojson", "not found"
+    ),
+    "areas-not-vector": CliCase(
+        _areas_case(lambda t: (t / "bad.geojson").write_text("{not json") and t / "bad.geojson"),
+        "bad.geojson",
+        "cannot be read",
+    ),
+    "areas-without-area-id": CliCase(
+        _areas_case(lambda t: areas_file(t / "noid.geojson", props={"name": ["apron"]})),
+        "noid.geojson",
+        "area_id",
+    ),
+    "areas-no-features": CliCase(
+        _areas_case(
+            lambda t: (
+                (t / "nofeat.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+                and t / "nofeat.geojson"
+            )
+        ),
+        "nofeat.geojson",
+        "no areas",
+    ),
+    "areas-without-crs": CliCase(
+        _areas_case(lambda t: areas_file(t / "nocrs.gpkg", crs=None)), "nocrs.gpkg", "no CRS"
+    ),
+    "areas-line-geometry": CliCase(
+        _areas_case(
+            lambda t: areas_file(
+                t / "line.geojson", [LineString([(X0 + 5, TRACK_Y), (X0 + 95, TRACK_Y)])]
+            )
+        ),
+        "line.geojson",
+        "expected a Polygon",
+    ),
+    "areas-duplicate-ids": CliCase(
+        _areas_case(lambda t: areas_file(t / "dup.geojson", ids=("07", "07"))),
+        "dup.geojson",
+        "duplicate area_id",
+    ),
+    "area-outside-every-scene": CliCase(
+        _areas_case(
+            lambda t: areas_file(
+                t / "far.geojson",
+                [Polygon([(X0 + 5000, TRACK_Y), (X0 + 5050, TRACK_Y), (X0 + 5050, TRACK_Y + 20)])],
+            )
+        ),
+        "far.geojson",
+        "outside every scene",
+    ),
+}
+
+
 class _NoNetwork:
     """Fail loudly if anything in this process opens a network connection."""
 
@@ -392,6 +487,33 @@ def test_cli_bad_input(case_id, tmp_path, capsys, monkeypatch):
     assert case.kind.lower() in lines[0].lower(), lines[0]
     assert out.read_text() == "previous run\n"
     assert sorted(p.name for p in outdir.iterdir()) == ["counts.csv"]  # no temp debris
+    assert digest_tree(work) == before  # inputs untouched
+    assert guard.attempts == []
+
+
+@pytest.mark.parametrize("case_id", list(AREA_CLI_CASES))
+def test_cli_areas_bad_input(case_id, tmp_path, capsys, monkeypatch):
+    case = AREA_CLI_CASES[case_id]
+    work = tmp_path / "in"
+    work.mkdir()
+    scene_args, areas = case.build(work)
+    before = digest_tree(work)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "areas.csv"
+    out.write_text("previous run\n")
+    guard = _NoNetwork(monkeypatch)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    status = cli_main(["areas", *map(str, scene_args), "--areas", str(areas), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert case.needle in lines[0], lines[0]
+    assert case.kind.lower() in lines[0].lower(), lines[0]
+    assert out.read_text() == "previous run\n"
+    assert sorted(p.name for p in outdir.iterdir()) == ["areas.csv"]  # no temp debris
     assert digest_tree(work) == before  # inputs untouched
     assert guard.attempts == []
 

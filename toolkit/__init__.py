@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from toolkit.areas import area_occupancy, areas_to_dataframe, read_areas, write_areas_csv
 from toolkit.baseline import (
     CLOSURE,
     SUMMIT,
@@ -101,4 +102,8 @@ __all__ = [
     "load_published_observations",
     "CLOSURE",
     "SUMMIT",
+    "read_areas",
+    "area_occupancy",
+    "areas_to_dataframe",
+    "write_areas_csv",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "plot_yard_use",
     "plot_estimated_vs_true",
     "plot_change_map",
+    "plot_storage_and_railcars",
     "yard_use",
 ]
 
@@ -1429,5 +1430,159 @@ def plot_change_map(
     cb.set_label("date of the change (UTC); grey: no significant change", fontsize=6.5)
     cb.ax.tick_params(labelsize=6)
     if _synthetic(changes, synthetic):
+        synthetic_label(fig)
+    return fig
+
+
+@_styled
+def plot_storage_and_railcars(
+    counts: xr.Dataset,
+    storage: xr.Dataset,
+    *,
+    areas=None,
+    area_truth=None,
+    event_date=None,
+    closure=None,
+    summit=None,
+    synthetic: bool | None = None,
+    title: str = "Railcars and covered storage area, five years",
+):
+    """Railcars in the yard above covered storage area, on one time axis.
+
+    Parameters
+    ----------
+    counts : xarray.Dataset
+        ``(time, track)`` counts (or yard totals over ``time``) from
+        :func:`toolkit.count_railcars`.
+    storage : xarray.Dataset
+        ``(time, area)`` from :func:`toolkit.area_occupancy`; the covered area
+        of the chosen areas is summed (NaN where an area was not visible).
+    areas : list of str, optional
+        The areas to sum; default all.
+    area_truth : pandas.DataFrame, optional
+        The simulator's ``truth_areas.csv`` (time, area_id, covered_m2), drawn
+        as crosses.
+    event_date : date-like, optional
+        The event, marked in both panels.
+    closure : (start, end), optional
+        Shaded as the pandemic suspension; default :data:`toolkit.CLOSURE`.
+    summit : date-like, optional
+        Marked with a vertical line; default :data:`toolkit.SUMMIT`.
+    synthetic : bool, optional
+        Label the figure SYNTHETIC; default from the data's scene names or attrs.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels sharing the time axis: railcars (count) and covered storage
+        area (m2), each with its low-high interval.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> t = np.array(["2019-01-01", "2023-10-05"], dtype="datetime64[ns]")
+    >>> c = xr.Dataset({"railcars": ("time", [10.0, 73.0])}, coords={"time": t})
+    >>> a = xr.Dataset({k: (("time", "area"), [[50.0], [1900.0]])
+    ...                 for k in ("covered_m2", "covered_m2_low", "covered_m2_high")},
+    ...                coords={"time": t, "area": ["apron"]})
+    >>> fig = plot_storage_and_railcars(c, a, synthetic=True)
+    >>> len(fig.axes)
+    2
+    """
+    import pandas as pd
+
+    from toolkit.baseline import CLOSURE, SUMMIT
+
+    if not isinstance(storage, xr.Dataset) or "covered_m2" not in storage:
+        raise InputError(
+            "storage: expected the Dataset from toolkit.area_occupancy with 'covered_m2', "
+            f"found {type(storage).__name__}"
+        )
+    closure = CLOSURE if closure is None else closure
+    summit = SUMMIT if summit is None else summit
+    total = _yard_total(counts)
+    st = storage if areas is None else storage.sel(area=list(areas))
+    names = [v for v in ("covered_m2", "covered_m2_low", "covered_m2_high") if v in st]
+    cov = st[names]
+    if "area" in cov.dims:
+        cov = cov.sum("area", min_count=cov.sizes["area"])
+    cov = cov.compute()
+    fig = _figure(DOUBLE_WIDTH_IN, 4.4)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    for ax in (ax1, ax2):
+        ax.axvspan(
+            _as_time(closure[0]),
+            _as_time(closure[1]),
+            color=PALETTE["grey"],
+            alpha=0.18,
+            lw=0,
+            label="border rail traffic suspended",
+        )
+        ax.axvline(
+            _as_time(summit), color=PALETTE["black"], lw=0.7, ls=":", label="Kim-Putin summit"
+        )
+    t = total["time"].values
+    if "railcars_low" in total:
+        ax1.vlines(
+            t,
+            total["railcars_low"].values,
+            total["railcars_high"].values,
+            color=PALETTE["sky"],
+            lw=0.8,
+            label="low-high interval",
+        )
+    ax1.plot(t, total["railcars"].values, "o", ms=2.0, color=PALETTE["blue"], label="railcars")
+    ta = cov["time"].values
+    if "covered_m2_low" in cov and "covered_m2_high" in cov:
+        ax2.vlines(
+            ta,
+            cov["covered_m2_low"].values,
+            cov["covered_m2_high"].values,
+            color=PALETTE["yellow"],
+            lw=0.8,
+            label="low-high interval",
+        )
+    ax2.plot(
+        ta, cov["covered_m2"].values, "s", ms=2.0, color=PALETTE["orange"], label="covered area"
+    )
+    if area_truth is not None:
+        tr = area_truth
+        if areas is not None:
+            tr = tr[tr["area_id"].astype(str).isin([str(a) for a in areas])]
+        tr = tr.groupby(pd.to_datetime(tr["time"]))["covered_m2"].sum().sort_index()
+        ax2.plot(
+            tr.index.values,
+            tr.values,
+            "x",
+            ms=2.2,
+            mew=0.6,
+            color=PALETTE["black"],
+            alpha=0.6,
+            label="true (simulator)",
+        )
+    if event_date is not None:
+        e1 = total.sel(time=_as_time(event_date), method="nearest")
+        e2 = cov.sel(time=_as_time(event_date), method="nearest")
+        lab = f"event {np.datetime_as_string(e1['time'].values, unit='D')}"
+        ax1.plot([e1["time"].values], [float(e1.railcars)], "o", ms=4.5,
+                 color=PALETTE["vermillion"], label=lab, zorder=5)  # fmt: skip
+        ax2.plot([e2["time"].values], [float(e2.covered_m2)], "s", ms=4.5,
+                 color=PALETTE["vermillion"], label=lab, zorder=5)  # fmt: skip
+    ax1.set_ylabel("railcars (count)")
+    ax2.set_ylabel("covered storage area (m$^2$)")
+    ax2.set_xlabel("acquisition date (UTC)")
+    ax1.set_title(title)
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    ax2.xaxis.set_major_locator(mdates.YearLocator())
+    ax2.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+    tmin = min(t.min(), ta.min(), _as_time(closure[0]))
+    tmax = max(t.max(), ta.max(), _as_time(summit))
+    pad = (tmax - tmin) * 0.02
+    ax2.set_xlim(tmin - pad, tmax + pad)
+    for ax in (ax1, ax2):
+        ax.legend(frameon=False, loc="upper left", fontsize=5.8, ncols=2, handlelength=1.6)
+    if _synthetic(counts, synthetic) or (synthetic is None and _is_synthetic(storage)):
         synthetic_label(fig)
     return fig

@@ -401,9 +401,7 @@ def _conditions(
 _STORAGE_RISE = _dt.datetime(2023, 9, 13)
 
 
-def _activity(
-    history: str, targets: list[int], cap: int, times: list[_dt.datetime]
-) -> list[float]:
+def _activity(history: str, targets: list[int], cap: int, times: list[_dt.datetime]) -> list[float]:
     """Storage level per scene (the share of storage slots occupied).
 
     "tumangang": sparse storage (at most 8 % of the slots) before the 2023

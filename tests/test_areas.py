@@ -1,0 +1,271 @@
+"""Storage-area occupancy against the simulator's ground truth.
+
+Held-out variants, never used while the method was tuned (tuning used the
+default sample, seed 20231005, and seed 7 at 1 m and 3 m): seed 101 at 0.5 m,
+seed 202 at 1 m and seed 303 at 3 m, each the last acquisitions of its
+five-year history (the build-up of September-October 2023 with its container
+stacks and tarped cargo). Every scene here is SYNTHETIC.
+
+The targets of the storage-area issue are asserted where the method meets
+them; where it does not yet, the target is a strict ``xfail`` (so meeting it
+turns the test red until the mark is removed) and a regression bound a little
+above the measured figure holds what it achieves today. Measured figures are
+printed with ``-s``.
+"""
+
+from __future__ import annotations
+
+import dask
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from shapely.geometry import LineString, box
+
+import toolkit
+from toolkit.areas import AREA_CSV_COLUMNS, TEU_FOOTPRINT_M2, read_areas
+from toolkit.cli import main as cli_main
+from toolkit.errors import InputError
+
+HELD_OUT = {0.5: (101, 6), 1.0: (202, 8), 3.0: (303, 8)}  # resolution: (seed, last n scenes)
+
+
+def _site(root, res):
+    seed, n = HELD_OUT[res]
+    history = toolkit.five_year_history(seed=seed)
+    return toolkit.simulate_site(
+        root / f"held_out_{res:g}m",
+        resolution_m=res,
+        seed=seed,
+        dates=list(history["time"].iloc[-n:]),
+    )
+
+
+def _compare(site):
+    cube = toolkit.load_cube(site.path / "scenes")
+    occ = toolkit.area_occupancy(cube, site.areas_path).compute()
+    est = (
+        occ.reset_coords(drop=True).to_dataframe().reset_index().rename(columns={"area": "area_id"})
+    )
+    est["time"] = est["time"].dt.floor("s")
+    truth = site.read_truth("areas")
+    scene = site.read_truth("tracks").groupby("time")["cloud_fraction"].first()
+    table = est.merge(truth, on=["time", "area_id"], suffixes=("", "_true"))
+    table["cloud_fraction"] = table["time"].map(scene)
+    table["err"] = table["covered_fraction"] - table["covered_fraction_true"]
+    # container equivalents of the truth: covered footprint in 20-foot footprints
+    # (containers and tarped cargo; a stack counts once)
+    table["teu_true"] = table["covered_m2_true"] / TEU_FOOTPRINT_M2
+    table["inside"] = (table["covered_m2_low"] <= table["covered_m2_true"]) & (
+        table["covered_m2_true"] <= table["covered_m2_high"]
+    )
+    return occ, table
+
+
+def _clear(table):
+    return table[(table["cloud_fraction"] == 0) & (table["visible_fraction"] >= 0.999)]
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("areas")
+    out = {}
+    for res in HELD_OUT:
+        site = _site(root, res)
+        out[res] = (site, *_compare(site))
+    return out
+
+
+def _report(res, table):
+    clear = _clear(table)
+    err = clear["err"].abs()
+    print(
+        f"\n{res:g} m: covered-fraction error over {len(clear)} cloud-free area-scenes: "
+        f"mean {err.mean():.4f}, max {err.max():.4f}; interval coverage "
+        f"{table['inside'][table['covered_m2'].notna()].mean():.2f}"
+    )
+    return clear, err
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize("res", [0.5, 1.0, 3.0])
+def test_covered_fraction_regression(held_out, res):
+    _, _, table = held_out[res]
+    clear, err = _report(res, table)
+    assert len(clear) >= 6
+    # measured on the held-out seeds: mean 0.027 / 0.027 / 0.043, max 0.059 / 0.095 / 0.106
+    assert err.mean() <= {0.5: 0.035, 1.0: 0.035, 3.0: 0.055}[res]
+    assert err.max() <= {0.5: 0.075, 1.0: 0.12, 3.0: 0.13}[res]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target not met yet: max covered-fraction error 0.059 (0.5 m), 0.095 (1 m), 0.106 "
+    "(3 m) on the held-out seeds; grey tarps on grey concrete are missed, stack edges blur",
+)
+def test_covered_fraction_target(held_out):
+    for res, limit in ((0.5, 0.03), (1.0, 0.03), (3.0, 0.08)):
+        _, _, table = held_out[res]
+        assert _clear(table)["err"].abs().max() <= limit, res
+
+
+def test_container_equivalents_at_half_a_metre_regression(held_out):
+    _, _, table = held_out[0.5]
+    big = _clear(table)
+    big = big[big["teu_true"] >= 20]
+    rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
+    print(f"\ncontainer equivalents (>= 20), 0.5 m: relative errors {rel.round(3).tolist()}")
+    assert len(big) >= 4
+    # measured: mean |relative error| 0.155, max 0.25 (the apron's grey tarps are missed)
+    assert rel.abs().mean() <= 0.2
+    assert rel.abs().max() <= 0.3
+
+
+@pytest.mark.xfail(
+    strict=True, reason="target not met yet: container equivalents off by up to 25 % at 0.5 m"
+)
+def test_container_equivalents_target(held_out):
+    _, _, table = held_out[0.5]
+    big = _clear(table)
+    big = big[big["teu_true"] >= 20]
+    rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
+    assert rel.abs().max() <= 0.10
+
+
+def test_interval_coverage(held_out):
+    inside, width = [], []
+    for res in HELD_OUT:
+        _, _, table = held_out[res]
+        seen = table[table["covered_m2"].notna()]
+        inside.append(seen["inside"].to_numpy())
+        width.append((seen["covered_m2_high"] - seen["covered_m2_low"]).to_numpy())
+    inside = np.concatenate(inside)
+    print(
+        f"\ninterval coverage {inside.mean():.3f}, mean width {np.concatenate(width).mean():.0f} m2"
+    )
+    # measured: 0.5 m 1.00, 1 m 0.75, 3 m 0.94; pooled 0.88
+    assert inside.mean() >= 0.85
+    assert held_out[0.5][2].pipe(lambda t: t[t["covered_m2"].notna()])["inside"].mean() >= 0.9
+
+
+@pytest.mark.xfail(strict=True, reason="target not met yet: 1 m interval coverage is 0.75")
+def test_interval_coverage_target_at_every_resolution(held_out):
+    for res in HELD_OUT:
+        seen = held_out[res][2].pipe(lambda t: t[t["covered_m2"].notna()])
+        assert seen["inside"].mean() >= 0.9, res
+
+
+def test_valid_fraction_follows_the_masks(held_out):
+    errs = []
+    for res in HELD_OUT:
+        _, _, table = held_out[res]
+        errs.append((table["valid_fraction"] - table["visible_fraction"]).abs().to_numpy())
+    errs = np.concatenate(errs)
+    print(f"\nvalid_fraction error: mean {errs.mean():.4f}, max {errs.max():.4f}")
+    assert errs.max() <= 0.05
+    cloudy = pd.concat([held_out[r][2] for r in HELD_OUT])
+    cloudy = cloudy[cloudy["visible_fraction"] < 0.999]
+    assert len(cloudy) >= 1  # the held-out series hold cloudy or nodata scenes
+    assert (cloudy["valid_fraction"] - cloudy["visible_fraction"]).abs().max() <= 0.05
+
+
+def test_the_event_shows_many_more_containers_than_before(held_out):
+    _, occ, _ = held_out[0.5]
+    total = occ["container_equivalents"].sum("area", min_count=2)
+    event = total.sel(time="2023-10-05").item()
+    first = total.dropna("time").isel(time=0).item()
+    assert event > 100 and event > 5 * first
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_dataset_contract(held_out):
+    site, occ, _ = held_out[3.0]
+    assert occ["covered_fraction"].dims == ("time", "area")
+    assert list(occ["area"].values) == ["warehouse_apron", "container_yard"]
+    assert occ["area_m2"].dims == ("area",)
+    np.testing.assert_allclose(occ["area_m2"].values, [6800.0, 7200.0], rtol=1e-3)
+    for v in AREA_CSV_COLUMNS[2:-1]:
+        assert "units" in occ[v].attrs, v
+    assert occ.attrs["method"] and occ.attrs["toolkit_version"]
+    assert float(occ["covered_fraction"].min()) >= 0 and float(occ["covered_fraction"].max()) <= 1
+    ok = occ["covered_m2"].notnull()
+    assert bool((occ["covered_m2_low"] <= occ["covered_m2"]).where(ok, True).all())
+    assert bool((occ["covered_m2"] <= occ["covered_m2_high"]).where(ok, True).all())
+    xr.testing.assert_allclose(occ["container_equivalents"], occ["covered_m2"] / TEU_FOOTPRINT_M2)
+
+
+def test_building_the_result_computes_nothing(held_out):
+    site = held_out[3.0][0]
+    cube = toolkit.load_cube(site.path / "scenes")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed while building the graph")
+
+    with dask.config.set(scheduler=refuse):
+        occ = toolkit.area_occupancy(cube, site.areas_path)
+    assert occ["covered_fraction"].chunks is not None
+
+
+def test_cli_writes_the_areas_csv(held_out, tmp_path, capsys):
+    site = held_out[3.0][0]
+    out = tmp_path / "areas.csv"
+    status = cli_main(
+        ["areas", str(site.path / "scenes"), "--areas", str(site.areas_path), "--out", str(out)]
+    )
+    assert status == 0, capsys.readouterr().err
+    df = pd.read_csv(out, dtype={"area_id": str})
+    assert tuple(df.columns) == AREA_CSV_COLUMNS
+    assert len(df) == 2 * HELD_OUT[3.0][1]
+    ref = toolkit.areas_to_dataframe(held_out[3.0][1]).reset_index(drop=True)
+    np.testing.assert_allclose(df["covered_m2"], ref["covered_m2"], atol=0.1)
+
+
+def test_area_off_the_image_is_an_error(held_out):
+    site = held_out[3.0][0]
+    cube = toolkit.load_cube(site.path / "scenes")
+    far = gpd.GeoDataFrame({"area_id": ["far"]}, geometry=[box(0, 0, 50, 50)], crs=cube.rio.crs)
+    with pytest.raises(InputError, match="outside every scene"):
+        toolkit.area_occupancy(cube, far)
+
+
+# --------------------------------------------------------------------------- read_areas
+
+
+def test_read_areas_keeps_ids_as_text(tmp_path):
+    p = tmp_path / "a.geojson"
+    p.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+        '{"area_id": "07"}, "geometry": {"type": "Polygon", "coordinates": '
+        "[[[130.6, 42.4], [130.601, 42.4], [130.601, 42.401], [130.6, 42.4]]]}}]}"
+    )
+    a = read_areas(p, crs="EPSG:32652")
+    assert a.index.tolist() == ["07"]
+    assert a["area_m2"].iloc[0] > 0
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda t: t / "none.geojson", "not found"),
+        (lambda t: _gdf(t, ids=["a", "a"]), "duplicate area_id"),
+        (lambda t: _gdf(t, props={"name": ["a"]}), "no 'area_id'"),
+        (lambda t: _gdf(t, geoms=[LineString([(0, 0), (10, 0)])]), "expected a Polygon"),
+    ],
+)
+def test_read_areas_errors(tmp_path, make, needle):
+    with pytest.raises(InputError, match=needle) as info:
+        read_areas(make(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def _gdf(tmp, *, ids=("a",), props=None, geoms=None):
+    geoms = geoms or [box(500_000, 4_700_000, 500_050, 4_700_020)] * len(ids)
+    data = {"area_id": list(ids)} if props is None else props
+    p = tmp / "areas.geojson"
+    gpd.GeoDataFrame(data, geometry=geoms, crs="EPSG:32652").to_crs(4326).to_file(p)
+    return p

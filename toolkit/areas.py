@@ -1,0 +1,660 @@
+"""Occupancy of storage areas: covered ground, container equivalents, per area and date.
+
+Storage yards, warehouse aprons and loading platforms are watched the way
+tracks are: for every scene, the share of an area's visible ground that is
+covered (containers, tarped cargo, crates), the covered area in square
+metres, and the number of 20-foot container footprints it amounts to.
+
+Method (see ``Notes`` of :func:`area_occupancy`):
+
+1. Every pixel inside an area is compared, in log space, with the *ground
+   appearance* of that area in that scene: the most common colour of its
+   visible pixels (a mode found by counting neighbours in colour space).
+   Open ground between stacks (aisles, margins) is the largest single
+   appearance even in a full storage yard, so the reference needs no empty
+   scene: an area that is never empty, a season, a change of light or a
+   snow cover change it from scene to scene, and the mode follows.
+2. A pixel that is darker than the ground by about the same factor in every
+   band is ground in a shadow (of a building, a stack, a lorry) and is not
+   cargo; a pixel lying between the ground and the area's snow is snowy
+   ground. A pixel is covered when its colour distance to the ground exceeds
+   ``threshold`` times the scene's noise and it is not explained that way,
+   or when it holds the fine texture of a tarp or a stack's edges where the
+   ground is flat.
+3. Counts are shares of the area's visible pixels; the interval comes from a
+   stricter and a looser reading of the same pixels and the blur of stack
+   edges at the pixel size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pyproj import CRS
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon
+
+from toolkit.errors import InputError
+
+__all__ = [
+    "read_areas",
+    "area_occupancy",
+    "areas_to_dataframe",
+    "write_areas_csv",
+    "AREA_CSV_COLUMNS",
+    "TEU_FOOTPRINT_M2",
+]
+
+#: Footprint of a 20-foot container (6.1 x 2.4 m), square metres.
+TEU_FOOTPRINT_M2 = 6.1 * 2.4
+
+#: Columns of the ``toolkit areas`` CSV, in order.
+AREA_CSV_COLUMNS = (
+    "time",
+    "area_id",
+    "covered_fraction",
+    "covered_m2",
+    "covered_m2_low",
+    "covered_m2_high",
+    "container_equivalents",
+    "container_equivalents_low",
+    "container_equivalents_high",
+    "valid_fraction",
+    "area_m2",
+)
+
+_STATS = ("n_in", "n_valid", "n_cov", "n_low", "n_high")
+# relative widening of the interval below and above (see Notes of area_occupancy)
+_REL_LOW, _REL_HIGH = 0.2, 0.35
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_areas(source, *, crs=None, id_column: str = "area_id") -> gpd.GeoDataFrame:
+    """Read storage areas (polygons) from any vector file geopandas reads.
+
+    Parameters
+    ----------
+    source : str, path or GeoDataFrame
+        A GeoJSON (lon/lat, per the GeoJSON spec), GeoPackage, Shapefile, ...
+        of Polygon or MultiPolygon areas of interest (storage yards, warehouse
+        aprons, loading platforms), or a GeoDataFrame.
+    crs : optional
+        Reproject the areas to this CRS (for example ``cube.rio.crs``).
+    id_column : str, default "area_id"
+        The property holding each area's identifier, kept exactly as given,
+        as a string ("07" stays "07").
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Indexed by ``area_id`` (str), one (Multi)Polygon per area, with an
+        ``area_m2`` column when the CRS is projected.
+
+    Raises
+    ------
+    toolkit.errors.InputError
+        The file is missing or unreadable, holds no areas, has no ``area_id``
+        property, duplicate or missing ids, empty or non-polygon geometries,
+        or no CRS.
+
+    Examples
+    --------
+    >>> import geopandas as gpd
+    >>> from shapely.geometry import box
+    >>> gdf = gpd.GeoDataFrame({"area_id": ["07"]}, geometry=[box(0, 0, 100, 40)],
+    ...                        crs="EPSG:32652")
+    >>> a = read_areas(gdf)
+    >>> a.index.tolist(), float(a["area_m2"].iloc[0])
+    (['07'], 4000.0)
+    """
+    from toolkit.tracks import _id_text, _raw_ids
+
+    name = _name(source)
+    if isinstance(source, gpd.GeoDataFrame):
+        gdf = source.copy()
+        if id_column not in gdf.columns and gdf.index.name == id_column:
+            gdf = gdf.reset_index()  # the output of read_areas itself
+    else:
+        path = Path(os.fspath(source))
+        if not path.exists():
+            raise InputError(
+                f"{name}: areas file not found; expected a vector file of Polygons with an "
+                f"'{id_column}' property"
+            )
+        try:
+            gdf = gpd.read_file(path)
+            raw = _raw_ids(path, id_column)
+            if raw is not None and len(raw) == len(gdf) and id_column in gdf.columns:
+                gdf[id_column] = raw
+        except Exception as exc:  # noqa: BLE001 - report any reader failure in one line
+            raise InputError(
+                f"{name}: cannot be read as a vector file ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                "expected GeoJSON, GeoPackage or another format geopandas reads"
+            ) from None
+    if len(gdf) == 0:
+        raise InputError(f"{name}: holds no areas; expected Polygon features with an '{id_column}'")
+    if id_column not in gdf.columns:
+        found = sorted(c for c in gdf.columns if c != "geometry")
+        raise InputError(
+            f"{name}: no '{id_column}' property; found {found}; add an '{id_column}' to every area"
+        )
+    if gdf.crs is None:
+        raise InputError(f"{name}: has no CRS; GeoJSON is lon/lat (EPSG:4326), set it with set_crs")
+    ids = gdf[id_column]
+    if ids.isna().any():
+        raise InputError(
+            f"{name}: {int(ids.isna().sum())} area(s) have no {id_column}; give every area one"
+        )
+    ids = ids.map(_id_text)
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"{name}: duplicate {id_column} {dup}; every area needs its own id")
+    geoms = []
+    for aid, geom in zip(ids, gdf.geometry, strict=True):
+        if geom is None or geom.is_empty:
+            raise InputError(f"{name}: area {aid!r} has an empty geometry; expected a Polygon")
+        if not isinstance(geom, Polygon | MultiPolygon):
+            raise InputError(
+                f"{name}: area {aid!r} is a {geom.geom_type}; expected a Polygon outline "
+                "(buffer lines or points into polygons first)"
+            )
+        if geom.area == 0:
+            raise InputError(f"{name}: area {aid!r} has zero area; expected a Polygon outline")
+        geoms.append(geom)
+    out = gpd.GeoDataFrame(
+        {"area_id": ids.to_numpy(dtype=object)}, geometry=geoms, crs=gdf.crs
+    ).set_index("area_id")
+    if crs is not None:
+        out = out.to_crs(crs)
+    if out.crs.is_projected:
+        out["area_m2"] = out.geometry.area * out.crs.axis_info[0].unit_conversion_factor ** 2
+    out.attrs["source"] = name
+    return out
+
+
+def _name(source) -> str:
+    if isinstance(source, gpd.GeoDataFrame):
+        return source.attrs.get("source", "areas (GeoDataFrame)")
+    return os.fspath(source)
+
+
+def _place_areas(areas: gpd.GeoDataFrame, cube: xr.DataArray, name: str) -> gpd.GeoDataFrame:
+    crs = cube.rio.crs
+    if crs is None:
+        raise InputError(f"{name}: the cube has no CRS, so areas cannot be placed on it")
+    if not CRS.from_user_input(crs).is_projected:
+        raise InputError(
+            f"{name}: the cube's CRS {crs} is not projected; load it with a metric CRS (e.g. UTM)"
+        )
+    a = areas.to_crs(crs)
+    a["area_m2"] = a.geometry.area
+    import shapely
+
+    xs, ys = cube["x"].values, cube["y"].values
+    dx = abs(float(xs[1] - xs[0]))
+    dy = abs(float(ys[1] - ys[0]))
+    box = shapely.box(xs.min() - dx / 2, ys.min() - dy / 2, xs.max() + dx / 2, ys.max() + dy / 2)
+    outside = [aid for aid, g in a.geometry.items() if not g.intersects(box)]
+    if outside:
+        raise InputError(
+            f"{name}: area(s) {outside} lie outside every scene (image extent "
+            f"{tuple(round(v) for v in box.bounds)} in {crs}); check the areas' CRS and the scenes"
+        )
+    a.attrs["source"] = name
+    return a
+
+
+# --------------------------------------------------------------------------- occupancy
+
+
+def area_occupancy(
+    cube: xr.DataArray,
+    areas,
+    *,
+    threshold: float = 6.0,
+    texture_threshold: float = 2.2,
+    shadow_tolerance: float = 0.12,
+    min_patch_m2: float = 4.0,
+    cloud_margin_m: float = 25.0,
+    teu_footprint_m2: float = TEU_FOOTPRINT_M2,
+) -> xr.Dataset:
+    """Covered ground and container equivalents per storage area and date.
+
+    Parameters
+    ----------
+    cube : xarray.DataArray
+        ``(time, band, y, x)`` with a projected CRS, from
+        :func:`toolkit.load_cube` (its ``valid`` coordinate masks nodata,
+        cloud, cloud shadow and thick haze).
+    areas : path or GeoDataFrame
+        Polygons with an ``area_id`` (see :func:`read_areas`).
+    threshold : float, default 6.0
+        A pixel is covered when its colour distance to the area's ground
+        exceeds this many times the scene's noise (and is not explained as
+        ground in a shadow or under snow).
+    texture_threshold : float, default 2.2
+        A pixel whose colour is ground-like is still covered when the local
+        contrast around it (3 x 3 pixels, in noise units) exceeds this and
+        the patch of such pixels is at least ``min_patch_m2``: grey tarps
+        and stack edges have texture, bare ground is flat.
+    shadow_tolerance : float, default 0.12
+        Largest spread between bands (log ratio to the ground) of a darker
+        pixel that is still read as ground in a shadow.
+    min_patch_m2 : float, default 4.0
+        Covered patches smaller than this are dropped (a 20-foot container
+        covers 14.6 m2).
+    cloud_margin_m : float, default 25.0
+        Within this distance of masked pixels (cloud, cloud shadow, nodata)
+        the thresholds are tripled: usable-data masks miss the thin haze at
+        cloud edges.
+    teu_footprint_m2 : float, default 14.64
+        Footprint of one container equivalent (a 20-foot container, 6.1 x
+        2.4 m).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(time, area)``; coordinates ``area`` (the ids, str), ``area_m2``
+        (polygon area, m2) and the cube's ``scene``. Variables:
+
+        - ``covered_fraction`` (1): share of the area's visible part covered.
+        - ``covered_m2`` (m2), ``covered_m2_low``, ``covered_m2_high``: covered
+          area seen in the visible part, with a low/high interval.
+        - ``container_equivalents`` (1), ``_low``, ``_high``: ``covered_m2``
+          in 20-foot container footprints. Seen from above, a stack counts
+          once per footprint, whatever its height; tarped cargo counts by
+          its footprint too.
+        - ``valid_fraction`` (1): share of the area visible (not nodata,
+          cloud, cloud shadow or thick haze).
+
+        ``attrs`` record the method, its parameters and the toolkit version.
+        Lazy when the cube is: one task per scene, reading only the window
+        that holds the areas.
+
+    Raises
+    ------
+    toolkit.errors.InputError
+        The cube is not ``(time, band, y, x)``, has no projected CRS; the areas
+        cannot be read or lie outside every scene; a parameter is out of range.
+
+    Notes
+    -----
+    The ground reference is estimated per scene and area, as the mode of the
+    visible pixels' colours (log values; the neighbour count within a radius
+    of four noise units or 5 %), because open ground (aisles, margins) is the
+    largest single appearance of a storage area even when it is full; so no
+    empty scene, and no scene of the same season, is needed. The noise is the
+    robust spread of differences between neighbouring pixels. Pixels darker
+    than the ground by a similar factor in every band are shadowed ground
+    (their band spread below ``shadow_tolerance``); in a scene whose ground
+    is lighter than the area's darkest common ground (snow), pixels on the
+    line from that ground towards white, no farther than the area's common
+    snow, are ground. Covered pixels are cleaned of patches smaller than
+    ``min_patch_m2``. The interval is the same reading at half and twice the
+    thresholds, widened by half a pixel around every covered patch (blur of
+    stack edges) and by the noise of the count.
+
+    Examples
+    --------
+    >>> import datetime as dt, tempfile
+    >>> import toolkit
+    >>> site = toolkit.simulate_site(tempfile.mkdtemp() + "/s", resolution_m=1.0,
+    ...                              dates=[dt.datetime(2023, 10, 5, 2, 4, 30)])
+    >>> cube = toolkit.load_cube(site.path / "scenes")
+    >>> occ = toolkit.area_occupancy(cube, site.areas_path).compute()
+    >>> occ.covered_fraction.dims, occ.area.values.tolist()
+    (('time', 'area'), ['warehouse_apron', 'container_yard'])
+    >>> bool((occ.container_equivalents > 40).all())
+    True
+    """
+    from toolkit.tracks import _check_cube, _valid_of
+
+    _check_cube(cube)
+    for pname, v in (
+        ("threshold", threshold),
+        ("texture_threshold", texture_threshold),
+        ("shadow_tolerance", shadow_tolerance),
+        ("teu_footprint_m2", teu_footprint_m2),
+    ):
+        if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+            raise InputError(f"{pname}={v!r}: expected a positive number")
+    for pname, v in (("min_patch_m2", min_patch_m2), ("cloud_margin_m", cloud_margin_m)):
+        if not (isinstance(v, int | float) and np.isfinite(v) and v >= 0):
+            raise InputError(f"{pname}={v!r}: expected a non-negative number")
+    gdf = areas if isinstance(areas, gpd.GeoDataFrame) else read_areas(areas)
+    if isinstance(areas, gpd.GeoDataFrame):
+        gdf = read_areas(areas)
+    name = gdf.attrs.get("source", "areas")
+    a = _place_areas(gdf, cube, name)
+
+    xs = cube["x"].values.astype("float64")
+    ys = cube["y"].values.astype("float64")
+    dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+    px = min(abs(dx), abs(dy))
+    # the window: every area plus a margin of 3 pixels (neighbourhood filters)
+    minx, miny, maxx, maxy = a.total_bounds
+    c0 = int(max(np.floor((min(minx, maxx) - xs[0]) / dx if dx > 0 else 0) - 3, 0))
+    cols = sorted(((minx - xs[0]) / dx, (maxx - xs[0]) / dx))
+    rows = sorted(((miny - ys[0]) / dy, (maxy - ys[0]) / dy))
+    c0 = int(max(np.floor(cols[0]) - 3, 0))
+    c1 = int(min(np.ceil(cols[1]) + 4, xs.size))
+    r0 = int(max(np.floor(rows[0]) - 3, 0))
+    r1 = int(min(np.ceil(rows[1]) + 4, ys.size))
+    from affine import Affine
+    from rasterio.features import geometry_mask
+
+    transform = Affine(dx, 0.0, xs[c0] - dx / 2, 0.0, dy, ys[r0] - dy / 2)
+    shape = (r1 - r0, c1 - c0)
+    inside = np.stack(
+        [
+            ~geometry_mask([g], out_shape=shape, transform=transform, all_touched=False)
+            for g in a.geometry
+        ]
+    )
+    empty = [aid for aid, m in zip(a.index, inside, strict=True) if not m.any()]
+    if empty:
+        raise InputError(
+            f"{name}: area(s) {empty} hold no pixel centre of the cube (smaller than a pixel or "
+            "off the image); draw them larger or load finer scenes"
+        )
+
+    window = cube.isel(y=slice(r0, r1), x=slice(c0, c1)).transpose("time", "band", "y", "x")
+    valid = _valid_of(cube).isel(y=slice(r0, r1), x=slice(c0, c1)).transpose("time", "y", "x")
+    n_area = inside.shape[0]
+    params = {
+        "threshold": float(threshold),
+        "texture_threshold": float(texture_threshold),
+        "shadow_tolerance": float(shadow_tolerance),
+        "min_patch_px": max(1, int(round(float(min_patch_m2) / (px * px)))),
+        "pixel_m": px,
+        "cloud_margin_px": float(cloud_margin_m) / px,
+    }
+    data, vdata = window.data, valid.data
+    if isinstance(data, da.Array) or isinstance(vdata, da.Array):
+        data = da.asarray(data).rechunk({0: 1, 1: -1, 2: -1, 3: -1})
+        vdata = da.asarray(vdata).rechunk({0: 1, 1: -1, 2: -1})
+        stats = da.map_blocks(
+            _scene_block,
+            data,
+            vdata[:, None],
+            inside=inside,
+            params=params,
+            dtype="float64",
+            chunks=(data.chunks[0], (n_area,), (len(_STATS),)),
+            drop_axis=[2, 3],
+            new_axis=[2],
+            meta=np.empty((0, 0, 0), "float64"),
+        )
+    else:
+        stats = _scene_block(
+            np.asarray(data), np.asarray(vdata)[:, None], inside=inside, params=params
+        )
+
+    n_in, n_valid, n_cov, n_low, n_high = (stats[..., k] for k in range(len(_STATS)))
+    area_m2 = a["area_m2"].to_numpy(dtype="float64")
+    pix_m2 = area_m2 / inside.sum(axis=(1, 2))  # polygon area per pixel centre inside
+    seen = n_valid > 0
+    frac = _where(seen, n_cov / _fmax(n_valid, 1), np.nan)
+    m2 = _where(seen, n_cov * pix_m2, np.nan)
+    # the interval: the stricter and looser readings, widened by the relative error measured
+    # on simulated scenes (grey tarps on grey ground are missed, stack edges blur) and by a
+    # floor of half a percent of the visible area
+    floor = 0.005 * n_valid * pix_m2
+    lo = _where(seen, _fmax(_fmin(n_low, n_cov) * pix_m2 * (1 - _REL_LOW) - floor, 0.0), np.nan)
+    hi = _where(seen, _fmax(n_high, n_cov) * pix_m2 * (1 + _REL_HIGH) + floor, np.nan)
+    teu = float(teu_footprint_m2)
+    ds = xr.Dataset(
+        {
+            "covered_fraction": (("time", "area"), frac),
+            "covered_m2": (("time", "area"), m2),
+            "covered_m2_low": (("time", "area"), lo),
+            "covered_m2_high": (("time", "area"), hi),
+            "container_equivalents": (("time", "area"), m2 / teu),
+            "container_equivalents_low": (("time", "area"), lo / teu),
+            "container_equivalents_high": (("time", "area"), hi / teu),
+            "valid_fraction": (("time", "area"), n_valid / n_in),
+        },
+        coords={
+            "time": cube["time"].values,
+            "area": np.asarray(a.index, dtype=object),
+            "area_m2": ("area", area_m2),
+        },
+    )
+    if "scene" in cube.coords and cube["scene"].dims == ("time",):
+        ds = ds.assign_coords(scene=("time", cube["scene"].values))
+    units = {
+        "covered_fraction": ("1", "share of the area's visible part covered by cargo"),
+        "covered_m2": ("m2", "covered area seen in the visible part"),
+        "covered_m2_low": ("m2", "low end of the covered area"),
+        "covered_m2_high": ("m2", "high end of the covered area"),
+        "container_equivalents": (
+            "1",
+            f"covered area in 20-foot container footprints ({teu:.2f} m2); stacks count once",
+        ),
+        "container_equivalents_low": ("1", "low end of the container equivalents"),
+        "container_equivalents_high": ("1", "high end of the container equivalents"),
+        "valid_fraction": ("1", "share of the area visible: not nodata, cloud or cloud shadow"),
+    }
+    for k, (u, long) in units.items():
+        ds[k].attrs.update(units=u, long_name=long)
+    ds["area_m2"].attrs.update(units="m2", long_name="area of the polygon")
+    from toolkit.occupancy import _version
+
+    ds.attrs.update(
+        {
+            "method": "per-scene ground mode, shadow and snow explanation, texture (toolkit.areas)",
+            "threshold": float(threshold),
+            "texture_threshold": float(texture_threshold),
+            "shadow_tolerance": float(shadow_tolerance),
+            "min_patch_m2": float(min_patch_m2),
+            "cloud_margin_m": float(cloud_margin_m),
+            "teu_footprint_m2": teu,
+            "pixel_size_m": px,
+            "crs": str(cube.rio.crs),
+            "areas": name,
+            "toolkit_version": _version(),
+        }
+    )
+    return ds
+
+
+def _where(cond, a, b):
+    if isinstance(cond, da.Array):
+        return da.where(cond, a, b)
+    return np.where(cond, a, b)
+
+
+def _fmin(a, b):
+    if isinstance(a, da.Array):
+        return da.fmin(a, b)
+    return np.fmin(a, b)
+
+
+def _fmax(a, b):
+    if isinstance(a, da.Array):
+        return da.fmax(a, b)
+    return np.fmax(a, b)
+
+
+def areas_to_dataframe(occupancy: xr.Dataset) -> pd.DataFrame:
+    """The area occupancy as a table with the ``toolkit areas`` CSV columns.
+
+    One row per scene and area, sorted by time then ``area_id`` (text).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({k: (("time", "area"), [[0.5]]) for k in AREA_CSV_COLUMNS[2:-1]},
+    ...                 coords={"time": [np.datetime64("2023-10-05T02:04:30")],
+    ...                         "area": ["07"], "area_m2": ("area", [100.0])})
+    >>> areas_to_dataframe(ds)[["time", "area_id", "area_m2"]].values.tolist()
+    [['2023-10-05T02:04:30', '07', 100.0]]
+    """
+    missing = [c for c in AREA_CSV_COLUMNS[2:-1] if c not in occupancy]
+    if missing:
+        raise InputError(
+            f"area occupancy Dataset lacks {missing}; make it with toolkit.area_occupancy"
+        )
+    ds = occupancy[list(AREA_CSV_COLUMNS[2:-1])]
+    df = ds.reset_coords(drop=True).to_dataframe().reset_index()
+    df["area_m2"] = np.asarray(occupancy["area_m2"].values, float)[
+        pd.Index(occupancy["area"].values).get_indexer(df["area"])
+    ]
+    df = df.rename(columns={"area": "area_id"})
+    df["time"] = pd.to_datetime(df["time"]).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    df["area_id"] = df["area_id"].astype(str)
+    for c in ("covered_fraction", "valid_fraction"):
+        df[c] = df[c].round(4)
+    for c in ("covered_m2", "covered_m2_low", "covered_m2_high", "area_m2"):
+        df[c] = df[c].round(1)
+    for c in ("container_equivalents", "container_equivalents_low", "container_equivalents_high"):
+        df[c] = df[c].round(1)
+    return df[list(AREA_CSV_COLUMNS)].sort_values(["time", "area_id"], kind="stable")
+
+
+def write_areas_csv(occupancy: xr.Dataset, path: str | os.PathLike) -> str:
+    """Write the ``toolkit areas`` CSV atomically (complete or absent, never half-written).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, xarray as xr
+    >>> ds = xr.Dataset({k: (("time", "area"), [[1.0]]) for k in AREA_CSV_COLUMNS[2:-1]},
+    ...                 coords={"time": [np.datetime64("2023-10-05")], "area": ["a"],
+    ...                         "area_m2": ("area", [10.0])})
+    >>> path = write_areas_csv(ds, tempfile.mkdtemp() + "/areas.csv")
+    >>> open(path).readline().split(",")[:3]
+    ['time', 'area_id', 'covered_fraction']
+    """
+    from toolkit._io import atomic_path
+
+    df = areas_to_dataframe(occupancy)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, na_rep="")
+    return os.fspath(path)
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _noise(logv: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per-band noise (log units): robust spread of differences of horizontal neighbours."""
+    both = ok[:, 1:] & ok[:, :-1]
+    out = np.empty(logv.shape[0])
+    for b in range(logv.shape[0]):
+        d = (logv[b][:, 1:] - logv[b][:, :-1])[both]
+        if d.size < 20:
+            out[b] = 0.02
+            continue
+        out[b] = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)
+    return np.maximum(out, 0.004)
+
+
+def _mode(vals: np.ndarray, radius: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The most common colour of ``vals`` (band, n): the seed with most neighbours, refined."""
+    n = vals.shape[1]
+    sub = vals[:, rng.choice(n, size=min(n, 3000), replace=False)] if n > 3000 else vals
+    z = sub / radius[:, None]
+    seeds = z[:, :: max(1, z.shape[1] // 150)]
+    d2 = ((z[:, None, :] - seeds[:, :, None]) ** 2).sum(axis=0)  # (seed, n)
+    best = int(np.argmax((d2 < 1.0).sum(axis=1)))
+    centre = seeds[:, best]
+    for _ in range(3):
+        near = ((z - centre[:, None]) ** 2).sum(axis=0) < 1.0
+        if near.sum() < 3:
+            break
+        centre = np.median(z[:, near], axis=1)
+    return centre * radius
+
+
+def _scene_block(img, valid, *, inside, params):
+    """Per-area pixel counts of one or more scenes: (time, area, stats)."""
+    n_t = img.shape[0]
+    n_a = inside.shape[0]
+    out = np.zeros((n_t, n_a, len(_STATS)), "float64")
+    for k in range(n_t):
+        out[k] = _scene_stats(img[k], valid[k, 0].astype(bool), inside, params)
+    return out
+
+
+def _scene_stats(img, ok, inside, params):
+    thr = params["threshold"]
+    tex_thr = params["texture_threshold"]
+    tol = params["shadow_tolerance"]
+    min_px = params["min_patch_px"]
+    n_b = img.shape[0]
+    logv = np.log(np.maximum(img.astype("float32"), 1e-6 if img.dtype.kind == "f" else 1.0))
+    ok = ok & np.isfinite(logv).all(axis=0)
+    sigma = _noise(logv, ok)
+    rng = np.random.default_rng(0)
+    # usable-data masks miss the thin haze at cloud edges: be stricter near masked pixels
+    near_mask = np.ones(ok.shape, "float32")
+    if not ok.all() and params["cloud_margin_px"] > 0:
+        dist_bad = ndimage.distance_transform_edt(ok)
+        near_mask = np.where(dist_bad < params["cloud_margin_px"], 3.0, 1.0).astype("float32")
+    res = np.zeros((inside.shape[0], len(_STATS)))
+    for i, m in enumerate(inside):
+        n_in = int(m.sum())
+        sel = m & ok
+        n_valid = int(sel.sum())
+        res[i, 0], res[i, 1] = n_in, n_valid
+        if n_valid < 10:
+            continue
+        vals = logv[:, sel].astype("float64")
+        radius = np.maximum(4.0 * sigma, 0.05)
+        g = _mode(vals, radius, rng)
+        # the mode may be ground in the shadows of tall stacks: lit ground is then a large
+        # cluster brighter by one factor in every band (white containers are a small one)
+        ev = vals - g[:, None]
+        me = ev.mean(axis=0)
+        lit = (me > np.log(1.6)) & (me < np.log(6.0)) & (np.abs(ev - me).max(axis=0) < tol)
+        n_g = int((((ev / radius[:, None]) ** 2).sum(axis=0) < 1.0).sum())
+        if lit.sum() >= max(0.3 * n_g, 0.05 * n_valid):
+            g = _mode(vals[:, lit], radius, rng)
+        e = (logv - g[:, None, None]) / sigma[:, None, None]  # noise units, whole window
+        dist = np.sqrt((e**2).mean(axis=0))
+        eb = logv - g[:, None, None]
+        mean_e = eb.mean(axis=0)
+        spread = np.abs(eb - mean_e).max(axis=0)
+        shadow = (mean_e < 0) & (mean_e > np.log(0.15)) & (spread < tol + 3 * sigma.max())
+        # local contrast (texture) on ground-like pixels
+        lum = logv.mean(axis=0)
+        lum_ok = np.where(ok, lum, np.nan)
+        mu = ndimage.uniform_filter(np.nan_to_num(lum_ok, nan=float(g.mean())), 3)
+        mu2 = ndimage.uniform_filter(np.nan_to_num(lum_ok, nan=float(g.mean())) ** 2, 3)
+        local = np.sqrt(np.maximum(mu2 - mu**2, 0.0)) / np.sqrt((sigma**2).mean() / n_b)
+        # colours close to the ground's (a grey tarp on grey concrete) stand out once the
+        # noise is averaged over 3 x 3 pixels; the pixel itself must lean the same way
+        es = ndimage.uniform_filter(np.where(ok, e, 0.0), size=(1, 3, 3))
+        es /= np.maximum(ndimage.uniform_filter(ok.astype("float64"), 3), 1e-6)
+        dist_s = np.sqrt((es**2).mean(axis=0)) * 3.0
+        counts = []
+        for f in (1.0, 2.0, 0.5):
+            cov = (dist > thr * f * near_mask) & ~shadow
+            cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~shadow
+            tex = (local > tex_thr * f * near_mask) & ~shadow
+            cov = (cov | tex) & ok
+            cov = _drop_small(cov, min_px)
+            counts.append(int((cov & sel).sum()))
+        res[i, 2], res[i, 3], res[i, 4] = counts
+    return res
+
+
+def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
+    if min_px <= 1 or not mask.any():
+        return mask
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_px
+    keep[0] = False
+    return keep[lab]
