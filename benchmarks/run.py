@@ -20,7 +20,13 @@ from pathlib import Path
 
 import psutil
 
-SUITES = ["bench_loading", "bench_counting", "bench_changepoints", "bench_scaling"]
+SUITES = [
+    "bench_loading",
+    "bench_counting",
+    "bench_areas",
+    "bench_changepoints",
+    "bench_scaling",
+]
 
 
 def _fmt(v) -> str:
