@@ -16,11 +16,18 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    snow cover change it from scene to scene, and the mode follows.
 2. A pixel that is darker than the ground by about the same factor in every
    band is ground in a shadow (of a building, a stack, a lorry) and is not
-   cargo; a pixel lying between the ground and the area's snow is snowy
-   ground. A pixel is covered when its colour distance to the ground exceeds
+   cargo. In a snow scene (a window that is near-neutral almost everywhere) a
+   pixel on the line from the area's bare ground to the scene's snow is
+   snowy ground. In a scene with clouds, thin haze and the soft edges of
+   cloud shadows that the usable-data mask missed move the ground reference
+   locally: every pixel is fitted as the ground dimmed and blended towards the
+   clouds' colour, and the fit is smoothed over about 25 m, so that haze
+   (smooth) moves the reference and cargo (compact, sharp-edged) does not. A
+   pixel is covered when its colour distance to the ground exceeds
    ``threshold`` times the scene's noise and it is not explained that way,
    or when it holds the fine texture of a tarp or a stack's edges where the
-   ground is flat.
+   ground is flat (near clouds and in snow, texture is measured after a
+   high-pass filter, so smooth gradients do not count).
 3. Counts are shares of the area's visible pixels; the interval comes from a
    stricter and a looser reading of the same pixels and the blur of stack
    edges at the pixel size.
@@ -295,10 +302,14 @@ def area_occupancy(
     empty scene, and no scene of the same season, is needed. The noise is the
     robust spread of differences between neighbouring pixels. Pixels darker
     than the ground by a similar factor in every band are shadowed ground
-    (their band spread below ``shadow_tolerance``); in a scene whose ground
-    is lighter than the area's darkest common ground (snow), pixels on the
-    line from that ground towards white, no farther than the area's common
-    snow, are ground. Covered pixels are cleaned of patches smaller than
+    (their band spread below ``shadow_tolerance``). In a snow scene (the
+    window near-neutral almost everywhere), pixels on the line from the
+    area's bare ground to the scene's snow (the brightest tenth of the
+    window) are ground. In a scene with masked clouds, the reference becomes
+    local: each pixel is fitted, in linear units, as ``a * ground + b *
+    cloud`` (the cloud colour from the brightest masked pixels), and the
+    running median of ``a`` and ``b`` over about 25 m of well-fitted pixels
+    gives the ground seen through thin haze or a soft cloud-shadow edge. Covered pixels are cleaned of patches smaller than
     ``min_patch_m2``. The interval is the same reading at half and twice the
     thresholds, widened by half a pixel around every covered patch (blur of
     stack edges) and by the noise of the count.
@@ -451,7 +462,7 @@ def area_occupancy(
 
     ds.attrs.update(
         {
-            "method": "per-scene ground mode, shadow and snow explanation, texture (toolkit.areas)",
+            "method": "per-scene ground mode, local haze reference, shadow and snow explanation, texture (toolkit.areas)",
             "threshold": float(threshold),
             "texture_threshold": float(texture_threshold),
             "shadow_tolerance": float(shadow_tolerance),
@@ -585,14 +596,16 @@ def _scene_block(img, valid, *, inside, params):
     return out
 
 
-def _scene_stats(img, ok, inside, params):
+def _scene_stats(img, ok, inside, params, masks=None):
     thr = params["threshold"]
     tex_thr = params["texture_threshold"]
     tol = params["shadow_tolerance"]
     min_px = params["min_patch_px"]
     n_b = img.shape[0]
-    logv = np.log(np.maximum(img.astype("float32"), 1e-6 if img.dtype.kind == "f" else 1.0))
-    ok = ok & np.isfinite(logv).all(axis=0)
+    raw = img.astype("float32")
+    logv = np.log(np.maximum(raw, 1e-6 if img.dtype.kind == "f" else 1.0))
+    finite = np.isfinite(logv).all(axis=0)
+    ok = ok & finite
     sigma = _noise(logv, ok)
     rng = np.random.default_rng(0)
     # usable-data masks miss the thin haze at cloud edges: be stricter near masked pixels
@@ -600,6 +613,11 @@ def _scene_stats(img, ok, inside, params):
     if not ok.all() and params["cloud_margin_px"] > 0:
         dist_bad = ndimage.distance_transform_edt(ok)
         near_mask = np.where(dist_bad < params["cloud_margin_px"], 3.0, 1.0).astype("float32")
+    # the colour of the scene's clouds (masked pixels that hold data): thin haze the mask
+    # missed blends the ground towards it
+    lin = np.exp(logv.astype("float64"))
+    hazy = ~ok & finite & (raw.min(axis=0) > (0.0 if img.dtype.kind == "f" else 1.0))
+    masked_cols = lin[:, hazy]
     res = np.zeros((inside.shape[0], len(_STATS)))
     for i, m in enumerate(inside):
         n_in = int(m.sum())
@@ -619,18 +637,37 @@ def _scene_stats(img, ok, inside, params):
         n_g = int((((ev / radius[:, None]) ** 2).sum(axis=0) < 1.0).sum())
         if lit.sum() >= max(0.3 * n_g, 0.05 * n_valid):
             g = _mode(vals[:, lit], radius, rng)
-        e = (logv - g[:, None, None]) / sigma[:, None, None]  # noise units, whole window
+        ref = np.broadcast_to(g[:, None, None], logv.shape)
+        # the scene's clouds: masked pixels that hold data and are clearly brighter than
+        # the ground (a mask that is offset from its clouds also masks clear ground)
+        bright = masked_cols.mean(axis=0)
+        cloudy = masked_cols[:, bright > 1.15 * np.exp(g).mean()]
+        if cloudy.shape[1] >= 20:
+            top = cloudy[:, cloudy.mean(axis=0) >= np.median(cloudy.mean(axis=0))]
+            ref = _haze_reference(lin, sel, g, np.median(top, axis=1), sigma, params)
+        eb = logv - ref  # log ratio to the (local) ground, whole window
+        e = eb / sigma[:, None, None]  # noise units
         dist = np.sqrt((e**2).mean(axis=0))
-        eb = logv - g[:, None, None]
         mean_e = eb.mean(axis=0)
         spread = np.abs(eb - mean_e).max(axis=0)
         shadow = (mean_e < 0) & (mean_e > np.log(0.15)) & (spread < tol + 3 * sigma.max())
+        explained = shadow
+        snowy = _snow_ground(lin, ok, sel, g, sigma, rng)
+        if snowy is not None:
+            explained = explained | snowy
         # local contrast (texture) on ground-like pixels
-        lum = logv.mean(axis=0)
-        lum_ok = np.where(ok, lum, np.nan)
-        mu = ndimage.uniform_filter(np.nan_to_num(lum_ok, nan=float(g.mean())), 3)
-        mu2 = ndimage.uniform_filter(np.nan_to_num(lum_ok, nan=float(g.mean())) ** 2, 3)
-        local = np.sqrt(np.maximum(mu2 - mu**2, 0.0)) / np.sqrt((sigma**2).mean() / n_b)
+        lum = logv.mean(axis=0) - ref.mean(axis=0)
+        lum_ok = np.where(ok, lum, 0.0)
+        if ok.all() and snowy is None:
+            mu = ndimage.uniform_filter(lum_ok, 3)
+            var = ndimage.uniform_filter(lum_ok**2, 3) - mu**2
+        else:
+            # near clouds and in snow, high-pass first: the soft edge of a cloud's shadow, a
+            # haze gradient or a snow drift is smooth, a tarp's wrinkles and a stack's edges
+            # are not
+            hp = lum_ok - ndimage.uniform_filter(lum_ok, 3)
+            var = ndimage.uniform_filter(hp**2, 3)
+        local = np.sqrt(np.maximum(var, 0.0)) / np.sqrt((sigma**2).mean() / n_b)
         # colours close to the ground's (a grey tarp on grey concrete) stand out once the
         # noise is averaged over 3 x 3 pixels; the pixel itself must lean the same way
         es = ndimage.uniform_filter(np.where(ok, e, 0.0), size=(1, 3, 3))
@@ -638,14 +675,125 @@ def _scene_stats(img, ok, inside, params):
         dist_s = np.sqrt((es**2).mean(axis=0)) * 3.0
         counts = []
         for f in (1.0, 2.0, 0.5):
-            cov = (dist > thr * f * near_mask) & ~shadow
-            cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~shadow
-            tex = (local > tex_thr * f * near_mask) & ~shadow
+            cov = (dist > thr * f * near_mask) & ~explained
+            cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~explained
+            tex = (local > tex_thr * f * near_mask) & ~explained
             cov = (cov | tex) & ok
             cov = _drop_small(cov, min_px)
             counts.append(int((cov & sel).sum()))
+            if masks is not None:
+                masks.append(cov & sel)
         res[i, 2], res[i, 3], res[i, 4] = counts
     return res
+
+
+def _haze_reference(lin, sel, g, cloud, sigma, params):
+    """Ground seen through thin haze and soft cloud shadows the mask missed (log, per pixel).
+
+    Every visible pixel is fitted, in linear units, as ``a * ground + b * cloud`` (dimmed
+    by a cloud's shadow, blended towards the cloud's colour); the fitted ``a`` and ``b`` of
+    the pixels that the model explains are smoothed with a running median over about
+    25 m, so that haze, which varies over tens of metres, moves the reference and cargo,
+    compact and sharp-edged, does not.
+    """
+    n_b = lin.shape[0]
+    gl = np.exp(g)
+    # normal equations of the two-parameter fit, per pixel
+    # (a small ridge towards a = 1, b = 0 keeps the fit stable when the ground and the
+    # clouds are both near-neutral, so nearly parallel)
+    lam = 0.05
+    gg, gc, cc = float(gl @ gl), float(gl @ cloud), float(cloud @ cloud)
+    gg_r, cc_r = gg * (1 + lam), cc * (1 + lam)
+    det = gg_r * cc_r - gc * gc
+    vg = np.tensordot(gl, lin, axes=(0, 0)) + lam * gg
+    vc = np.tensordot(cloud, lin, axes=(0, 0))
+    a = (cc_r * vg - gc * vc) / det
+    b = (gg_r * vc - gc * vg) / det
+    fit = a[None] * gl[:, None, None] + b[None] * cloud[:, None, None]
+    resid = np.sqrt((((lin - fit) / (lin * sigma[:, None, None])) ** 2).mean(axis=0))
+    good = sel & (resid < 3.0) & (a > 0.2) & (a < 1.6) & (b > -0.5) & (b < 1.0)
+    if good.sum() < 10:
+        return np.broadcast_to(g[:, None, None], lin.shape)
+    block = max(1, int(round(4.0 / params["pixel_m"])))
+    fields = []
+    for par in (a, b):
+        f = _block_median(np.where(good, par, np.nan), block)
+        # blocks with no usable pixel take the nearest block's value
+        miss = ~np.isfinite(f)
+        if miss.all():
+            return np.broadcast_to(g[:, None, None], lin.shape)
+        if miss.any():
+            idx = ndimage.distance_transform_edt(miss, return_distances=False, return_indices=True)
+            f = f[tuple(idx)]
+        size = max(3, int(round(25.0 / (block * params["pixel_m"]))) | 1)
+        f = ndimage.median_filter(f, size=size, mode="nearest")
+        f = np.repeat(np.repeat(f, block, axis=0), block, axis=1)[: lin.shape[1], : lin.shape[2]]
+        fields.append(f)
+    a_s, b_s = fields
+    ref = a_s[None] * gl[:, None, None] + b_s[None] * cloud[:, None, None]
+    del n_b
+    return np.log(np.maximum(ref, 1e-6))
+
+
+def _block_median(x: np.ndarray, block: int) -> np.ndarray:
+    """Median of the finite values in ``block`` x ``block`` tiles (NaN where none)."""
+    if block == 1:
+        return x.copy()
+    h, w = x.shape
+    hp, wp = -(-h // block) * block, -(-w // block) * block
+    pad = np.full((hp, wp), np.nan)
+    pad[:h, :w] = x
+    tiles = pad.reshape(hp // block, block, wp // block, block).transpose(0, 2, 1, 3)
+    tiles = tiles.reshape(hp // block, wp // block, block * block)
+    out = np.full(tiles.shape[:2], np.nan)
+    has = np.isfinite(tiles).any(axis=-1)
+    if has.any():
+        out[has] = np.nanmedian(tiles[has], axis=-1)
+    return out
+
+
+def _snow_ground(lin, ok, sel, g, sigma, rng):
+    """Ground partly under snow: pixels on the line from the bare ground to the scene's snow.
+
+    Only in a scene with snow, recognised by its window (areas, margins, fields) being
+    near-neutral almost everywhere (at least 85 % of visible pixels with a band spread
+    below 0.15 in log units, 0.2 with four bands; fields in leaf or bare soil are
+    coloured). The snow colour is the median of the brightest tenth of the window; the
+    bare end is the most common colour of the area's pixels clearly darker than its
+    ground on that line (patchy snow leaves the ground showing). Pixels on the line
+    (within three noise units), from a little below the bare end to the snow, are
+    snowy ground. Returns None in other scenes.
+    """
+    gl = np.exp(g)
+    vis = lin[:, ok]
+    if vis.shape[1] < 50:
+        return None
+    spread = np.log(vis.max(axis=0) / np.maximum(vis.min(axis=0), 1e-6))
+    neutral = spread < (0.15 if lin.shape[0] <= 3 else 0.2)
+    if neutral.mean() < 0.85:
+        return None
+    bright = vis.mean(axis=0)
+    top = neutral & (bright >= np.quantile(bright, 0.9))
+    snow = np.median(vis[:, top], axis=1)
+    # the bare end: the common colour of the area's darker pixels
+    vals = lin[:, sel]
+    seg = snow - gl
+    ss = float(seg @ seg)
+    bare = gl
+    if ss > 0:
+        tau = seg @ (vals - gl[:, None]) / ss
+        dark = tau < -0.3
+        if dark.sum() >= max(10, 0.1 * vals.shape[1]):
+            lv = np.log(vals[:, dark])
+            bare = np.exp(_mode(lv, np.maximum(4.0 * sigma, 0.05), rng))
+    seg = snow - bare
+    ss = float(seg @ seg)
+    if ss <= 0 or snow.mean() < 1.15 * bare.mean():
+        return None
+    tau = np.tensordot(seg, lin - bare[:, None, None], axes=(0, 0)) / ss
+    fit = bare[:, None, None] + np.clip(tau, 0.0, 1.0)[None] * seg[:, None, None]
+    resid = np.sqrt((((lin - fit) / (np.maximum(fit, 1e-6) * sigma[:, None, None])) ** 2).mean(0))
+    return (tau > -0.3) & (tau < 1.1) & (resid < 3.0)
 
 
 def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
