@@ -146,16 +146,72 @@ def test_interval_coverage(held_out):
     print(
         f"\ninterval coverage {inside.mean():.3f}, mean width {np.concatenate(width).mean():.0f} m2"
     )
-    # measured: 0.5 m 1.00, 1 m 0.75, 3 m 0.94; pooled 0.88
-    assert inside.mean() >= 0.85
+    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 957, 1096, 2099 m2); it was
+    # 1.00, 0.75, 0.94 before the interval took in one pixel of edge blur around each patch
+    assert inside.mean() >= 0.9
     assert held_out[0.5][2].pipe(lambda t: t[t["covered_m2"].notna()])["inside"].mean() >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="target not met yet: 1 m interval coverage is 0.75")
 def test_interval_coverage_target_at_every_resolution(held_out):
+    # measured: 1.00 at 0.5 m, 1 m and 3 m
     for res in HELD_OUT:
         seen = held_out[res][2].pipe(lambda t: t[t["covered_m2"].notna()])
         assert seen["inside"].mean() >= 0.9, res
+
+
+def test_cloudy_scenes_do_not_read_as_cargo(held_out):
+    # scenes with clouds, cloud shadows or nodata in the held-out series: measured max
+    # |covered-fraction error| 0.039 (0.5 m), 0.036 (1 m), 0.059 (3 m)
+    for res, limit in ((0.5, 0.05), (1.0, 0.05), (3.0, 0.08)):
+        table = held_out[res][2]
+        cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]
+        cloudy = cloudy[cloudy["covered_m2"].notna()]
+        assert len(cloudy) >= 1, res
+        assert cloudy["err"].abs().max() <= limit, res
+
+
+# the default sample's hardest scenes (SYNTHETIC; it was used while tuning, so these guard
+# against regressions): partly cloudy scenes with haze the usable-data mask misses, and
+# snow scenes with patchy snow on the container yard
+_SAMPLE_CLOUDY = ("2018-10-07", "2019-07-06", "2022-03-14", "2022-07-07")
+_SAMPLE_SNOW = ("2019-01-06", "2019-12-19", "2022-02-03")
+
+
+@pytest.fixture(scope="module")
+def sample_hard():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "data" / "sample"
+    cube = toolkit.load_cube(root / "scenes")
+    times = [t for t in cube["time"].values if str(t)[:10] in _SAMPLE_CLOUDY + _SAMPLE_SNOW]
+    occ = toolkit.area_occupancy(cube.sel(time=times), root / "areas.geojson").compute()
+    est = occ.reset_coords(drop=True).to_dataframe().reset_index()
+    est = est.rename(columns={"area": "area_id"})
+    est["time"] = est["time"].dt.floor("s")
+    truth = pd.read_csv(root / "truth_areas.csv", dtype={"area_id": str}, parse_dates=["time"])
+    table = est.merge(truth, on=["time", "area_id"], suffixes=("", "_true"))
+    table["err"] = table["covered_fraction"] - table["covered_fraction_true"]
+    table["day"] = table["time"].dt.strftime("%Y-%m-%d")
+    return table
+
+
+def test_partly_cloudy_sample_scenes_do_not_read_as_cargo(sample_hard):
+    t = sample_hard[sample_hard["day"].isin(_SAMPLE_CLOUDY)].dropna(subset=["covered_fraction"])
+    print(f"\npartly cloudy sample scenes: errors {t['err'].round(3).tolist()}")
+    assert len(t) == 2 * len(_SAMPLE_CLOUDY)
+    # measured max 0.019 (it was 0.60 on 2022-07-07 and 0.29 on 2019-07-06)
+    assert t["err"].abs().max() <= 0.03
+    summed = t.groupby("day")[["covered_m2", "covered_m2_true"]].sum()
+    assert (summed["covered_m2"] - summed["covered_m2_true"]).abs().max() <= 150
+
+
+def test_snow_does_not_read_as_cargo(sample_hard):
+    t = sample_hard[sample_hard["day"].isin(_SAMPLE_SNOW)].dropna(subset=["covered_fraction"])
+    print(f"\nsnow sample scenes: errors {t['err'].round(3).tolist()}")
+    assert len(t) == 2 * len(_SAMPLE_SNOW)
+    # measured max |error| 0.02 (it was +0.19 on 2022-02-03 and +0.37 on 2019-01-06 with
+    # the first haze rule); snow-covered stacks are partly missed (-0.018 on 2019-12-19)
+    assert t["err"].abs().max() <= 0.03
 
 
 def test_valid_fraction_follows_the_masks(held_out):

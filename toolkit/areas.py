@@ -29,8 +29,8 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    ground is flat (near clouds and in snow, texture is measured after a
    high-pass filter, so smooth gradients do not count).
 3. Counts are shares of the area's visible pixels; the interval comes from a
-   stricter and a looser reading of the same pixels and the blur of stack
-   edges at the pixel size.
+   stricter and a looser reading of the same pixels and from the covered
+   patches eroded and dilated by one pixel (the blur of stack edges).
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ AREA_CSV_COLUMNS = (
     "area_m2",
 )
 
-_STATS = ("n_in", "n_valid", "n_cov", "n_low", "n_high")
+_STATS = ("n_in", "n_valid", "n_cov", "n_low", "n_high", "n_ero", "n_dil")
 # relative widening of the interval below and above (see Notes of area_occupancy)
 _REL_LOW, _REL_HIGH = 0.2, 0.35
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 # --------------------------------------------------------------------------- reading
@@ -309,10 +310,13 @@ def area_occupancy(
     local: each pixel is fitted, in linear units, as ``a * ground + b *
     cloud`` (the cloud colour from the brightest masked pixels), and the
     running median of ``a`` and ``b`` over about 25 m of well-fitted pixels
-    gives the ground seen through thin haze or a soft cloud-shadow edge. Covered pixels are cleaned of patches smaller than
-    ``min_patch_m2``. The interval is the same reading at half and twice the
-    thresholds, widened by half a pixel around every covered patch (blur of
-    stack edges) and by the noise of the count.
+    gives the ground seen through thin haze or a soft cloud-shadow edge.
+    Covered pixels are cleaned of patches smaller than ``min_patch_m2``. The
+    interval runs from the smaller of the reading at twice the thresholds
+    (less 20 %) and the covered patches eroded by one pixel, to the larger of
+    the reading at half the thresholds (plus 35 %) and the patches dilated by
+    one pixel (the blur of stack edges at the pixel size), widened by half a
+    percent of the visible area (the noise of the count).
 
     Examples
     --------
@@ -410,18 +414,21 @@ def area_occupancy(
             np.asarray(data), np.asarray(vdata)[:, None], inside=inside, params=params
         )
 
-    n_in, n_valid, n_cov, n_low, n_high = (stats[..., k] for k in range(len(_STATS)))
+    n_in, n_valid, n_cov, n_low, n_high, n_ero, n_dil = (stats[..., k] for k in range(len(_STATS)))
     area_m2 = a["area_m2"].to_numpy(dtype="float64")
     pix_m2 = area_m2 / inside.sum(axis=(1, 2))  # polygon area per pixel centre inside
     seen = n_valid > 0
     frac = _where(seen, n_cov / _fmax(n_valid, 1), np.nan)
     m2 = _where(seen, n_cov * pix_m2, np.nan)
     # the interval: the stricter and looser readings, widened by the relative error measured
-    # on simulated scenes (grey tarps on grey ground are missed, stack edges blur) and by a
+    # on simulated scenes (grey tarps on grey ground are missed), or the patches one pixel
+    # smaller and larger (stack edges blur over about a pixel) when that is wider, and a
     # floor of half a percent of the visible area
     floor = 0.005 * n_valid * pix_m2
-    lo = _where(seen, _fmax(_fmin(n_low, n_cov) * pix_m2 * (1 - _REL_LOW) - floor, 0.0), np.nan)
-    hi = _where(seen, _fmax(n_high, n_cov) * pix_m2 * (1 + _REL_HIGH) + floor, np.nan)
+    n_lo = _fmin(_fmin(n_low, n_cov) * (1 - _REL_LOW), n_ero)
+    n_hi = _fmax(_fmax(n_high, n_cov) * (1 + _REL_HIGH), n_dil)
+    lo = _where(seen, _fmax(n_lo * pix_m2 - floor, 0.0), np.nan)
+    hi = _where(seen, n_hi * pix_m2 + floor, np.nan)
     teu = float(teu_footprint_m2)
     ds = xr.Dataset(
         {
@@ -619,6 +626,8 @@ def _scene_stats(img, ok, inside, params, masks=None):
     hazy = ~ok & finite & (raw.min(axis=0) > (0.0 if img.dtype.kind == "f" else 1.0))
     masked_cols = lin[:, hazy]
     res = np.zeros((inside.shape[0], len(_STATS)))
+    # a patch touching masked pixels is not eroded on that side
+    ok_in = ndimage.binary_erosion(ok, _CROSS, border_value=1)
     for i, m in enumerate(inside):
         n_in = int(m.sum())
         sel = m & ok
@@ -683,7 +692,13 @@ def _scene_stats(img, ok, inside, params, masks=None):
             counts.append(int((cov & sel).sum()))
             if masks is not None:
                 masks.append(cov & sel)
+            if f == 1.0:
+                # the blur of patch edges: one pixel in or out around every patch
+                ero = ndimage.binary_erosion(cov, _CROSS) | (cov & ~ok_in)
+                dil = ndimage.binary_dilation(cov, _CROSS) & ok
+                edges = [int((ero & sel).sum()), int((dil & sel).sum())]
         res[i, 2], res[i, 3], res[i, 4] = counts
+        res[i, 5], res[i, 6] = edges
     return res
 
 
