@@ -96,18 +96,26 @@ def test_covered_fraction_regression(held_out, res):
     _, _, table = held_out[res]
     clear, err = _report(res, table)
     assert len(clear) >= 6
-    # measured on the held-out seeds: mean 0.027 / 0.027 / 0.043, max 0.059 / 0.095 / 0.106
-    assert err.mean() <= {0.5: 0.035, 1.0: 0.035, 3.0: 0.055}[res]
-    assert err.max() <= {0.5: 0.075, 1.0: 0.12, 3.0: 0.13}[res]
+    # measured on the held-out seeds: mean 0.0245 / 0.0246 / 0.0264, max 0.044 / 0.053 /
+    # 0.052 (before the stricter shadow rule: mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095
+    # / 0.106)
+    assert err.mean() <= {0.5: 0.03, 1.0: 0.03, 3.0: 0.035}[res]
+    assert err.max() <= {0.5: 0.055, 1.0: 0.065, 3.0: 0.065}[res]
+
+
+def test_covered_fraction_target_at_3m(held_out):
+    # measured max 0.052 (target 0.08)
+    _, _, table = held_out[3.0]
+    assert _clear(table)["err"].abs().max() <= 0.08
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="target not met yet: max covered-fraction error 0.059 (0.5 m), 0.095 (1 m), 0.106 "
-    "(3 m) on the held-out seeds; grey tarps on grey concrete are missed, stack edges blur",
+    reason="target not met yet: max covered-fraction error 0.044 (0.5 m) and 0.053 (1 m) on "
+    "the held-out seeds; grey tarps on grey concrete are partly missed, stack edges blur",
 )
 def test_covered_fraction_target(held_out):
-    for res, limit in ((0.5, 0.03), (1.0, 0.03), (3.0, 0.08)):
+    for res, limit in ((0.5, 0.03), (1.0, 0.03)):
         _, _, table = held_out[res]
         assert _clear(table)["err"].abs().max() <= limit, res
 
@@ -119,8 +127,9 @@ def test_container_equivalents_at_half_a_metre_regression(held_out):
     rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
     print(f"\ncontainer equivalents (>= 20), 0.5 m: relative errors {rel.round(3).tolist()}")
     assert len(big) >= 4
-    # measured: mean |relative error| 0.155, max 0.25 (the apron's grey tarps are missed)
-    assert rel.abs().mean() <= 0.2
+    # measured: mean |relative error| 0.140, max 0.254 (0.155 and 0.25 before); the apron
+    # (grey tarps partly missed) reads low, the container yard (blurred stack edges) high
+    assert rel.abs().mean() <= 0.17
     assert rel.abs().max() <= 0.3
 
 
@@ -146,7 +155,7 @@ def test_interval_coverage(held_out):
     print(
         f"\ninterval coverage {inside.mean():.3f}, mean width {np.concatenate(width).mean():.0f} m2"
     )
-    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 957, 1096, 2099 m2); it was
+    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 986, 1174, 2518 m2); it was
     # 1.00, 0.75, 0.94 before the interval took in one pixel of edge blur around each patch
     assert inside.mean() >= 0.9
     assert held_out[0.5][2].pipe(lambda t: t[t["covered_m2"].notna()])["inside"].mean() >= 0.9
@@ -161,7 +170,7 @@ def test_interval_coverage_target_at_every_resolution(held_out):
 
 def test_cloudy_scenes_do_not_read_as_cargo(held_out):
     # scenes with clouds, cloud shadows or nodata in the held-out series: measured max
-    # |covered-fraction error| 0.039 (0.5 m), 0.036 (1 m), 0.059 (3 m)
+    # |covered-fraction error| 0.032 (0.5 m), 0.021 (1 m), 0.057 (3 m)
     for res, limit in ((0.5, 0.05), (1.0, 0.05), (3.0, 0.08)):
         table = held_out[res][2]
         cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]

@@ -16,7 +16,10 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    snow cover change it from scene to scene, and the mode follows.
 2. A pixel that is darker than the ground by about the same factor in every
    band is ground in a shadow (of a building, a stack, a lorry) and is not
-   cargo. In a snow scene (a window that is near-neutral almost everywhere) a
+   cargo; the colour shift a shadow may carry grows with its depth, so a
+   slightly darker pixel of another hue (a grey tarp on grey concrete) is
+   cargo unless it is the blurred edge of a nearby patch (less than half-way
+   from the ground to the patch's colour). In a snow scene (a window that is near-neutral almost everywhere) a
    pixel on the line from the area's bare ground to the scene's snow is
    snowy ground. In a scene with clouds, thin haze and the soft edges of
    cloud shadows that the usable-data mask missed move the ground reference
@@ -303,7 +306,11 @@ def area_occupancy(
     empty scene, and no scene of the same season, is needed. The noise is the
     robust spread of differences between neighbouring pixels. Pixels darker
     than the ground by a similar factor in every band are shadowed ground
-    (their band spread below ``shadow_tolerance``). In a snow scene (the
+    (their band spread below ``shadow_tolerance``, and below a quarter of
+    their darkening plus two noise units; a pixel between the two limits is
+    ground only within two pixels of a covered patch and less than half-way,
+    in linear units, from the ground to that patch's colour: the blurred
+    edge of a stack, not a grey tarp). In a snow scene (the
     window near-neutral almost everywhere), pixels on the line from the
     area's bare ground to the scene's snow (the brightest tenth of the
     window) are ground. In a scene with masked clouds, the reference becomes
@@ -659,7 +666,22 @@ def _scene_stats(img, ok, inside, params, masks=None):
         dist = np.sqrt((e**2).mean(axis=0))
         mean_e = eb.mean(axis=0)
         spread = np.abs(eb - mean_e).max(axis=0)
-        shadow = (mean_e < 0) & (mean_e > np.log(0.15)) & (spread < tol + 3 * sigma.max())
+        # a shadow darkens every band by about one factor; the deeper the shadow, the more
+        # colour shift (blue sky light) it may carry: a slightly darker pixel of another hue
+        # (a grey tarp on grey concrete) is not ground in a shadow
+        darker = (mean_e < 0) & (mean_e > np.log(0.15))
+        allowed = np.minimum(tol, 0.25 * np.abs(mean_e)) + 2 * sigma.max()
+        shadow = darker & (spread < allowed)
+        # a pixel a little darker with a small shift of hue is either the blurred edge of a
+        # patch (a stack's colour mixed into the ground or its shadow) or faint cargo of its
+        # own (a grey tarp on grey concrete): within two pixels of a patch it is ground when
+        # less than half-way (in linear units) from the ground to the patch's core colour
+        lax = darker & (spread < tol + 3 * sigma.max())
+        rl = np.exp(ref)
+        d_lin = np.sqrt((((lin - rl) / rl) ** 2).mean(axis=0))
+        strong = (dist > thr * near_mask) & ~lax & ok
+        core = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=5)
+        shadow |= lax & (d_lin < 0.5 * core)
         explained = shadow
         snowy = _snow_ground(lin, ok, sel, g, sigma, rng)
         if snowy is not None:
