@@ -632,16 +632,27 @@ def _scene_stats(img, ok, inside, params, masks=None):
     lin = np.exp(logv.astype("float64"))
     hazy = ~ok & finite & (raw.min(axis=0) > (0.0 if img.dtype.kind == "f" else 1.0))
     masked_cols = lin[:, hazy]
+    snow = _scene_snow(lin, ok)
+    clear_window = bool(ok.all())
     res = np.zeros((inside.shape[0], len(_STATS)))
     # a patch touching masked pixels is not eroded on that side
-    ok_in = ndimage.binary_erosion(ok, _CROSS, border_value=1)
-    for i, m in enumerate(inside):
-        n_in = int(m.sum())
+    ok_in_w = ndimage.binary_erosion(ok, _CROSS, border_value=1)
+    lin_w, logv_w, ok_w, near_w = lin, logv, ok, near_mask
+    for i, m_w in enumerate(inside):
+        n_in = int(m_w.sum())
+        res[i, 0], res[i, 1] = n_in, int((m_w & ok_w).sum())
+        if res[i, 1] < 10:
+            continue
+        # work on the area's bounding box and a margin for the neighbourhood filters
+        rows, cols = np.flatnonzero(m_w.any(axis=1)), np.flatnonzero(m_w.any(axis=0))
+        box = (
+            slice(max(rows[0] - 8, 0), rows[-1] + 9),
+            slice(max(cols[0] - 8, 0), cols[-1] + 9),
+        )
+        lin, logv = lin_w[(slice(None), *box)], logv_w[(slice(None), *box)]
+        ok, near_mask, ok_in, m = ok_w[box], near_w[box], ok_in_w[box], m_w[box]
         sel = m & ok
         n_valid = int(sel.sum())
-        res[i, 0], res[i, 1] = n_in, n_valid
-        if n_valid < 10:
-            continue
         vals = logv[:, sel].astype("float64")
         radius = np.maximum(4.0 * sigma, 0.05)
         g = _mode(vals, radius, rng)
@@ -683,13 +694,13 @@ def _scene_stats(img, ok, inside, params, masks=None):
         core = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=5)
         shadow |= lax & (d_lin < 0.5 * core)
         explained = shadow
-        snowy = _snow_ground(lin, ok, sel, g, sigma, rng)
+        snowy = None if snow is None else _snow_ground(lin, sel, g, sigma, rng, snow)
         if snowy is not None:
             explained = explained | snowy
         # local contrast (texture) on ground-like pixels
         lum = logv.mean(axis=0) - ref.mean(axis=0)
         lum_ok = np.where(ok, lum, 0.0)
-        if ok.all() and snowy is None:
+        if clear_window and snowy is None:
             mu = ndimage.uniform_filter(lum_ok, 3)
             var = ndimage.uniform_filter(lum_ok**2, 3) - mu**2
         else:
@@ -713,7 +724,9 @@ def _scene_stats(img, ok, inside, params, masks=None):
             cov = _drop_small(cov, min_px)
             counts.append(int((cov & sel).sum()))
             if masks is not None:
-                masks.append(cov & sel)
+                full = np.zeros(m_w.shape, bool)
+                full[box] = cov & sel
+                masks.append(full)
             if f == 1.0:
                 # the blur of patch edges: one pixel in or out around every patch
                 ero = ndimage.binary_erosion(cov, _CROSS) | (cov & ~ok_in)
@@ -789,19 +802,15 @@ def _block_median(x: np.ndarray, block: int) -> np.ndarray:
     return out
 
 
-def _snow_ground(lin, ok, sel, g, sigma, rng):
-    """Ground partly under snow: pixels on the line from the bare ground to the scene's snow.
+def _scene_snow(lin, ok):
+    """The scene's snow colour (linear, per band), or None when the scene has no snow.
 
-    Only in a scene with snow, recognised by its window (areas, margins, fields) being
-    near-neutral almost everywhere (at least 85 % of visible pixels with a band spread
-    below 0.15 in log units, 0.2 with four bands; fields in leaf or bare soil are
-    coloured). The snow colour is the median of the brightest tenth of the window; the
-    bare end is the most common colour of the area's pixels clearly darker than its
-    ground on that line (patchy snow leaves the ground showing). Pixels on the line
-    (within three noise units), from a little below the bare end to the snow, are
-    snowy ground. Returns None in other scenes.
+    A snow scene is recognised by its window (areas, margins, fields) being
+    near-neutral almost everywhere: at least 85 % of visible pixels with a band
+    spread below 0.15 in log units (0.2 with four bands), where fields in leaf
+    or bare soil are coloured. The snow colour is the median of the brightest
+    tenth of the neutral pixels.
     """
-    gl = np.exp(g)
     vis = lin[:, ok]
     if vis.shape[1] < 50:
         return None
@@ -811,8 +820,19 @@ def _snow_ground(lin, ok, sel, g, sigma, rng):
         return None
     bright = vis.mean(axis=0)
     top = neutral & (bright >= np.quantile(bright, 0.9))
-    snow = np.median(vis[:, top], axis=1)
-    # the bare end: the common colour of the area's darker pixels
+    return np.median(vis[:, top], axis=1)
+
+
+def _snow_ground(lin, sel, g, sigma, rng, snow):
+    """Ground partly under snow: pixels on the line from the bare ground to the scene's snow.
+
+    The bare end is the most common colour of the area's pixels clearly darker
+    than its ground on the line from the ground to the snow (patchy snow leaves
+    the ground showing), else the ground itself. Pixels on the line (within
+    three noise units), from a little below the bare end to the snow, are snowy
+    ground. Returns None when the snow is not clearly brighter than the ground.
+    """
+    gl = np.exp(g)
     vals = lin[:, sel]
     seg = snow - gl
     ss = float(seg @ seg)
@@ -821,8 +841,7 @@ def _snow_ground(lin, ok, sel, g, sigma, rng):
         tau = seg @ (vals - gl[:, None]) / ss
         dark = tau < -0.3
         if dark.sum() >= max(10, 0.1 * vals.shape[1]):
-            lv = np.log(vals[:, dark])
-            bare = np.exp(_mode(lv, np.maximum(4.0 * sigma, 0.05), rng))
+            bare = np.exp(_mode(np.log(vals[:, dark]), np.maximum(4.0 * sigma, 0.05), rng))
     seg = snow - bare
     ss = float(seg @ seg)
     if ss <= 0 or snow.mean() < 1.15 * bare.mean():
