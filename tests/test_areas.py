@@ -96,11 +96,11 @@ def test_covered_fraction_regression(held_out, res):
     _, _, table = held_out[res]
     clear, err = _report(res, table)
     assert len(clear) >= 6
-    # measured on the held-out seeds: mean 0.0245 / 0.0246 / 0.0264, max 0.044 / 0.053 /
-    # 0.052 (before the stricter shadow rule: mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095
-    # / 0.106)
-    assert err.mean() <= {0.5: 0.03, 1.0: 0.03, 3.0: 0.035}[res]
-    assert err.max() <= {0.5: 0.055, 1.0: 0.065, 3.0: 0.065}[res]
+    # measured on the held-out seeds: mean 0.0162 / 0.0246 / 0.0264, max 0.039 / 0.053 /
+    # 0.052 (before the stricter shadow rule, the texture of wrinkled tarps and the linear
+    # share of blurred rims: mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095 / 0.106)
+    assert err.mean() <= {0.5: 0.02, 1.0: 0.03, 3.0: 0.035}[res]
+    assert err.max() <= {0.5: 0.045, 1.0: 0.065, 3.0: 0.065}[res]
 
 
 def test_covered_fraction_target_at_3m(held_out):
@@ -111,7 +111,7 @@ def test_covered_fraction_target_at_3m(held_out):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="target not met yet: max covered-fraction error 0.044 (0.5 m) and 0.053 (1 m) on "
+    reason="target not met yet: max covered-fraction error 0.039 (0.5 m) and 0.053 (1 m) on "
     "the held-out seeds; grey tarps on grey concrete are partly missed, stack edges blur",
 )
 def test_covered_fraction_target(held_out):
@@ -127,14 +127,15 @@ def test_container_equivalents_at_half_a_metre_regression(held_out):
     rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
     print(f"\ncontainer equivalents (>= 20), 0.5 m: relative errors {rel.round(3).tolist()}")
     assert len(big) >= 4
-    # measured: mean |relative error| 0.140, max 0.254 (0.155 and 0.25 before); the apron
-    # (grey tarps partly missed) reads low, the container yard (blurred stack edges) high
-    assert rel.abs().mean() <= 0.17
-    assert rel.abs().max() <= 0.3
+    # measured: mean |relative error| 0.097, max 0.218 (0.155 and 0.25 before); the apron
+    # (grey tarps partly missed) still reads low on some dates
+    assert rel.abs().mean() <= 0.12
+    assert rel.abs().max() <= 0.25
 
 
 @pytest.mark.xfail(
-    strict=True, reason="target not met yet: container equivalents off by up to 25 % at 0.5 m"
+    strict=True,
+    reason="target not met yet: container equivalents off by up to 22 % at 0.5 m (mean 9.7 %)",
 )
 def test_container_equivalents_target(held_out):
     _, _, table = held_out[0.5]
@@ -155,7 +156,7 @@ def test_interval_coverage(held_out):
     print(
         f"\ninterval coverage {inside.mean():.3f}, mean width {np.concatenate(width).mean():.0f} m2"
     )
-    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 986, 1174, 2518 m2); it was
+    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 1136, 1177, 2518 m2); it was
     # 1.00, 0.75, 0.94 before the interval took in one pixel of edge blur around each patch
     assert inside.mean() >= 0.9
     assert held_out[0.5][2].pipe(lambda t: t[t["covered_m2"].notna()])["inside"].mean() >= 0.9
@@ -170,7 +171,7 @@ def test_interval_coverage_target_at_every_resolution(held_out):
 
 def test_cloudy_scenes_do_not_read_as_cargo(held_out):
     # scenes with clouds, cloud shadows or nodata in the held-out series: measured max
-    # |covered-fraction error| 0.041 (0.5 m), 0.020 (1 m), 0.057 (3 m)
+    # |covered-fraction error| 0.034 (0.5 m), 0.020 (1 m), 0.057 (3 m)
     for res, limit in ((0.5, 0.05), (1.0, 0.05), (3.0, 0.08)):
         table = held_out[res][2]
         cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]
@@ -208,7 +209,7 @@ def test_partly_cloudy_sample_scenes_do_not_read_as_cargo(sample_hard):
     t = sample_hard[sample_hard["day"].isin(_SAMPLE_CLOUDY)].dropna(subset=["covered_fraction"])
     print(f"\npartly cloudy sample scenes: errors {t['err'].round(3).tolist()}")
     assert len(t) == 2 * len(_SAMPLE_CLOUDY)
-    # measured max 0.019 (it was 0.60 on 2022-07-07 and 0.29 on 2019-07-06)
+    # measured max 0.010 (it was 0.60 on 2022-07-07 and 0.29 on 2019-07-06)
     assert t["err"].abs().max() <= 0.03
     summed = t.groupby("day")[["covered_m2", "covered_m2_true"]].sum()
     assert (summed["covered_m2"] - summed["covered_m2_true"]).abs().max() <= 150
@@ -218,8 +219,8 @@ def test_snow_does_not_read_as_cargo(sample_hard):
     t = sample_hard[sample_hard["day"].isin(_SAMPLE_SNOW)].dropna(subset=["covered_fraction"])
     print(f"\nsnow sample scenes: errors {t['err'].round(3).tolist()}")
     assert len(t) == 2 * len(_SAMPLE_SNOW)
-    # measured max |error| 0.02 (it was +0.19 on 2022-02-03 and +0.37 on 2019-01-06 with
-    # the first haze rule); snow-covered stacks are partly missed (-0.018 on 2019-12-19)
+    # measured max |error| 0.012 (it was +0.19 on 2022-02-03, and +0.37 on 2019-01-06 with
+    # a first haze rule); snow-covered stacks are partly missed (-0.012 on 2019-12-19)
     assert t["err"].abs().max() <= 0.03
 
 

@@ -19,21 +19,28 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    cargo; the colour shift a shadow may carry grows with its depth, so a
    slightly darker pixel of another hue (a grey tarp on grey concrete) is
    cargo unless it is the blurred edge of a nearby patch (less than half-way
-   from the ground to the patch's colour). In a snow scene (a window that is near-neutral almost everywhere) a
-   pixel on the line from the area's bare ground to the scene's snow is
-   snowy ground. In a scene with clouds, thin haze and the soft edges of
-   cloud shadows that the usable-data mask missed move the ground reference
-   locally: every pixel is fitted as the ground dimmed and blended towards the
-   clouds' colour, and the fit is smoothed over about 25 m, so that haze
-   (smooth) moves the reference and cargo (compact, sharp-edged) does not. A
+   from the ground to the patch's colour). In a snow scene (a window that is
+   near-neutral almost everywhere) a pixel on the line from the area's bare
+   ground to the scene's snow is snowy ground. In a scene with clouds, thin
+   haze and the soft edges of cloud shadows that the usable-data mask missed
+   move the ground reference locally: every pixel is fitted as the ground
+   dimmed and blended towards the clouds' colour, and the fit is smoothed
+   over about 25 m, so that haze (smooth) moves the reference and cargo
+   (compact, sharp-edged) does not. A
    pixel is covered when its colour distance to the ground exceeds
    ``threshold`` times the scene's noise and it is not explained that way,
    or when it holds the fine texture of a tarp or a stack's edges where the
    ground is flat (near clouds and in snow, texture is measured after a
-   high-pass filter, so smooth gradients do not count).
-3. Counts are shares of the area's visible pixels; the interval comes from a
-   stricter and a looser reading of the same pixels and from the covered
-   patches eroded and dilated by one pixel (the blur of stack edges).
+   high-pass filter, so smooth gradients do not count). At pixels of 0.75 m
+   or finer, a wrinkled tarp's shallow folds count too where the texture
+   fills a patch at least five pixels across away from strongly coloured
+   patches (a shadow's texture is a thin line along its edge).
+3. Counts are shares of the area's visible pixels (at 0.75 m or finer, a
+   blurred rim pixel of a coloured patch counts by its share of the
+   contrast of the patch's core, as linear mixing gives it); the interval
+   comes from a stricter and a looser reading of the same pixels and from
+   the covered patches eroded and dilated by one pixel (the blur of stack
+   edges).
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ _STATS = ("n_in", "n_valid", "n_cov", "n_low", "n_high", "n_ero", "n_dil")
 # relative widening of the interval below and above (see Notes of area_occupancy)
 _REL_LOW, _REL_HIGH = 0.2, 0.35
 _CROSS = ndimage.generate_binary_structure(2, 1)
+_SQUARE = np.ones((3, 3), bool)
+_DISK2 = np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2) <= 4
 
 
 # --------------------------------------------------------------------------- reading
@@ -318,12 +327,19 @@ def area_occupancy(
     cloud`` (the cloud colour from the brightest masked pixels), and the
     running median of ``a`` and ``b`` over about 25 m of well-fitted pixels
     gives the ground seen through thin haze or a soft cloud-shadow edge.
-    Covered pixels are cleaned of patches smaller than ``min_patch_m2``. The
-    interval runs from the smaller of the reading at twice the thresholds
-    (less 20 %) and the covered patches eroded by one pixel, to the larger of
-    the reading at half the thresholds (plus 35 %) and the patches dilated by
-    one pixel (the blur of stack edges at the pixel size), widened by half a
-    percent of the visible area (the noise of the count).
+    At pixels of 0.75 m or finer, texture on shallow darkening (above 0.65
+    of the ground's brightness) counts where it survives an opening by a disk
+    of radius two pixels and lies more than two pixels from a strongly
+    coloured patch (wrinkled tarps), and a rim pixel of a coloured patch
+    counts by its linear contrast relative to the brightest-contrast pixel
+    within two pixels (the footprint at linear mixing, not inflated by the
+    blur). Covered pixels are cleaned of patches smaller than
+    ``min_patch_m2``. The interval runs from the smaller of the reading at
+    twice the thresholds (less 20 %) and the covered patches eroded by one
+    pixel, to the larger of the reading at half the thresholds (plus 35 %)
+    and the patches dilated by one pixel (the blur of stack edges at the
+    pixel size), widened by half a percent of the visible area (the noise of
+    the count).
 
     Examples
     --------
@@ -476,7 +492,10 @@ def area_occupancy(
 
     ds.attrs.update(
         {
-            "method": "per-scene ground mode, local haze reference, shadow and snow explanation, texture (toolkit.areas)",
+            "method": (
+                "per-scene ground mode, local haze reference, shadow and snow explanation, "
+                "texture, linear rim share (toolkit.areas)"
+            ),
             "threshold": float(threshold),
             "texture_threshold": float(texture_threshold),
             "shadow_tolerance": float(shadow_tolerance),
@@ -715,14 +734,36 @@ def _scene_stats(img, ok, inside, params, masks=None):
         es = ndimage.uniform_filter(np.where(ok, e, 0.0), size=(1, 3, 3))
         es /= np.maximum(ndimage.uniform_filter(ok.astype("float64"), 3), 1e-6)
         dist_s = np.sqrt((es**2).mean(axis=0)) * 3.0
+        fine = params["pixel_m"] <= 0.75
+        near_strong = ndimage.binary_dilation(strong, _DISK2) if fine else None
         counts = []
         for f in (1.0, 2.0, 0.5):
             cov = (dist > thr * f * near_mask) & ~explained
             cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~explained
-            tex = (local > tex_thr * f * near_mask) & ~explained
+            tex_any = local > tex_thr * f * near_mask
+            tex = tex_any & ~explained
+            if fine:
+                # wrinkled tarps: their folds are shallow shadows, but the texture fills the
+                # whole tarp (at least 5 pixels across), where a shadow's texture is a thin
+                # line along its edges; away from strongly coloured patches, whose blurred
+                # edges and shadows make texture of their own
+                wide = ndimage.binary_opening(tex_any & (mean_e > np.log(0.65)), _DISK2)
+                tex |= wide & ~near_strong
             cov = (cov | tex) & ok
             cov = _drop_small(cov, min_px)
-            counts.append(int((cov & sel).sum()))
+            if f == 1.0 and fine:
+                # blurred edges: a rim pixel of a coloured patch counts by its share of the
+                # contrast of the patch's core (linear mixing), so the blur does not inflate
+                # the footprint; only where pixels are small enough for a patch to have a
+                # pure core (a container is 2.4 m wide)
+                colour = (dist > thr * near_mask) & cov
+                core_d = ndimage.maximum_filter(np.where(colour, d_lin, 0.0), size=5)
+                rim = cov & ~ndimage.binary_erosion(cov, _SQUARE)
+                share = d_lin / np.maximum(core_d, 1e-12)
+                share = np.where(rim & colour & (core_d > 0), np.clip(share, 0.0, 1.0), 1.0)
+                counts.append(float(share[cov & sel].sum()))
+            else:
+                counts.append(int((cov & sel).sum()))
             if masks is not None:
                 full = np.zeros(m_w.shape, bool)
                 full[box] = cov & sel
