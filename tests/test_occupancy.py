@@ -64,13 +64,15 @@ def test_default_sample_accuracy(sample_counts):
     _, _, _, table = sample_counts
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 5.1 %, bias -5.1 % over the 4 cloud-free scenes with >= 20 cars;
-    # track MAE 0.18; coverage 92 %; valid_fraction mean error 0.003, max 0.08
+    # measured: MARE 0.0 %, bias 0.0 % over the 4 cloud-free scenes with >= 20 cars
+    # (73 on 2023-10-05, 46, 39, 20 exactly); track MAE 0.19; coverage 91 %;
+    # valid_fraction mean error 0.003, max 0.08. The bounds are the accuracy issue's
+    # targets (this is the tuning sample; held-out seeds are tested below).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.08
-    assert abs(acc.scene_bias) <= 0.08
+    assert acc.scene_mare <= 0.03
+    assert abs(acc.scene_bias) <= 0.02
     assert acc.track_mae <= 0.3
-    assert acc.coverage >= 0.85
+    assert acc.coverage >= 0.90
     assert acc.valid_fraction_mean_error <= 0.01
     assert acc.valid_fraction_max_error <= 0.1
 
@@ -79,11 +81,100 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place): MARE 22 %, bias -18 %, track MAE 1.35
+    # looks at each place): MARE 22 %, bias -0.2 %, track MAE 1.46
+    # (without the own-shadow cue: MARE 22 %, bias -18 %, track MAE 1.35)
     assert acc.n_scenes >= 4
+    assert abs(acc.scene_bias) <= 0.05
     assert acc.scene_mare <= 0.30
     assert acc.track_mae <= 1.6
     assert acc.valid_fraction_mean_error <= 0.01
+
+
+@pytest.fixture(scope="module")
+def held_out_05m(tmp_path_factory):
+    """A held-out seed (never used while tuning) at 0.5 m: the last 20 acquisitions."""
+    seed = 13
+    history = toolkit.five_year_history(seed=seed)
+    site = toolkit.simulate_site(
+        tmp_path_factory.mktemp("held_out_05") / "site",
+        resolution_m=0.5,
+        seed=seed,
+        dates=list(history["time"].iloc[-20:]),
+    )
+    cube = toolkit.load_cube(site.path / "scenes")
+    strips = toolkit.track_strips(cube, site.tracks_path).persist()
+    tables = {}
+    for own in (True, False):
+        occ = toolkit.estimate_occupancy(strips, own_shadows=own)
+        counts = toolkit.counts_from_occupancy(occ).compute()
+        tables[own] = compare_with_truth(counts, site.truth_path)
+    return tables
+
+
+def test_held_out_seed_at_05m(held_out_05m):
+    acc = accuracy(held_out_05m[True], min_cars=20)
+    print("\n" + acc.summary())
+    # measured on 20 scenes (4 cloud-free with >= 20 cars): MARE 8.9 %, bias -4.2 %,
+    # track MAE 0.52, coverage 78 %; the issue's targets (3 %, 0.5) are not met yet
+    assert acc.n_scenes >= 4
+    assert acc.scene_mare <= 0.12
+    assert abs(acc.scene_bias) <= 0.08
+    assert acc.track_mae <= 0.65
+    assert acc.valid_fraction_mean_error <= 0.01
+
+
+def test_own_shadows_find_the_cars_that_look_like_ballast(held_out_05m):
+    """Grey cars, tarps and open wagons are found by the shadow they cast beside them."""
+    with_cue = accuracy(held_out_05m[True], min_cars=20)
+    without = accuracy(held_out_05m[False], min_cars=20)
+    # measured: MARE 8.9 % with the cue, 29.0 % without; track MAE 0.52 against 0.77
+    assert with_cue.scene_mare <= without.scene_mare - 0.10
+    assert with_cue.track_mae <= without.track_mae - 0.15
+
+
+@pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
+def test_held_out_05m_meets_the_accuracy_target(held_out_05m):
+    acc = accuracy(held_out_05m[True], min_cars=20)
+    assert acc.scene_mare <= 0.03 and abs(acc.scene_bias) <= 0.02 and acc.track_mae <= 0.5
+
+
+def test_shadow_side_follows_the_sun():
+    """At noon in the northern mid-latitudes shadows fall north: on the track's north side."""
+    import geopandas as gpd
+    from shapely.geometry import LineString
+
+    from toolkit.occupancy import _shadow_sides
+
+    # an east-west track near Tumangang (UTM 52N), scenes at local noon in June and
+    # December and one at night
+    x0, y0 = 690000.0, 4698000.0
+    times = np.array(
+        ["2023-06-21T03:20", "2023-12-21T03:20", "2023-12-21T15:00"], dtype="datetime64[ns]"
+    )
+    cube = xr.DataArray(
+        np.ones((3, 1, 40, 80), "uint8"),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": times,
+            "band": ["red"],
+            "y": y0 + 19.75 - 0.5 * np.arange(40.0),
+            "x": x0 + 0.25 + 0.5 * np.arange(80.0),
+        },
+    ).rio.write_crs(32652)
+    track = gpd.GeoDataFrame(
+        {"track_id": ["01"]},
+        geometry=[LineString([(x0 + 5, y0 + 10), (x0 + 35, y0 + 10)])],
+        crs=32652,
+    )
+    strips = toolkit.track_strips(cube, track)
+    side = _shadow_sides(strips).values[:, 0]
+    north = np.sign(float(strips["y_sample"].values[0, 0, -1] - strips["y_sample"].values[0, 0, 0]))
+    # June noon: the sun at 70 degrees, a 4 m car's shadow reaches 1.4 m north
+    assert (side[0] == north).all()
+    # December noon: the sun at 24 degrees, shadows 9 m long, north
+    assert (side[1] == north).all()
+    # night: no sun, no cue
+    assert (side[2] == 0).all()
 
 
 def test_all_cloud_scene_gives_missing_counts_not_zero(sample_counts):

@@ -73,6 +73,7 @@ def estimate_occupancy(
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
     shadows: bool = True,
+    own_shadows: bool = True,
     cloud_margin_m: float = 25.0,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
@@ -103,6 +104,15 @@ def estimate_occupancy(
         Explain dark, colour-neutral pixels as ballast in a shadow (a railcar on
         the neighbouring track casts one across this track when the sun is low)
         rather than as a railcar.
+    own_shadows : bool, default True
+        Use the shadow a railcar casts beside itself as evidence: where the
+        strip margin away from the sun is in shadow while the margin towards
+        the sun is lit, something stands on the track, so a position that
+        differs from the empty track by at least 2 noise units counts as
+        occupied even below ``threshold`` (grey cars, tarps and open wagons
+        can look like ballast from above). The sun's position is computed
+        from each scene's time and the site's location; scenes with the sun
+        too high or along the track are judged without it.
     cloud_margin_m : float, default 25.0
         Within this distance along the track of masked pixels (cloud, cloud
         shadow, nodata), the threshold is tripled: usable-data masks miss the
@@ -142,12 +152,14 @@ def estimate_occupancy(
             f"(strip half-width {strips.attrs.get('half_width_m')} m, step {step} m)"
         )
     dims = ["time", "track", "along"]
+    side = _shadow_sides(strips, enabled=own_shadows)
     raw, dev, ref = xr.apply_ufunc(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
         strips["on_track"],
-        input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"]],
+        side,
+        input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"], dims],
         output_core_dims=[dims, dims, ["track", "along", "across", "band"]],
         kwargs={
             "threshold": float(threshold),
@@ -157,6 +169,7 @@ def estimate_occupancy(
                 np.abs(strips["across_m"].values) >= max(core_half_width_m + 0.5, 1.9), bool
             ),
             "shadows": bool(shadows),
+            "own_shadows": bool(own_shadows),
             "margin_px": int(round(cloud_margin_m / step)),
         },
         dask="parallelized",
@@ -194,6 +207,7 @@ def estimate_occupancy(
             "smooth_m": smooth_m,
             "min_run_m": min_run_m,
             "max_gap_m": max_gap_m,
+            "own_shadows": int(bool(own_shadows)),
             "step_m": step,
             "toolkit_version": _version(),
         }
@@ -304,6 +318,7 @@ def count_railcars(
     min_run_m: float = 6.0,
     max_gap_m: float = 2.5,
     shadows: bool = True,
+    own_shadows: bool = True,
     cloud_margin_m: float = 25.0,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
@@ -317,7 +332,7 @@ def count_railcars(
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
-        cloud_margin_m
+        own_shadows, cloud_margin_m
         See :func:`track_strips` and :func:`estimate_occupancy`.
     car_length_m, car_length_range_m
         See :func:`counts_from_occupancy`.
@@ -346,6 +361,7 @@ def count_railcars(
         min_run_m=min_run_m,
         max_gap_m=max_gap_m,
         shadows=shadows,
+        own_shadows=own_shadows,
         cloud_margin_m=cloud_margin_m,
     )
     counts = counts_from_occupancy(
@@ -660,6 +676,7 @@ def _classify(
     val: np.ndarray,
     valid: np.ndarray,
     on_track: np.ndarray,
+    shadow_side: np.ndarray,
     *,
     threshold: float,
     smooth: int,
@@ -667,6 +684,7 @@ def _classify(
     shadows: bool,
     margin: np.ndarray,
     margin_px: int,
+    own_shadows: bool = True,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -754,9 +772,101 @@ def _classify(
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t]).astype("float32")
             free = known & (dev <= thr)
-    occ = np.where(known, np.where(dev > thr, OCCUPIED, FREE), UNKNOWN).astype("int8")
+    occupied = dev > thr
+    if own_shadows and (shadow_side != 0).any():
+        # grey cars, tarps and open wagons can look like ballast from above, but anything
+        # standing on the track casts a shadow beside it
+        own = _own_shadow(n, refs, groups, margin, shadow_side, smooth)
+        occupied |= own & (dev > _OWN_SHADOW_MIN_DEV)
+    occ = np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
     biggest = np.bincount(groups).argmax()
     return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
+
+
+def _own_shadow(n, refs, groups, margin, shadow_side, smooth):
+    """Where the track casts its own shadow: the margin away from the sun dark, the sunny one lit.
+
+    A shadow on the far margin that does not cross the near one must come from
+    something standing on the track itself.
+    """
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    mi = np.flatnonzero(margin)
+    mid = (n_c - 1) / 2.0
+    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
+    out = np.zeros((n_t, n_k, n_a), bool)
+    if not lo_i.size or not hi_i.size:
+        return out
+    size = max(3 * smooth, 3)
+    for t in range(n_t):
+        r = refs[groups[t]]
+        ratio = _nanmean(n[t] / np.maximum(r, 1e-6), axis=-1)  # (K, A, C)
+        lo = _nanmean(ratio[..., lo_i], axis=-1)
+        hi = _nanmean(ratio[..., hi_i], axis=-1)
+        lo = ndimage.median_filter(
+            np.where(np.isfinite(lo), lo, 1.0), size=(1, size), mode="nearest"
+        )
+        hi = ndimage.median_filter(
+            np.where(np.isfinite(hi), hi, 1.0), size=(1, size), mode="nearest"
+        )
+        s = shadow_side[t]
+        far = np.where(s > 0, hi, lo)
+        near = np.where(s > 0, lo, hi)
+        out[t] = (s != 0) & (far < _DARK) & (near > _LIT)
+    return out
+
+
+# a margin is in shadow below this share of its empty-track brightness (shadows keep
+# 0.3-0.55 of the light), and lit above the second (the near margin may take some blur)
+_DARK = 0.75
+_LIT = 0.7
+# positions need at least this deviation (noise units) for their own shadow to decide
+_OWN_SHADOW_MIN_DEV = 2.0
+
+
+def _shadow_sides(strips, *, enabled: bool = True):
+    """Which side of each track its railcars' shadows fall on, per scene: +1, -1 or 0.
+
+    From the sun's position at the acquisition time (computed, not read) and
+    the track's direction; 0 where the sun is too high or too nearly along
+    the track for a 4 m high car's shadow to reach 1 m across beyond its side.
+    """
+    import pandas as pd
+    from pyproj import Transformer
+
+    from toolkit._sun import sun_position
+
+    shape = (strips.sizes["time"], strips.sizes["track"], strips.sizes["along"])
+    none = xr.DataArray(np.zeros(shape, "int8"), dims=("time", "track", "along"))
+    if not enabled or not np.issubdtype(strips["time"].dtype, np.datetime64):
+        return none
+    times = pd.DatetimeIndex(strips["time"].values)
+    if "x_sample" not in strips.coords or not strips.attrs.get("crs") or strips.sizes["across"] < 2:
+        return none  # no geometry to place the sun against: judged without own shadows
+    xs, ys = strips["x_sample"].values, strips["y_sample"].values
+    n_c = xs.shape[-1]
+    width = float(strips["across_m"].values[-1] - strips["across_m"].values[0])
+    nx = (xs[..., -1] - xs[..., 0]) / width
+    ny = (ys[..., -1] - ys[..., 0]) / width
+    cx, cy = np.nanmean(xs[..., n_c // 2]), np.nanmean(ys[..., n_c // 2])
+    try:
+        to_lonlat = Transformer.from_crs(strips.attrs["crs"], "EPSG:4326", always_xy=True)
+        lon, lat = to_lonlat.transform(cx, cy)
+    except Exception:  # a CRS pyproj cannot place: judged without own shadows
+        return none
+    if not (np.isfinite(lon) and np.isfinite(lat)):
+        return none
+    out = np.zeros(shape, "int8")
+    for i, t in enumerate(times):
+        if pd.isna(t):
+            continue
+        elev, az = sun_position(t.to_pydatetime().replace(tzinfo=None), lat, lon)
+        if elev <= 5:
+            continue
+        sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
+        c = sx * nx + sy * ny
+        reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
+        out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c), 0).astype("int8")
+    return xr.DataArray(out, dims=("time", "track", "along"))
 
 
 def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
