@@ -91,6 +91,7 @@ _STATS = ("n_in", "n_valid", "n_cov", "n_low", "n_high", "n_ero", "n_dil")
 _REL_LOW, _REL_HIGH = 0.2, 0.35
 _CROSS = ndimage.generate_binary_structure(2, 1)
 _SQUARE = np.ones((3, 3), bool)
+_WIDE_TEX = 0.7
 _DISK2 = np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2) <= 4
 
 
@@ -327,10 +328,11 @@ def area_occupancy(
     cloud`` (the cloud colour from the brightest masked pixels), and the
     running median of ``a`` and ``b`` over about 25 m of well-fitted pixels
     gives the ground seen through thin haze or a soft cloud-shadow edge.
-    At pixels of 0.75 m or finer, texture on shallow darkening (above 0.65
-    of the ground's brightness) counts where it survives an opening by a disk
-    of radius two pixels and lies more than two pixels from a strongly
-    coloured patch (wrinkled tarps), and a rim pixel of a coloured patch
+    At pixels of 0.75 m or finer, texture above 0.7 ``texture_threshold`` on
+    shallow darkening (above 0.65 of the ground's brightness) counts where it
+    survives an opening by a disk of radius two pixels and lies more than two
+    pixels from a strongly coloured patch (wrinkled tarps; not in snow, but
+    in the loose reading of the interval), and a rim pixel of a coloured patch
     counts by its linear contrast relative to the brightest-contrast pixel
     within two pixels (the footprint at linear mixing, not inflated by the
     blur). Covered pixels are cleaned of patches smaller than
@@ -742,12 +744,13 @@ def _scene_stats(img, ok, inside, params, masks=None):
             cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~explained
             tex_any = local > tex_thr * f * near_mask
             tex = tex_any & ~explained
-            if fine:
+            if fine and (snowy is None or f < 1.0):
                 # wrinkled tarps: their folds are shallow shadows, but the texture fills the
                 # whole tarp (at least 5 pixels across), where a shadow's texture is a thin
                 # line along its edges; away from strongly coloured patches, whose blurred
                 # edges and shadows make texture of their own
-                wide = ndimage.binary_opening(tex_any & (mean_e > np.log(0.65)), _DISK2)
+                wide_tex = local > _WIDE_TEX * tex_thr * f * near_mask
+                wide = ndimage.binary_opening(wide_tex & (mean_e > np.log(0.65)), _DISK2)
                 tex |= wide & ~near_strong
             cov = (cov | tex) & ok
             cov = _drop_small(cov, min_px)
