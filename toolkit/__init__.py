@@ -36,6 +36,7 @@ from toolkit.errors import (
     ToolkitError,
     TrackError,
 )
+from toolkit.kinds import classify_railcars, kind_counts
 from toolkit.occupancy import (
     CalibrationResult,
     calibrate,
@@ -46,6 +47,7 @@ from toolkit.occupancy import (
     estimate_occupancy,
     write_counts_csv,
 )
+from toolkit.registration import coregister
 from toolkit.synth import (
     DEFAULT_SAMPLE,
     SiteInfo,
@@ -106,4 +108,7 @@ __all__ = [
     "area_occupancy",
     "areas_to_dataframe",
     "write_areas_csv",
+    "classify_railcars",
+    "kind_counts",
+    "coregister",
 ]

@@ -320,6 +320,7 @@ def count_railcars(
     shadows: bool = True,
     own_shadows: bool = True,
     cloud_margin_m: float = 25.0,
+    coregister: bool = False,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
 ) -> xr.Dataset:
@@ -334,6 +335,13 @@ def count_railcars(
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
         own_shadows, cloud_margin_m
         See :func:`track_strips` and :func:`estimate_occupancy`.
+    coregister : bool, default False
+        Measure each scene's georeferencing shift against the stack
+        (:func:`toolkit.coregister`, over the tracks' extent plus 40 m) and
+        sample the strips where each scene put the tracks. Off by default for
+        now: on held-out synthetic sites at 1 m it lowers the scene error
+        (with ``threshold=7``), but on the default sample it turns shadows
+        and edges of full neighbouring tracks into railcars on empty ones.
     car_length_m, car_length_range_m
         See :func:`counts_from_occupancy`.
 
@@ -350,9 +358,18 @@ def count_railcars(
     >>> counts = toolkit.count_railcars(cube, "data/sample/tracks.geojson")  # doctest: +SKIP
     >>> counts.railcars.sum("track").sel(time="2023-10-05")  # doctest: +SKIP
     """
-    from toolkit.tracks import track_strips
+    from toolkit.tracks import read_tracks, track_strips, validate_tracks
 
-    strips = track_strips(cube, tracks, half_width_m=half_width_m)
+    shifts = None
+    if coregister and cube.sizes.get("time", 0) >= 2:
+        from toolkit.registration import coregister as _coregister
+
+        t = validate_tracks(read_tracks(tracks), cube)
+        x0, y0, x1, y1 = t.total_bounds
+        pad = 40.0
+        shifts = _coregister(cube, bounds=(x0 - pad, y0 - pad, x1 + pad, y1 + pad))
+        tracks = t
+    strips = track_strips(cube, tracks, half_width_m=half_width_m, shifts_m=shifts)
     occ = estimate_occupancy(
         strips,
         core_half_width_m=core_half_width_m,

@@ -160,6 +160,7 @@ def track_strips(
     *,
     half_width_m: float = 2.5,
     step_m: float | None = None,
+    shifts_m=None,
 ) -> xr.Dataset:
     """Resample every track into a straight along-track strip, lazily.
 
@@ -176,6 +177,11 @@ def track_strips(
     step_m : float, optional
         Sample spacing along and across, metres; default the cube's pixel
         size (at least 0.25 m).
+    shifts_m : array-like (time, 2) or xarray.Dataset, optional
+        Georeferencing error of each scene, metres east and north: how far the
+        image content lies from its true place (``shift_x_m``, ``shift_y_m``
+        from :func:`toolkit.coregister`). Each scene is sampled that much
+        further, so the strips of all scenes line up. Numpy or dask.
 
     Returns
     -------
@@ -235,8 +241,13 @@ def track_strips(
     c1 = int(min(np.ceil(np.nanmax(col)) + 2, xs.size))
     r0 = int(max(np.floor(np.nanmin(row)) - 1, 0))
     r1 = int(min(np.ceil(np.nanmax(row)) + 2, ys.size))
+    n_time = cube.sizes["time"]
+    offsets, pad = _scene_offsets(shifts_m, n_time, xs, ys)
+    if pad:
+        r0, c0 = max(r0 - pad, 0), max(c0 - pad, 0)
+        r1, c1 = min(r1 + pad, ys.size), min(c1 + pad, xs.size)
     coords_rc = np.stack([row - r0, col - c0])  # (2, track, along, across)
-    coords_rc[:, ~finite] = -10.0  # far outside: sampled as invalid
+    coords_rc[:, ~finite] = np.nan  # sampled as invalid
 
     window = cube.isel(y=slice(r0, r1), x=slice(c0, c1))
     valid = _valid_of(cube).isel(y=slice(r0, r1), x=slice(c0, c1))
@@ -247,10 +258,12 @@ def track_strips(
     if isinstance(data, da.Array) or isinstance(vdata, da.Array):
         data = da.asarray(data).rechunk({0: 1, 1: -1, 2: -1, 3: -1})
         vdata = da.asarray(vdata).rechunk({0: 1, 1: -1, 2: -1})
+        off = da.asarray(offsets).rechunk((data.chunks[0], 2))
         values = da.map_blocks(
             _sample_block,
             data,
             vdata[:, None],
+            off[:, :, None, None],
             coords_rc=coords_rc,
             dtype="float32",
             chunks=(data.chunks[0], *shape_pts, (n_band + 1,)),
@@ -261,7 +274,12 @@ def track_strips(
         value = values[..., :n_band]
         ok = values[..., n_band] > 0.5
     else:
-        out = _sample_block(np.asarray(data), np.asarray(vdata)[:, None], coords_rc=coords_rc)
+        out = _sample_block(
+            np.asarray(data),
+            np.asarray(vdata)[:, None],
+            np.asarray(offsets)[:, :, None, None],
+            coords_rc=coords_rc,
+        )
         value, ok = out[..., :n_band], out[..., n_band] > 0.5
 
     track_ids = np.asarray(t.index, dtype=object)
@@ -302,18 +320,52 @@ def track_strips(
 # --------------------------------------------------------------------------- helpers
 
 
-def _sample_block(img, valid, *, coords_rc):
+def _scene_offsets(shifts_m, n_time, xs, ys):
+    """Per-scene (row, column) sampling offsets in pixels and the window padding they need."""
+    if shifts_m is None:
+        return np.zeros((n_time, 2)), 0
+    if isinstance(shifts_m, xr.Dataset):
+        if "shift_x_m" not in shifts_m or "shift_y_m" not in shifts_m:
+            raise TrackError("shifts_m: expected a Dataset with shift_x_m and shift_y_m")
+        shifts_m = xr.concat([shifts_m["shift_x_m"], shifts_m["shift_y_m"]], "xy").T.data
+    sh = shifts_m if isinstance(shifts_m, da.Array) else np.asarray(shifts_m, dtype="float64")
+    if tuple(sh.shape) != (n_time, 2):
+        raise TrackError(
+            f"shifts_m: expected {n_time} (east, north) pairs in metres, one per scene; "
+            f"got shape {tuple(sh.shape)}"
+        )
+    dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+    # content moved east by s lies s / pixel-width columns further (rows count southwards)
+    scale = np.array([[0.0, 1.0 / dx], [1.0 / dy, 0.0]])
+    offsets = sh @ scale  # (time, [row, col]): row = north / dy, col = east / dx
+    if isinstance(sh, da.Array):
+        pad = int(np.ceil(_MAX_SHIFT_M / min(abs(dx), abs(dy)))) + 1
+    else:
+        if not np.isfinite(sh).all():
+            raise TrackError("shifts_m: shifts must be finite numbers of metres")
+        pad = int(np.ceil(np.abs(offsets).max())) if offsets.size else 0
+    return offsets, pad
+
+
+# the largest georeferencing error the strips are padded for when shifts are lazy
+_MAX_SHIFT_M = 12.0
+
+
+def _sample_block(img, valid, offsets, *, coords_rc):
     """Bilinear samples of one or more time steps: returns (time, *pts, band + 1)."""
     n_t, n_b = img.shape[0], img.shape[1]
     out = np.empty((n_t, *coords_rc.shape[1:], n_b + 1), "float32")
     for k in range(n_t):
+        off = np.asarray(offsets[k, :, 0, 0], "float64").reshape(2, *([1] * (coords_rc.ndim - 1)))
+        rc = coords_rc + off
+        rc = np.where(np.isfinite(rc), rc, -10.0)  # far outside: sampled as invalid
         for b in range(n_b):
             out[k, ..., b] = ndimage.map_coordinates(
-                img[k, b].astype("float32"), coords_rc, order=1, mode="constant", cval=np.nan
+                img[k, b].astype("float32"), rc, order=1, mode="constant", cval=np.nan
             )
         bad = ndimage.map_coordinates(
             (~valid[k, 0].astype(bool)).astype("float32"),
-            coords_rc,
+            rc,
             order=1,
             mode="constant",
             cval=1.0,
