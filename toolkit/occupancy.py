@@ -320,7 +320,7 @@ def count_railcars(
     shadows: bool = True,
     own_shadows: bool = True,
     cloud_margin_m: float = 25.0,
-    coregister: bool = False,
+    coregister: bool = True,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
 ) -> xr.Dataset:
@@ -335,13 +335,12 @@ def count_railcars(
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
         own_shadows, cloud_margin_m
         See :func:`track_strips` and :func:`estimate_occupancy`.
-    coregister : bool, default False
+    coregister : bool, default True
         Measure each scene's georeferencing shift against the stack
         (:func:`toolkit.coregister`, over the tracks' extent plus 40 m) and
-        sample the strips where each scene put the tracks. Off by default for
-        now: on held-out synthetic sites at 1 m it lowers the scene error
-        (with ``threshold=7``), but on the default sample it turns shadows
-        and edges of full neighbouring tracks into railcars on empty ones.
+        sample the strips where each scene put the tracks, so that every
+        scene is compared with the empty track at the right place. Needs two
+        or more scenes.
     car_length_m, car_length_range_m
         See :func:`counts_from_occupancy`.
 
@@ -758,7 +757,19 @@ def _classify(
                 if shadows:
                     k_sh = _shadow_factor(n[t], r)
                     if np.isfinite(k_sh).all():
-                        d_sh = np.sqrt(np.sum((n[t] - k_sh * r) ** 2, axis=-1))
+                        shade = k_sh * r
+                        if own_shadows:
+                            # where a neighbour's shadow reaches this track (its margin
+                            # towards the sun is dark), let the shadow's depth vary a
+                            # little: penumbra and blur change its depth, not its colour
+                            lo_s, hi_s = _NEIGHBOUR_SHADOW_SCALE
+                            reached = _sun_side_dark(n[t], r, margin, smooth, shadow_side[t])
+                            sc = np.sum(n[t] * shade, axis=-1) / np.maximum(
+                                np.sum(shade * shade, axis=-1), 1e-12
+                            )
+                            sc = np.where(reached[..., None], np.clip(sc, lo_s, hi_s), 1.0)
+                            shade = shade * sc[..., None]
+                        d_sh = np.sqrt(np.sum((n[t] - shade) ** 2, axis=-1))
                         d = np.fmin(d_lit, d_sh)
                         lit[t] = ~(d_sh < d_lit)
                 if haze_scene[t]:
@@ -800,31 +811,46 @@ def _classify(
     return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
 
 
+def _margin_ratios(nt, r, margin, smooth):
+    """Brightness of each strip margin relative to the empty track, smoothed along: (lo, hi)."""
+    n_c = nt.shape[-2]
+    mi = np.flatnonzero(margin)
+    mid = (n_c - 1) / 2.0
+    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
+    if not lo_i.size or not hi_i.size:
+        return None
+    ratio = _nanmean(nt / np.maximum(r, 1e-6), axis=-1)  # (K, A, C)
+    size = max(3 * smooth, 3)
+    out = []
+    for idx in (lo_i, hi_i):
+        m = _nanmean(ratio[..., idx], axis=-1)
+        m = np.where(np.isfinite(m), m, 1.0)
+        out.append(ndimage.median_filter(m, size=(1, size), mode="nearest"))
+    return out
+
+
+def _sun_side_dark(nt, r, margin, smooth, side):
+    """The margin towards the sun is in shadow: a neighbour's shadow reaches this track."""
+    ratios = _margin_ratios(nt, r, margin, smooth)
+    if ratios is None:
+        return np.zeros(nt.shape[:2], bool)
+    lo, hi = ratios
+    near = np.where(side > 0, lo, hi)  # shadows fall towards +across: the sun is on the - side
+    return np.where(side != 0, near < _DARK, (lo < _DARK) & (hi < _DARK))
+
+
 def _own_shadow(n, refs, groups, margin, shadow_side, smooth):
     """Where the track casts its own shadow: the margin away from the sun dark, the sunny one lit.
 
     A shadow on the far margin that does not cross the near one must come from
     something standing on the track itself.
     """
-    n_t, n_k, n_a, n_c, n_b = n.shape
-    mi = np.flatnonzero(margin)
-    mid = (n_c - 1) / 2.0
-    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
-    out = np.zeros((n_t, n_k, n_a), bool)
-    if not lo_i.size or not hi_i.size:
-        return out
-    size = max(3 * smooth, 3)
-    for t in range(n_t):
-        r = refs[groups[t]]
-        ratio = _nanmean(n[t] / np.maximum(r, 1e-6), axis=-1)  # (K, A, C)
-        lo = _nanmean(ratio[..., lo_i], axis=-1)
-        hi = _nanmean(ratio[..., hi_i], axis=-1)
-        lo = ndimage.median_filter(
-            np.where(np.isfinite(lo), lo, 1.0), size=(1, size), mode="nearest"
-        )
-        hi = ndimage.median_filter(
-            np.where(np.isfinite(hi), hi, 1.0), size=(1, size), mode="nearest"
-        )
+    out = np.zeros(n.shape[:3], bool)
+    for t in range(n.shape[0]):
+        ratios = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
+        if ratios is None:
+            return out
+        lo, hi = ratios
         s = shadow_side[t]
         far = np.where(s > 0, hi, lo)
         near = np.where(s > 0, lo, hi)
@@ -838,6 +864,8 @@ _DARK = 0.75
 _LIT = 0.7
 # positions need at least this deviation (noise units) for their own shadow to decide
 _OWN_SHADOW_MIN_DEV = 2.0
+# depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
+_NEIGHBOUR_SHADOW_SCALE = (0.9, 1.15)
 
 
 def _shadow_sides(strips, *, enabled: bool = True):
