@@ -46,7 +46,7 @@ def held_out_1m(tmp_path_factory):
         dates=list(history["time"].iloc[-14:]),
     )
     cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path).compute()
+    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
     return compare_with_truth(counts, site.truth_path)
 
 
@@ -85,8 +85,8 @@ def test_held_out_seed_at_1m(held_out_1m):
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
     # looks at each place), co-registered: MARE 9.1 %, bias -9.1 %, track MAE 0.89.
-    # Before co-registration: MARE 22 %, bias -0.2 %, track MAE 1.46 (and without the
-    # own-shadow cue MARE 22 %, bias -18 %). The targets (3 %, +-2 %, 0.5) are not met.
+    # Without co-registration (the default): MARE 21 %, bias -12.5 %, track MAE 1.28.
+    # The targets (3 %, +-2 %, 0.5) are not met.
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.10
     assert acc.scene_mare <= 0.12
@@ -123,7 +123,7 @@ def test_held_out_seed_at_05m(held_out_05m):
     print("\n" + acc.summary())
     # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 3.0 %,
     # bias -1.8 %, track MAE 0.42, coverage 82 % (the MARE, bias and track
-    # targets on this seed; before co-registration MARE 8.9 %, track MAE 0.52)
+    # targets on this seed; without co-registration MARE 7.1 %, track MAE 0.38)
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.035
     assert abs(acc.scene_bias) <= 0.02
@@ -153,7 +153,7 @@ def held_out_05m_second(tmp_path_factory):
         dates=list(history["time"].iloc[-20:]),
     )
     cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path).compute()
+    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
     return accuracy(compare_with_truth(counts, site.truth_path), min_cars=20)
 
 
@@ -161,8 +161,8 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     acc = held_out_05m_second
     print("\n" + acc.summary())
     # measured: MARE 14.7 %, bias +14.7 % (over-counts of 5-17 cars on scenes that hold
-    # 8-12 parked cars), track MAE 0.44, coverage 88 %; before co-registration MARE 9.2 %,
-    # track MAE 0.68
+    # 8-12 parked cars), track MAE 0.44, coverage 88 %; without co-registration MARE 7.6 %,
+    # track MAE 0.58
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.18
     assert acc.track_mae <= 0.55
