@@ -187,10 +187,9 @@ _SAMPLE_SNOW = ("2019-01-06", "2019-12-19", "2022-02-03")
 
 
 @pytest.fixture(scope="module")
-def sample_hard():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "data" / "sample"
+def sample_hard(default_sample):
+    # the sample is generated (and checked against its manifest) on a fresh checkout
+    root = default_sample.path
     cube = toolkit.load_cube(root / "scenes")
     times = [t for t in cube["time"].values if str(t)[:10] in _SAMPLE_CLOUDY + _SAMPLE_SNOW]
     occ = toolkit.area_occupancy(cube.sel(time=times), root / "areas.geojson").compute()
