@@ -46,7 +46,6 @@ Method (see ``Notes`` of :func:`area_occupancy`):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dask.array as da
 import geopandas as gpd
@@ -136,49 +135,11 @@ def read_areas(source, *, crs=None, id_column: str = "area_id") -> gpd.GeoDataFr
     >>> a.index.tolist(), float(a["area_m2"].iloc[0])
     (['07'], 4000.0)
     """
-    from toolkit.tracks import _id_text, _raw_ids
+    from toolkit.tracks import _read_features
 
-    name = _name(source)
-    if isinstance(source, gpd.GeoDataFrame):
-        gdf = source.copy()
-        if id_column not in gdf.columns and gdf.index.name == id_column:
-            gdf = gdf.reset_index()  # the output of read_areas itself
-    else:
-        path = Path(os.fspath(source))
-        if not path.exists():
-            raise InputError(
-                f"{name}: areas file not found; expected a vector file of Polygons with an "
-                f"'{id_column}' property"
-            )
-        try:
-            gdf = gpd.read_file(path)
-            raw = _raw_ids(path, id_column)
-            if raw is not None and len(raw) == len(gdf) and id_column in gdf.columns:
-                gdf[id_column] = raw
-        except Exception as exc:  # noqa: BLE001 - report any reader failure in one line
-            raise InputError(
-                f"{name}: cannot be read as a vector file ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                "expected GeoJSON, GeoPackage or another format geopandas reads"
-            ) from None
-    if len(gdf) == 0:
-        raise InputError(f"{name}: holds no areas; expected Polygon features with an '{id_column}'")
-    if id_column not in gdf.columns:
-        found = sorted(c for c in gdf.columns if c != "geometry")
-        raise InputError(
-            f"{name}: no '{id_column}' property; found {found}; add an '{id_column}' to every area"
-        )
-    if gdf.crs is None:
-        raise InputError(f"{name}: has no CRS; GeoJSON is lon/lat (EPSG:4326), set it with set_crs")
-    ids = gdf[id_column]
-    if ids.isna().any():
-        raise InputError(
-            f"{name}: {int(ids.isna().sum())} area(s) have no {id_column}; give every area one"
-        )
-    ids = ids.map(_id_text)
-    dup = ids[ids.duplicated()].unique().tolist()
-    if dup:
-        raise InputError(f"{name}: duplicate {id_column} {dup}; every area needs its own id")
+    gdf, ids, name = _read_features(
+        source, id_column=id_column, noun="area", features="Polygon", error=InputError
+    )
     geoms = []
     for aid, geom in zip(ids, gdf.geometry, strict=True):
         if geom is None or geom.is_empty:
@@ -200,12 +161,6 @@ def read_areas(source, *, crs=None, id_column: str = "area_id") -> gpd.GeoDataFr
         out["area_m2"] = out.geometry.area * out.crs.axis_info[0].unit_conversion_factor ** 2
     out.attrs["source"] = name
     return out
-
-
-def _name(source) -> str:
-    if isinstance(source, gpd.GeoDataFrame):
-        return source.attrs.get("source", "areas (GeoDataFrame)")
-    return os.fspath(source)
 
 
 def _place_areas(areas: gpd.GeoDataFrame, cube: xr.DataArray, name: str) -> gpd.GeoDataFrame:

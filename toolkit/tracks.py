@@ -64,46 +64,9 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
     >>> read_tracks(gdf).index.tolist()
     ['07']
     """
-    name = _name(source)
-    if isinstance(source, gpd.GeoDataFrame):
-        gdf = source.copy()
-        if id_column not in gdf.columns and gdf.index.name == id_column:
-            gdf = gdf.reset_index()  # the output of read_tracks itself
-    else:
-        path = Path(os.fspath(source))
-        if not path.exists():
-            raise TrackError(
-                f"{name}: tracks file not found; expected a vector file of LineStrings"
-            )
-        try:
-            # Read the id column as text so "07" is not turned into 7.
-            gdf = gpd.read_file(path)
-            raw = _raw_ids(path, id_column)
-            if raw is not None and len(raw) == len(gdf) and id_column in gdf.columns:
-                gdf[id_column] = raw
-        except Exception as exc:  # noqa: BLE001 - report any reader failure in one line
-            raise TrackError(
-                f"{name}: cannot be read as a vector file ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
-            ) from None
-    if len(gdf) == 0:
-        raise TrackError(
-            f"{name}: holds no tracks; expected LineString features with a {id_column}"
-        )
-    if id_column not in gdf.columns:
-        raise TrackError(
-            f"{name}: no '{id_column}' property; found {sorted(c for c in gdf.columns if c != 'geometry')}; "
-            f"add a '{id_column}' to every track"
-        )
-    if gdf.crs is None:
-        raise TrackError(f"{name}: has no CRS; GeoJSON is lon/lat (EPSG:4326), set it with set_crs")
-    ids = gdf[id_column]
-    if ids.isna().any():
-        raise TrackError(f"{name}: {int(ids.isna().sum())} track(s) have no {id_column}")
-    ids = ids.map(_id_text)
-    dup = ids[ids.duplicated()].unique().tolist()
-    if dup:
-        raise TrackError(f"{name}: duplicate {id_column} {dup}; every track needs its own id")
+    gdf, ids, name = _read_features(
+        source, id_column=id_column, noun="track", features="LineString", error=TrackError
+    )
     geoms = []
     for tid, geom in zip(ids, gdf.geometry, strict=True):
         geoms.append(_as_line(geom, tid, name))
@@ -116,6 +79,63 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
         out["length_m"] = out.geometry.length * out.crs.axis_info[0].unit_conversion_factor
     out.attrs["source"] = name
     return out
+
+
+def _read_features(source, *, id_column, noun, features, error):
+    """Read a vector file (or take a GeoDataFrame) whose features carry a text id.
+
+    Shared by tracks and storage areas: the checks every such input needs (the
+    file exists and reads, holds features, has the id property on every feature
+    without duplicates, and a CRS), each failing with one line naming the input.
+    Returns the frame, the ids as text ("07" stays "07") and the input's name.
+    """
+    name = _name(source, noun)
+    article = "an" if id_column[:1].lower() in "aeiou" else "a"
+    if isinstance(source, gpd.GeoDataFrame):
+        gdf = source.copy()
+        if id_column not in gdf.columns and gdf.index.name == id_column:
+            gdf = gdf.reset_index()  # the output of the reader itself
+    else:
+        path = Path(os.fspath(source))
+        if not path.exists():
+            raise error(
+                f"{name}: {noun}s file not found; expected a vector file of {features}s with "
+                f"{article} '{id_column}' property"
+            )
+        try:
+            # Read the id column as text so "07" is not turned into 7.
+            gdf = gpd.read_file(path)
+            raw = _raw_ids(path, id_column)
+            if raw is not None and len(raw) == len(gdf) and id_column in gdf.columns:
+                gdf[id_column] = raw
+        except Exception as exc:  # noqa: BLE001 - report any reader failure in one line
+            raise error(
+                f"{name}: cannot be read as a vector file ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                "expected GeoJSON, GeoPackage or another format geopandas reads"
+            ) from None
+    if len(gdf) == 0:
+        raise error(
+            f"{name}: holds no {noun}s; expected {features} features with {article} '{id_column}'"
+        )
+    if id_column not in gdf.columns:
+        found = sorted(c for c in gdf.columns if c != "geometry")
+        raise error(
+            f"{name}: no '{id_column}' property; found {found}; "
+            f"add {article} '{id_column}' to every {noun}"
+        )
+    if gdf.crs is None:
+        raise error(f"{name}: has no CRS; GeoJSON is lon/lat (EPSG:4326), set it with set_crs")
+    ids = gdf[id_column]
+    if ids.isna().any():
+        raise error(
+            f"{name}: {int(ids.isna().sum())} {noun}(s) have no {id_column}; give every {noun} one"
+        )
+    ids = ids.map(_id_text)
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise error(f"{name}: duplicate {id_column} {dup}; every {noun} needs its own id")
+    return gdf, ids, name
 
 
 def validate_tracks(tracks: gpd.GeoDataFrame, cube: xr.DataArray, *, name: str | None = None):
@@ -206,7 +226,7 @@ def track_strips(
     ...                      crs=32652)
     >>> s = track_strips(cube, t)
     >>> s.value.sizes["along"], float(s.value.mean())
-    (61, 1.0)
+    (31, 1.0)
     """
     _check_cube(cube)
     t = validate_tracks(read_tracks(tracks), cube)
@@ -454,7 +474,7 @@ def _raw_ids(path: Path, column: str):
     return pd.Series([None if v is None else _id_text(v) for v in vals], dtype=object)
 
 
-def _name(source) -> str:
+def _name(source, noun: str = "track") -> str:
     if isinstance(source, gpd.GeoDataFrame):
-        return source.attrs.get("source", "tracks (GeoDataFrame)")
+        return source.attrs.get("source", f"{noun}s (GeoDataFrame)")
     return os.fspath(source)
