@@ -24,10 +24,8 @@ from toolkit.validation import accuracy, compare_with_truth
 @pytest.fixture(scope="module")
 def sample_counts(default_sample):
     cube = toolkit.load_cube(default_sample.path / "scenes")
-    tracks = toolkit.validate_tracks(toolkit.read_tracks(default_sample.tracks_path), cube)
-    x0, y0, x1, y1 = tracks.total_bounds
-    shifts = toolkit.coregister(cube, bounds=(x0 - 40, y0 - 40, x1 + 40, y1 + 40))
-    strips = toolkit.track_strips(cube, tracks, shifts_m=shifts)
+    shifts = toolkit.coregister(cube, tracks=default_sample.tracks_path)
+    strips = toolkit.track_strips(cube, default_sample.tracks_path, shifts_m=shifts)
     occ = toolkit.estimate_occupancy(strips).compute()
     counts = toolkit.counts_from_occupancy(occ)
     counts = counts.assign_coords(scene=("time", cube["scene"].values))
@@ -37,14 +35,23 @@ def sample_counts(default_sample):
 @pytest.fixture(scope="module")
 def held_out_1m(tmp_path_factory):
     """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions."""
-    seed = 11
-    history = toolkit.five_year_history(seed=seed)
-    site = toolkit.simulate_site(
-        tmp_path_factory.mktemp("held_out") / "site",
-        resolution_m=1.0,
-        seed=seed,
-        dates=list(history["time"].iloc[-14:]),
+    return _coregistered_counts(
+        _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14)
     )
+
+
+def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
+    """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated."""
+    history = toolkit.five_year_history(seed=seed)
+    return toolkit.simulate_site(
+        tmp_path_factory.mktemp(f"held_out_{seed}") / "site",
+        resolution_m=resolution_m,
+        seed=seed,
+        dates=list(history["time"].iloc[-last:]),
+    )
+
+
+def _coregistered_counts(site):
     cube = toolkit.load_cube(site.path / "scenes")
     counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
     return compare_with_truth(counts, site.truth_path)
@@ -97,19 +104,10 @@ def test_held_out_seed_at_1m(held_out_1m):
 @pytest.fixture(scope="module")
 def held_out_05m(tmp_path_factory):
     """A held-out seed (never used while tuning) at 0.5 m: the last 20 acquisitions."""
-    seed = 13
-    history = toolkit.five_year_history(seed=seed)
-    site = toolkit.simulate_site(
-        tmp_path_factory.mktemp("held_out_05") / "site",
-        resolution_m=0.5,
-        seed=seed,
-        dates=list(history["time"].iloc[-20:]),
-    )
+    site = _held_out_site(tmp_path_factory, seed=13, resolution_m=0.5, last=20)
     cube = toolkit.load_cube(site.path / "scenes")
-    tracks = toolkit.validate_tracks(toolkit.read_tracks(site.tracks_path), cube)
-    x0, y0, x1, y1 = tracks.total_bounds
-    shifts = toolkit.coregister(cube, bounds=(x0 - 40, y0 - 40, x1 + 40, y1 + 40))
-    strips = toolkit.track_strips(cube, tracks, shifts_m=shifts).persist()
+    shifts = toolkit.coregister(cube, tracks=site.tracks_path)
+    strips = toolkit.track_strips(cube, site.tracks_path, shifts_m=shifts).persist()
     tables = {}
     for own in (True, False):
         occ = toolkit.estimate_occupancy(strips, own_shadows=own)
@@ -144,17 +142,8 @@ def test_own_shadows_find_the_cars_that_look_like_ballast(held_out_05m):
 @pytest.fixture(scope="module")
 def held_out_05m_second(tmp_path_factory):
     """A second held-out seed at 0.5 m (never looked at while tuning): last 20 acquisitions."""
-    seed = 31
-    history = toolkit.five_year_history(seed=seed)
-    site = toolkit.simulate_site(
-        tmp_path_factory.mktemp("held_out_31") / "site",
-        resolution_m=0.5,
-        seed=seed,
-        dates=list(history["time"].iloc[-20:]),
-    )
-    cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
-    return accuracy(compare_with_truth(counts, site.truth_path), min_cars=20)
+    site = _held_out_site(tmp_path_factory, seed=31, resolution_m=0.5, last=20)
+    return accuracy(_coregistered_counts(site), min_cars=20)
 
 
 def test_second_held_out_seed_at_05m(held_out_05m_second):

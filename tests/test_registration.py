@@ -33,15 +33,9 @@ def _true_shifts(site, cube):
     return per_scene.to_numpy()[idx]
 
 
-def _bounds(site, cube, pad=40.0):
-    tracks = toolkit.validate_tracks(toolkit.read_tracks(site.tracks_path), cube)
-    x0, y0, x1, y1 = tracks.total_bounds
-    return (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-
-
 def test_shifts_match_the_simulated_georeferencing_error(site):
     cube = toolkit.load_cube(site.path / "scenes")
-    shifts = toolkit.coregister(cube, bounds=_bounds(site, cube)).compute()
+    shifts = toolkit.coregister(cube, tracks=site.tracks_path).compute()
     est = np.stack([shifts["shift_x_m"].values, shifts["shift_y_m"].values], axis=1)
     true = _true_shifts(site, cube)
     assert np.abs(true).max() > 0.5  # the scenes really are misregistered
@@ -56,9 +50,9 @@ def test_shifts_match_the_simulated_georeferencing_error(site):
 
 def test_registered_strips_line_up_and_lazy_equals_eager(site):
     cube = toolkit.load_cube(site.path / "scenes")
-    lazy = toolkit.coregister(cube, bounds=_bounds(site, cube))
+    lazy = toolkit.coregister(cube, tracks=site.tracks_path)
     assert isinstance(lazy["shift_x_m"].data, da.Array)  # nothing read yet
-    eager = toolkit.coregister(cube.compute(), bounds=_bounds(site, cube))
+    eager = toolkit.coregister(cube.compute(), tracks=site.tracks_path)
     # the same numbers to a micrometre (float32 sums in a different order)
     np.testing.assert_allclose(lazy["shift_x_m"].values, eager["shift_x_m"].values, atol=1e-6)
 

@@ -361,17 +361,14 @@ def count_railcars(
     >>> counts = toolkit.count_railcars(cube, "data/sample/tracks.geojson")  # doctest: +SKIP
     >>> counts.railcars.sum("track").sel(time="2023-10-05")  # doctest: +SKIP
     """
-    from toolkit.tracks import read_tracks, track_strips, validate_tracks
+    from toolkit.tracks import read_tracks, track_strips
 
     shifts = None
     if coregister and cube.sizes.get("time", 0) >= 2:
         from toolkit.registration import coregister as _coregister
 
-        t = validate_tracks(read_tracks(tracks), cube)
-        x0, y0, x1, y1 = t.total_bounds
-        pad = 40.0
-        shifts = _coregister(cube, bounds=(x0 - pad, y0 - pad, x1 + pad, y1 + pad))
-        tracks = t
+        tracks = read_tracks(tracks)  # read once, for both steps
+        shifts = _coregister(cube, tracks=tracks)
     strips = track_strips(cube, tracks, half_width_m=half_width_m, shifts_m=shifts)
     occ = estimate_occupancy(
         strips,
@@ -753,6 +750,9 @@ def _classify(
             dev = np.full((n_t, n_k, n_a), np.nan, "float32")
             dev_raw = np.full((n_t, n_k, n_a), np.nan, "float32")
             sigma = np.ones(n_t)
+            # margin brightness against the empty track, per scene, for the shadow cues
+            # (kept from the last pass: the own-shadow test below reads the same values)
+            margin_ratios = {}
             for t in range(n_t):
                 r = refs[groups[t]]
                 d_lit = np.sqrt(np.sum((n[t] - r) ** 2, axis=-1))
@@ -767,7 +767,8 @@ def _classify(
                             # towards the sun is dark), let the shadow's depth vary a
                             # little: penumbra and blur change its depth, not its colour
                             lo_s, hi_s = _NEIGHBOUR_SHADOW_SCALE
-                            reached = _sun_side_dark(n[t], r, margin, smooth, shadow_side[t])
+                            margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
+                            reached = _sun_side_dark(margin_ratios[t], shadow_side[t], n[t])
                             sc = np.sum(n[t] * shade, axis=-1) / np.maximum(
                                 np.sum(shade * shade, axis=-1), 1e-12
                             )
@@ -808,7 +809,10 @@ def _classify(
     if own_shadows and (shadow_side != 0).any():
         # grey cars, tarps and open wagons can look like ballast from above, but anything
         # standing on the track casts a shadow beside it
-        own = _own_shadow(n, refs, groups, margin, shadow_side, smooth)
+        for t in range(n_t):
+            if t not in margin_ratios:
+                margin_ratios[t] = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
+        own = _own_shadow(margin_ratios, shadow_side)
         occupied |= own & (dev > _OWN_SHADOW_MIN_DEV)
     occ = np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
     biggest = np.bincount(groups).argmax()
@@ -833,9 +837,8 @@ def _margin_ratios(nt, r, margin, smooth):
     return out
 
 
-def _sun_side_dark(nt, r, margin, smooth, side):
+def _sun_side_dark(ratios, side, nt):
     """The margin towards the sun is in shadow: a neighbour's shadow reaches this track."""
-    ratios = _margin_ratios(nt, r, margin, smooth)
     if ratios is None:
         return np.zeros(nt.shape[:2], bool)
     lo, hi = ratios
@@ -843,17 +846,17 @@ def _sun_side_dark(nt, r, margin, smooth, side):
     return np.where(side != 0, near < _DARK, (lo < _DARK) & (hi < _DARK))
 
 
-def _own_shadow(n, refs, groups, margin, shadow_side, smooth):
+def _own_shadow(margin_ratios, shadow_side):
     """Where the track casts its own shadow: the margin away from the sun dark, the sunny one lit.
 
     A shadow on the far margin that does not cross the near one must come from
-    something standing on the track itself.
+    something standing on the track itself. ``margin_ratios`` maps each scene
+    to its :func:`_margin_ratios`.
     """
-    out = np.zeros(n.shape[:3], bool)
-    for t in range(n.shape[0]):
-        ratios = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
+    out = np.zeros(shadow_side.shape, bool)
+    for t, ratios in margin_ratios.items():
         if ratios is None:
-            return out
+            continue
         lo, hi = ratios
         s = shadow_side[t]
         far = np.where(s > 0, hi, lo)

@@ -26,6 +26,8 @@ def coregister(
     cube: xr.DataArray,
     *,
     bounds: tuple[float, float, float, float] | None = None,
+    tracks=None,
+    margin_m: float = 40.0,
     max_shift_m: float | None = None,
     highpass_m: float = 4.0,
     min_peak_ratio: float = 1.05,
@@ -41,6 +43,11 @@ def coregister(
     bounds : (minx, miny, maxx, maxy), optional
         Window to compare, in the cube's CRS (for example the tracks' extent
         plus a margin); default the whole cube.
+    tracks : path or GeoDataFrame, optional
+        Instead of ``bounds``: compare the tracks' extent plus ``margin_m``
+        (see :func:`toolkit.read_tracks`).
+    margin_m : float, default 40.0
+        Margin around the tracks, metres.
     max_shift_m : float, optional
         Largest shift looked for; default 5 pixels.
     highpass_m : float, default 4.0
@@ -76,6 +83,13 @@ def coregister(
         raise InputError("coregister: expected a cube with dims (time, band, y, x)")
     if cube.sizes["y"] < 8 or cube.sizes["x"] < 8:
         raise InputError("coregister: the cube is smaller than 8 x 8 pixels")
+    if tracks is not None:
+        if bounds is not None:
+            raise InputError("coregister: pass bounds or tracks, not both")
+        from toolkit.tracks import read_tracks, validate_tracks
+
+        x0, y0, x1, y1 = validate_tracks(read_tracks(tracks), cube).total_bounds
+        bounds = (x0 - margin_m, y0 - margin_m, x1 + margin_m, y1 + margin_m)
     xs = cube["x"].values.astype("float64")
     ys = cube["y"].values.astype("float64")
     dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
