@@ -466,18 +466,22 @@ _LIBRARY_BUGS: dict[str, str] = {}
     ],
 )
 def test_cli_bad_input(case_id, tmp_path, capsys, monkeypatch):
-    case = CLI_CASES[case_id]
+    _check_cli_bad_input(CLI_CASES[case_id], "count", "--tracks", tmp_path, capsys, monkeypatch)
+
+
+def _check_cli_bad_input(case, command, option, tmp_path, capsys, monkeypatch):
+    """One line naming the input, exit status 2, no output written, inputs untouched."""
     work = tmp_path / "in"
     work.mkdir()
-    scene_args, tracks = case.build(work)
+    scene_args, vectors = case.build(work)
     before = digest_tree(work)
     outdir = tmp_path / "out"
     outdir.mkdir()
-    out = outdir / "counts.csv"
+    out = outdir / f"{command}.csv"
     out.write_text("previous run\n")
     guard = _NoNetwork(monkeypatch)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    status = cli_main(["count", *map(str, scene_args), "--tracks", str(tracks), "--out", str(out)])
+    status = cli_main([command, *map(str, scene_args), option, str(vectors), "--out", str(out)])
     err = capsys.readouterr().err
     assert status == 2, err
     lines = err.strip().splitlines()
@@ -486,36 +490,14 @@ def test_cli_bad_input(case_id, tmp_path, capsys, monkeypatch):
     assert case.needle in lines[0], lines[0]
     assert case.kind.lower() in lines[0].lower(), lines[0]
     assert out.read_text() == "previous run\n"
-    assert sorted(p.name for p in outdir.iterdir()) == ["counts.csv"]  # no temp debris
+    assert sorted(p.name for p in outdir.iterdir()) == [out.name]  # no temp debris
     assert digest_tree(work) == before  # inputs untouched
     assert guard.attempts == []
 
 
 @pytest.mark.parametrize("case_id", list(AREA_CLI_CASES))
 def test_cli_areas_bad_input(case_id, tmp_path, capsys, monkeypatch):
-    case = AREA_CLI_CASES[case_id]
-    work = tmp_path / "in"
-    work.mkdir()
-    scene_args, areas = case.build(work)
-    before = digest_tree(work)
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    out = outdir / "areas.csv"
-    out.write_text("previous run\n")
-    guard = _NoNetwork(monkeypatch)
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    status = cli_main(["areas", *map(str, scene_args), "--areas", str(areas), "--out", str(out)])
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert case.needle in lines[0], lines[0]
-    assert case.kind.lower() in lines[0].lower(), lines[0]
-    assert out.read_text() == "previous run\n"
-    assert sorted(p.name for p in outdir.iterdir()) == ["areas.csv"]  # no temp debris
-    assert digest_tree(work) == before  # inputs untouched
-    assert guard.attempts == []
+    _check_cli_bad_input(AREA_CLI_CASES[case_id], "areas", "--areas", tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize(

@@ -170,17 +170,7 @@ def _count(args) -> int:
     from toolkit.occupancy import count_railcars, counts_to_dataframe, write_counts_csv
 
     cube = load_cube(list(args.scenes))
-    counts = count_railcars(cube, args.tracks)
-    from toolkit.distributed import use_scheduler
-
-    with use_scheduler(args.scheduler):
-        if args.progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                counts = counts.compute()
-        else:
-            counts = counts.compute()
+    counts = _compute(count_railcars(cube, args.tracks), args)
     if args.out:
         write_counts_csv(counts, args.out)
         n = counts.sizes["time"]
@@ -190,13 +180,8 @@ def _count(args) -> int:
     return 0
 
 
-def _areas(args) -> int:
-    from toolkit.areas import area_occupancy, areas_to_dataframe, read_areas, write_areas_csv
-    from toolkit.cube import load_cube
-
-    areas = read_areas(args.areas)  # a bad areas file is reported before any scene is read
-    cube = load_cube(list(args.scenes))
-    occ = area_occupancy(cube, areas)
+def _compute(result, args):
+    """Compute a lazy result on the chosen scheduler, with a progress bar if asked."""
     from toolkit.distributed import use_scheduler
 
     with use_scheduler(args.scheduler):
@@ -204,9 +189,17 @@ def _areas(args) -> int:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar():
-                occ = occ.compute()
-        else:
-            occ = occ.compute()
+                return result.compute()
+        return result.compute()
+
+
+def _areas(args) -> int:
+    from toolkit.areas import area_occupancy, areas_to_dataframe, read_areas, write_areas_csv
+    from toolkit.cube import load_cube
+
+    areas = read_areas(args.areas)  # a bad areas file is reported before any scene is read
+    cube = load_cube(list(args.scenes))
+    occ = _compute(area_occupancy(cube, areas), args)
     if args.out:
         write_areas_csv(occ, args.out)
         n = occ.sizes["time"]
