@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -340,6 +341,133 @@ def test_estimated_vs_true_reports_error_per_resolution():
     assert _has_synthetic_label(fig)
     with pytest.raises(InputError, match="estimated"):
         plotting.plot_estimated_vs_true(table.drop(columns="estimated"))
+
+
+# --------------------------------------------------------------------------- storage areas
+
+STORAGE_DATES = np.array(
+    ["2019-03-01", "2020-06-01", "2021-06-01", "2022-11-18", "2023-09-20", "2023-10-05"],
+    dtype="datetime64[ns]",
+)
+
+
+def _storage_inputs(*, synthetic: bool):
+    """Counts on two tracks and covered area on two storage areas, six dates; area 'b' was
+    not visible on the fourth date, so the yard's covered area is unknown there."""
+    cars = np.array([[6, 4], [0, 0], [1, 0], [3, 2], [20, 10], [40, 33]], float)
+    counts = xr.Dataset(
+        {
+            "railcars": (("time", "track"), cars),
+            "railcars_low": (("time", "track"), cars - 1),
+            "railcars_high": (("time", "track"), cars + 2),
+        },
+        coords={"time": STORAGE_DATES, "track": ["01", "02"]},
+    )
+    covered = np.array(
+        [[100, 50], [20, 10], [30, 0], [400, np.nan], [900, 300], [1500, 700]], float
+    )
+    storage = xr.Dataset(
+        {
+            "covered_m2": (("time", "area"), covered),
+            "covered_m2_low": (("time", "area"), 0.8 * covered),
+            "covered_m2_high": (("time", "area"), 1.25 * covered),
+        },
+        coords={"time": STORAGE_DATES, "area": ["a", "b"]},
+        attrs={"synthetic": "true"} if synthetic else {},
+    )
+    truth = pd.DataFrame(
+        {
+            "time": np.repeat(STORAGE_DATES, 2),
+            "area_id": ["a", "b"] * len(STORAGE_DATES),
+            "covered_m2": np.nan_to_num(covered).ravel() + 10.0,
+        }
+    )
+    return counts, storage, truth
+
+
+def _line(ax, label: str):
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    return line
+
+
+def test_storage_and_railcars_draws_both_series_and_the_event():
+    counts, storage, truth = _storage_inputs(synthetic=True)
+    fig = plotting.plot_storage_and_railcars(
+        counts, storage, area_truth=truth, event_date="2023-10-05"
+    )
+    top, bottom = fig.axes
+    # railcars: the yard total (both tracks) on every date, with its low-high interval
+    cars = _line(top, "railcars")
+    assert len(cars.get_xdata()) == len(STORAGE_DATES)
+    np.testing.assert_array_equal(cars.get_ydata(), [10, 0, 1, 5, 30, 73])
+    (interval,) = top.collections
+    segs = interval.get_segments()
+    assert len(segs) == len(STORAGE_DATES)
+    assert [(s[0][1], s[1][1]) for s in segs][-1] == (71, 77)  # 73 - 2 .. 73 + 4
+    # covered area: the sum of both areas, unknown where one of them was not seen
+    area = _line(bottom, "covered area")
+    np.testing.assert_array_equal(area.get_ydata(), [150, 30, 30, np.nan, 1200, 2200])
+    (area_interval,) = bottom.collections
+    assert len(area_interval.get_segments()) == len(STORAGE_DATES)
+    assert area_interval.get_segments()[-1][:, 1].tolist() == pytest.approx([1760, 2750])
+    true_area = _line(bottom, "true (simulator)")
+    np.testing.assert_array_equal(true_area.get_ydata(), [170, 50, 50, 420, 1220, 2220])
+    # the event is marked in both panels at its value
+    for ax, value in ((top, 73), (bottom, 2200)):
+        event = _line(ax, "event 2023-10-05")
+        assert event.get_ydata().tolist() == [value]
+        assert event.get_xdata()[0] == np.datetime64("2023-10-05")
+        assert mcolors.to_hex(event.get_color()) == plotting.PALETTE["vermillion"].lower()
+    # one time axis, with units on every axis
+    assert top.get_shared_x_axes().joined(top, bottom)
+    _check_units(top, x="", y="(count)")
+    _check_units(bottom, x="(UTC)", y="(m$^2$)")
+    assert _line_colours(top) <= PALETTE_RGB and _line_colours(bottom) <= PALETTE_RGB
+    # SYNTHETIC, read from the storage Dataset when the counts do not say
+    assert _has_synthetic_label(fig)
+
+
+def test_storage_and_railcars_marks_closure_and_summit_as_the_five_year_figure():
+    counts, storage, _ = _storage_inputs(synthetic=False)
+    closure, summit = ("2020-03-01", "2021-01-01"), "2023-01-01"
+    fig = plotting.plot_storage_and_railcars(counts, storage, closure=closure, summit=summit)
+    five = plotting.plot_five_year_counts(counts, closure=closure, summit=summit).axes[0]
+    for ax in (*fig.axes, five):
+        (span,) = [p for p in ax.patches if p.get_label() == "border rail traffic suspended"]
+        x0, x1 = span.get_x(), span.get_x() + span.get_width()
+        assert (mdates.num2date(x0).date(), mdates.num2date(x1).date()) == (
+            pd.Timestamp(closure[0]).date(),
+            pd.Timestamp(closure[1]).date(),
+        )
+        assert _line(ax, "Kim-Putin summit").get_xdata()[0] == np.datetime64(summit)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend[0] == "border rail traffic suspended" and "Kim-Putin summit" in legend
+    # no SYNTHETIC label when neither input is synthetic; the chosen areas only
+    assert not _has_synthetic_label(fig)
+    only_a = plotting.plot_storage_and_railcars(counts, storage, areas=["a"], synthetic=True)
+    np.testing.assert_array_equal(
+        _line(only_a.axes[1], "covered area").get_ydata(), [100, 20, 30, 400, 900, 1500]
+    )
+    assert _has_synthetic_label(only_a)
+
+
+def test_storage_and_railcars_saves_png_and_pdf(tmp_path):
+    counts, storage, _ = _storage_inputs(synthetic=True)
+    fig = plotting.plot_storage_and_railcars(counts, storage)
+    png, pdf = plotting.save_figure(fig, "storage_and_railcars", directory=tmp_path)
+    assert (png.name, pdf.name) == ("storage_and_railcars.png", "storage_and_railcars.pdf")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    with Image.open(png) as im:
+        assert im.info["dpi"] == pytest.approx((300, 300), abs=0.5)
+        assert im.size[0] == round(plotting.DOUBLE_WIDTH_IN * 300)
+
+
+def test_storage_and_railcars_rejects_other_datasets():
+    counts, storage, _ = _storage_inputs(synthetic=True)
+    with pytest.raises(InputError, match="covered_m2"):
+        plotting.plot_storage_and_railcars(counts, storage.drop_vars("covered_m2"))
+    with pytest.raises(InputError, match="railcars"):
+        plotting.plot_storage_and_railcars(storage, storage)
 
 
 # --------------------------------------------------------------------------- browser

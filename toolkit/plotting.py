@@ -8,6 +8,7 @@ synthetic scenes says so in its corner.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -791,6 +792,26 @@ def _plot_published_counts(ax, rows, *, ms: float, label: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def _closure_and_summit(ax, *, closure, summit):
+    """Shade the border closure beneath what the block draws; mark the summit above it.
+
+    Both five-year figures use it, so the two periods look and read the same in
+    each: the closure span is drawn on entry (first in the legend), the summit
+    line on exit (after whatever the block added, such as the baseline band).
+    """
+    ax.axvspan(
+        _as_time(closure[0]),
+        _as_time(closure[1]),
+        color=PALETTE["grey"],
+        alpha=0.18,
+        lw=0,
+        label="border rail traffic suspended",
+    )
+    yield
+    ax.axvline(_as_time(summit), color=PALETTE["black"], lw=0.7, ls=":", label="Kim-Putin summit")
+
+
 def _published_rows(published, site: str = "Tumangang"):
     import pandas as pd
 
@@ -865,54 +886,46 @@ def plot_five_year_counts(
     t = total["time"].values
     est = total["railcars"].values
     lo, hi = total["railcars_low"].values, total["railcars_high"].values
-    ax.axvspan(
-        _as_time(closure[0]),
-        _as_time(closure[1]),
-        color=PALETTE["grey"],
-        alpha=0.18,
-        lw=0,
-        label="border rail traffic suspended",
-    )
-    if comparison is not None:
-        b0, b1 = _as_time(comparison.baseline_start), _as_time(comparison.baseline_end)
-        ax.fill_between(
-            [b0, b1],
-            comparison.baseline_median,
-            comparison.baseline_p95,
-            color=PALETTE["green"],
-            alpha=0.25,
-            lw=0,
-            label=(
-                f"baseline median-95th pct ({comparison.baseline_median:.0f}-"
-                f"{comparison.baseline_p95:.0f})"
-            ),
-        )
-        ax.hlines(
-            comparison.baseline_max,
-            b0,
-            b1,
-            color=PALETTE["green"],
-            lw=1.0,
-            label=f"baseline maximum ({comparison.baseline_max:.0f})",
-        )
-    if changepoints is not None and changepoints.times:
-        for i, tc in enumerate(changepoints.times):
-            if changepoints.time_low and changepoints.time_high:
-                ax.axvspan(
-                    _as_time(changepoints.time_low[i]),
-                    _as_time(changepoints.time_high[i]),
-                    color=PALETTE["purple"],
-                    alpha=0.25,
-                    lw=0,
-                )
-            ax.axvline(
-                _as_time(tc),
-                color=PALETTE["purple"],
-                lw=0.7,
-                ls="--",
-                label="change points (date interval shaded)" if i == 0 else None,
+    with _closure_and_summit(ax, closure=closure, summit=summit):
+        if comparison is not None:
+            b0, b1 = _as_time(comparison.baseline_start), _as_time(comparison.baseline_end)
+            ax.fill_between(
+                [b0, b1],
+                comparison.baseline_median,
+                comparison.baseline_p95,
+                color=PALETTE["green"],
+                alpha=0.25,
+                lw=0,
+                label=(
+                    f"baseline median-95th pct ({comparison.baseline_median:.0f}-"
+                    f"{comparison.baseline_p95:.0f})"
+                ),
             )
-    ax.axvline(_as_time(summit), color=PALETTE["black"], lw=0.7, ls=":", label="Kim-Putin summit")
+            ax.hlines(
+                comparison.baseline_max,
+                b0,
+                b1,
+                color=PALETTE["green"],
+                lw=1.0,
+                label=f"baseline maximum ({comparison.baseline_max:.0f})",
+            )
+        if changepoints is not None and changepoints.times:
+            for i, tc in enumerate(changepoints.times):
+                if changepoints.time_low and changepoints.time_high:
+                    ax.axvspan(
+                        _as_time(changepoints.time_low[i]),
+                        _as_time(changepoints.time_high[i]),
+                        color=PALETTE["purple"],
+                        alpha=0.25,
+                        lw=0,
+                    )
+                ax.axvline(
+                    _as_time(tc),
+                    color=PALETTE["purple"],
+                    lw=0.7,
+                    ls="--",
+                    label="change points (date interval shaded)" if i == 0 else None,
+                )
     ax.vlines(t, lo, hi, color=PALETTE["sky"], lw=0.8, label="estimate, low-high interval")
     ax.plot(t, est, "o", ms=2.0, color=PALETTE["blue"], label="estimated railcars")
     tr = _true_series(truth)
@@ -1511,17 +1524,8 @@ def plot_storage_and_railcars(
     fig = _figure(DOUBLE_WIDTH_IN, 4.4)
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     for ax in (ax1, ax2):
-        ax.axvspan(
-            _as_time(closure[0]),
-            _as_time(closure[1]),
-            color=PALETTE["grey"],
-            alpha=0.18,
-            lw=0,
-            label="border rail traffic suspended",
-        )
-        ax.axvline(
-            _as_time(summit), color=PALETTE["black"], lw=0.7, ls=":", label="Kim-Putin summit"
-        )
+        with _closure_and_summit(ax, closure=closure, summit=summit):
+            pass  # nothing goes between the two marks in this figure
     t = total["time"].values
     if "railcars_low" in total:
         ax1.vlines(
