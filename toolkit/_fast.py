@@ -47,22 +47,267 @@ def _nanmedian_cols(a):  # pragma: no cover - compiled
 def nanmedian_axis0(a: np.ndarray) -> np.ndarray:
     """``np.nanmedian(a, axis=0)`` (all-NaN columns give NaN, silently), compiled."""
     a = np.asarray(a)
+    if a.shape[0] > 256:  # long columns: linear-time selection, a column per task
+        # a strided 3-D view (e.g. a moved axis) is read in place, not copied
+        a3 = a if a.ndim == 3 else a.reshape(a.shape[0], -1)[:, :, None]
+        return _nanmedian_long(a3).reshape(a.shape[1:])
     flat = a.reshape(a.shape[0], -1)
-    if flat.shape[0] > 256:  # long columns: numpy's linear-time selection, column by column
-        out = np.empty(flat.shape[1], np.float64)
-        for j in range(flat.shape[1]):
-            col = flat[:, j]
-            col = col[~np.isnan(col)]
-            k = col.size
-            if k == 0:
-                out[j] = np.nan
-                continue
-            part = np.partition(col, [(k - 1) // 2, k // 2])
-            out[j] = 0.5 * (float(part[(k - 1) // 2]) + float(part[k // 2]))
-        return out.reshape(a.shape[1:])
     return _nanmedian_cols(np.ascontiguousarray(flat)).reshape(a.shape[1:])
+
+
+@njit(cache=True, parallel=True)
+def _nanmedian_long(a):  # pragma: no cover - compiled
+    n, m1, m2 = a.shape
+    out = np.empty(m1 * m2, np.float64)
+    for j in prange(m1 * m2):
+        j1 = j // m2
+        j2 = j % m2
+        buf = np.empty(n, np.float64)
+        k = 0
+        for i in range(n):
+            x = a[i, j1, j2]
+            if not np.isnan(x):
+                buf[k] = x
+                k += 1
+        out[j] = np.median(buf[:k]) if k > 0 else np.nan
+    return out
 
 
 def nanmedian_rows(a: np.ndarray) -> np.ndarray:
     """``np.nanmedian(a, axis=1)`` for a 2-D array, compiled."""
     return nanmedian_axis0(np.asarray(a).T.copy())
+
+
+@njit(cache=True)
+def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
+    """Bilinear samples of every band of ``img`` (band, y, x) at (rows, cols), and validity.
+
+    Serial: it runs once per scene inside the scheduler's parallel tasks.
+
+    The same numbers as ``scipy.ndimage.map_coordinates(..., order=1,
+    mode="constant")`` per band: points outside ``[0, n - 1]`` give NaN. The
+    last output column is 1.0 where every pixel with a share in the sample is
+    good (``bad`` false), else 0.0; outside the image it is 0.0. Non-finite
+    coordinates count as outside.
+    """
+    n_b, h, w = img.shape
+    n = rows.size
+    out = np.empty((n, n_b + 1), np.float32)
+    for i in range(n):
+        r = rows[i]
+        c = cols[i]
+        if not (r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1):
+            for b in range(n_b):
+                out[i, b] = np.nan
+            out[i, n_b] = 0.0
+            continue
+        r0 = min(int(np.floor(r)), h - 1)
+        c0 = min(int(np.floor(c)), w - 1)
+        fr = r - r0
+        fc = c - c0
+        r1 = min(r0 + 1, h - 1)
+        c1 = min(c0 + 1, w - 1)
+        w00 = (1.0 - fr) * (1.0 - fc)
+        w01 = (1.0 - fr) * fc
+        w10 = fr * (1.0 - fc)
+        w11 = fr * fc
+        for b in range(n_b):
+            out[i, b] = (
+                w00 * np.float64(img[b, r0, c0])
+                + w01 * np.float64(img[b, r0, c1])
+                + w10 * np.float64(img[b, r1, c0])
+                + w11 * np.float64(img[b, r1, c1])
+            )
+        share = 0.0
+        if bad[r0, c0]:
+            share += w00
+        if bad[r0, c1]:
+            share += w01
+        if bad[r1, c0]:
+            share += w10
+        if bad[r1, c1]:
+            share += w11
+        out[i, n_b] = 1.0 if share < 1e-6 else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- occupancy kernels
+# One scene's (track, along, across, band) samples against the empty-track reference at
+# the same places. Each kernel gives the numbers of the NumPy expression in its docstring
+# (summed in float64), in one pass and on every core.
+
+
+@njit(cache=True, parallel=True)
+def shadow_candidates(nt, r):  # pragma: no cover - compiled
+    """Samples that look like ballast in a shadow: (K, A, C) bool.
+
+    ``ratio = nt / r``; mean over bands in (0.15, 0.75) and relative spread
+    (population standard deviation over the mean) below 0.25, non-finite
+    ratios skipped.
+    """
+    n_k, n_a, n_c, n_b = nt.shape
+    out = np.zeros((n_k, n_a, n_c), np.bool_)
+    for ka in prange(n_k * n_a):
+        k = ka // n_a
+        a = ka % n_a
+        for c in range(n_c):
+            s = 0.0
+            m = 0
+            for b in range(n_b):
+                x = np.float64(nt[k, a, c, b]) / np.float64(r[k, a, c, b])
+                if np.isfinite(x):
+                    s += x
+                    m += 1
+            if m == 0:
+                continue
+            rho = s / m
+            q = 0.0
+            for b in range(n_b):
+                x = np.float64(nt[k, a, c, b]) / np.float64(r[k, a, c, b])
+                if np.isfinite(x):
+                    q += (x - rho) ** 2
+            spread = np.sqrt(q / m) / max(rho, 1e-6)
+            out[k, a, c] = rho > 0.15 and rho < 0.75 and spread < 0.25
+    return out
+
+
+@njit(cache=True, parallel=True)
+def scene_distances(
+    nt, r, k_sh, use_shadow, reached, scale_lo, scale_hi, haze
+):  # pragma: no cover - compiled
+    """Colour distance of each sample to the empty track, lit or explained: (d, lit).
+
+    ``d_lit = |nt - r|``. With ``use_shadow``: ``shade = k_sh * r``, scaled by
+    the least-squares factor ``sum(nt * shade) / sum(shade**2)`` clipped to
+    ``[scale_lo, scale_hi]`` where ``reached[k, a]`` (else 1), ``d_sh = |nt -
+    shade|``, ``d = fmin(d_lit, d_sh)`` and ``lit = not d_sh < d_lit``. With
+    ``haze``: also the distance to ballast blended towards a neutral of three
+    times its mean (share 0-0.6) and to ballast dimmed uniformly (0-0.65).
+    NaN samples give NaN distances and count as lit.
+    """
+    n_k, n_a, n_c, n_b = nt.shape
+    d = np.empty((n_k, n_a, n_c), np.float64)
+    lit = np.ones((n_k, n_a, n_c), np.bool_)
+    for ka in prange(n_k * n_a):
+        k = ka // n_a
+        a = ka % n_a
+        sh = np.empty(n_b, np.float64)
+        seg = np.empty(n_b, np.float64)
+        for c in range(n_c):
+            s = 0.0
+            for b in range(n_b):
+                s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) ** 2
+            d_lit = np.sqrt(s)
+            best = d_lit
+            if use_shadow:
+                num = 0.0
+                den = 0.0
+                for b in range(n_b):
+                    sh[b] = k_sh[b] * r[k, a, c, b]
+                    num += np.float64(nt[k, a, c, b]) * sh[b]
+                    den += sh[b] * sh[b]
+                sc = 1.0
+                if reached[k, a]:
+                    sc = num / max(den, 1e-12)
+                    if sc < scale_lo:
+                        sc = scale_lo
+                    elif sc > scale_hi:
+                        sc = scale_hi
+                s = 0.0
+                for b in range(n_b):
+                    s += (np.float64(nt[k, a, c, b]) - sc * sh[b]) ** 2
+                d_sh = np.sqrt(s)
+                if d_sh < d_lit:
+                    lit[k, a, c] = False
+                best = _fmin(d_lit, d_sh)
+            if haze:
+                mean_r = 0.0
+                m = 0
+                for b in range(n_b):
+                    if np.isfinite(r[k, a, c, b]):
+                        mean_r += r[k, a, c, b]
+                        m += 1
+                mean_r = mean_r / m if m > 0 else np.nan
+                num = 0.0
+                den = 0.0
+                for b in range(n_b):
+                    seg[b] = 3.0 * mean_r - r[k, a, c, b]
+                    num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * seg[b]
+                    den += seg[b] * seg[b]
+                tau = _clip(num / max(den, 1e-12), 0.0, 0.6)
+                s = 0.0
+                for b in range(n_b):
+                    s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - tau * seg[b]) ** 2
+                best = _fmin(best, np.sqrt(s))
+                num = 0.0
+                den = 0.0
+                for b in range(n_b):
+                    num += (r[k, a, c, b] - np.float64(nt[k, a, c, b])) * r[k, a, c, b]
+                    den += r[k, a, c, b] * r[k, a, c, b]
+                tau = _clip(num / max(den, 1e-12), 0.0, 0.65)
+                s = 0.0
+                for b in range(n_b):
+                    s += (np.float64(nt[k, a, c, b]) - (1.0 - tau) * r[k, a, c, b]) ** 2
+                best = _fmin(best, np.sqrt(s))
+            d[k, a, c] = best
+    return d, lit
+
+
+@njit(cache=True)
+def _fmin(x, y):  # pragma: no cover - compiled
+    if np.isnan(x):
+        return y
+    if np.isnan(y):
+        return x
+    return min(x, y)
+
+
+@njit(cache=True)
+def _clip(x, lo, hi):  # pragma: no cover - compiled
+    if np.isnan(x):
+        return x
+    return min(max(x, lo), hi)
+
+
+@njit(cache=True, parallel=True)
+def band_mean_ratio(nt, r, floor):  # pragma: no cover - compiled
+    """``nanmean(nt / maximum(r, floor), axis=-1)``: (K, A, C); all-NaN gives NaN."""
+    n_k, n_a, n_c, n_b = nt.shape
+    out = np.empty((n_k, n_a, n_c), np.float64)
+    for ka in prange(n_k * n_a):
+        k = ka // n_a
+        a = ka % n_a
+        for c in range(n_c):
+            s = 0.0
+            m = 0
+            for b in range(n_b):
+                x = np.float64(nt[k, a, c, b]) / max(np.float64(r[k, a, c, b]), floor)
+                if np.isfinite(x):
+                    s += x
+                    m += 1
+            out[k, a, c] = s / m if m > 0 else np.nan
+    return out
+
+
+@njit(cache=True, parallel=True)
+def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
+    """Per band, the median of ``num / den`` over the samples where ``mask``, NaNs skipped.
+
+    ``num`` and ``den`` are (K, A, C, band); ``mask`` is (K, A, C). Bands with
+    no finite ratio give NaN.
+    """
+    n_k, n_a, n_c, n_b = num.shape
+    out = np.empty(n_b, np.float64)
+    for b in prange(n_b):
+        buf = np.empty(n_k * n_a * n_c, np.float64)
+        m = 0
+        for k in range(n_k):
+            for a in range(n_a):
+                for c in range(n_c):
+                    if mask[k, a, c]:
+                        x = np.float64(num[k, a, c, b]) / np.float64(den[k, a, c, b])
+                        if not np.isnan(x):
+                            buf[m] = x
+                            m += 1
+        out[b] = np.median(buf[:m]) if m > 0 else np.nan
+    return out

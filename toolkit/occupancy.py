@@ -31,7 +31,13 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
-from toolkit._fast import nanmedian_axis0
+from toolkit._fast import (
+    band_mean_ratio,
+    masked_ratio_median,
+    nanmedian_axis0,
+    scene_distances,
+    shadow_candidates,
+)
 from toolkit.errors import InputError
 
 __all__ = [
@@ -755,53 +761,32 @@ def _classify(
             margin_ratios = {}
             for t in range(n_t):
                 r = refs[groups[t]]
-                d_lit = np.sqrt(np.sum((n[t] - r) ** 2, axis=-1))
-                d = d_lit
-                k_sh = np.full(n_b, np.nan)
-                if shadows:
-                    k_sh = _shadow_factor(n[t], r)
-                    if np.isfinite(k_sh).all():
-                        shade = k_sh * r
-                        if own_shadows:
-                            # where a neighbour's shadow reaches this track (its margin
-                            # towards the sun is dark), let the shadow's depth vary a
-                            # little: penumbra and blur change its depth, not its colour
-                            lo_s, hi_s = _NEIGHBOUR_SHADOW_SCALE
-                            margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
-                            reached = _sun_side_dark(margin_ratios[t], shadow_side[t], n[t])
-                            sc = np.sum(n[t] * shade, axis=-1) / np.maximum(
-                                np.sum(shade * shade, axis=-1), 1e-12
-                            )
-                            sc = np.where(reached[..., None], np.clip(sc, lo_s, hi_s), 1.0)
-                            shade = shade * sc[..., None]
-                        d_sh = np.sqrt(np.sum((n[t] - shade) ** 2, axis=-1))
-                        d = np.fmin(d_lit, d_sh)
-                        lit[t] = ~(d_sh < d_lit)
-                if haze_scene[t]:
-                    # thin haze the mask missed: ballast blended towards a bright neutral
-                    white = np.full(n_b, 3.0) * _nanmean(r, axis=-1, keepdims=True)
-                    seg = white - r
-                    tau = np.sum((n[t] - r) * seg, axis=-1) / np.maximum(
-                        np.sum(seg * seg, axis=-1), 1e-12
-                    )
-                    tau = np.clip(tau, 0.0, 0.6)
-                    d_hz = np.sqrt(np.sum((n[t] - r - tau[..., None] * seg) ** 2, axis=-1))
-                    d = np.fmin(d, d_hz)
-                    # and the soft edge of a cloud's shadow: ballast uniformly dimmed
-                    tau = np.clip(
-                        np.sum((r - n[t]) * r, axis=-1) / np.maximum(np.sum(r * r, axis=-1), 1e-12),
-                        0.0,
-                        0.65,
-                    )
-                    d_cs = np.sqrt(np.sum((n[t] - (1.0 - tau[..., None]) * r) ** 2, axis=-1))
-                    d = np.fmin(d, d_cs)
+                k_sh = _shadow_factor(n[t], r) if shadows else np.full(n_b, np.nan)
+                use_shadow = bool(np.isfinite(k_sh).all())
+                reached = np.zeros((n_k, n_a), bool)
+                if use_shadow and own_shadows:
+                    # where a neighbour's shadow reaches this track (its margin towards
+                    # the sun is dark), let the shadow's depth vary a little: penumbra
+                    # and blur change its depth, not its colour
+                    margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
+                    reached = _sun_side_dark(margin_ratios[t], shadow_side[t], n[t])
+                d, lit_t = scene_distances(
+                    n[t],
+                    r,
+                    np.nan_to_num(k_sh),
+                    use_shadow,
+                    reached,
+                    *(_NEIGHBOUR_SHADOW_SCALE if own_shadows else (1.0, 1.0)),
+                    bool(haze_scene[t]),
+                )
+                if use_shadow:
+                    lit[t] = lit_t
                 dc, dc_raw, s_t = _core_deviation(d, known[t], free[t], halves_idx, smooth, chi_med)
                 sigma[t] = s_t
                 dev[t] = dc
                 dev_raw[t] = dc_raw
                 # gains from free, lit samples against the reference
-                ratio = np.where((free[t][..., None] & lit[t])[..., None], v[t] / r, np.nan)
-                g_new = _nanmedian(ratio.reshape(-1, n_b), axis=0)
+                g_new = masked_ratio_median(v[t], r, free[t][..., None] & lit[t])
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t]).astype("float32")
             free = known & (dev <= thr)
@@ -827,7 +812,7 @@ def _margin_ratios(nt, r, margin, smooth):
     lo_i, hi_i = mi[mi < mid], mi[mi > mid]
     if not lo_i.size or not hi_i.size:
         return None
-    ratio = _nanmean(nt / np.maximum(r, 1e-6), axis=-1)  # (K, A, C)
+    ratio = band_mean_ratio(nt, r, 1e-6)  # (K, A, C)
     size = max(3 * smooth, 3)
     out = []
     for idx in (lo_i, hi_i):
@@ -1053,13 +1038,10 @@ def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
     factor is estimated per band. Returns NaNs when the scene shows too few
     shadowed samples to tell.
     """
-    ratio = n / ref
-    rho = _nanmean(ratio, axis=-1)
-    spread = _nanstd(ratio, axis=-1) / np.maximum(rho, 1e-6)
-    cand = (rho > 0.15) & (rho < 0.75) & (spread < 0.25)
+    cand = shadow_candidates(n, ref)
     if cand.sum() < 50:
         return np.full(n.shape[-1], np.nan)
-    return _nanmedian(ratio[cand], axis=0)
+    return masked_ratio_median(n, ref, cand)
 
 
 def _nanmean(a, axis=None, keepdims=False):
@@ -1071,11 +1053,6 @@ def _nanmean(a, axis=None, keepdims=False):
     count = ok.sum(axis=axis, keepdims=keepdims)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / np.where(count > 0, count, np.nan)
-
-
-def _nanstd(a, axis=None):
-    m = _nanmean(a, axis=axis, keepdims=True)
-    return np.sqrt(_nanmean((np.asarray(a, dtype="float64") - m) ** 2, axis=axis))
 
 
 def _nanmedian(a, axis=None):

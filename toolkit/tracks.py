@@ -20,7 +20,6 @@ import rioxarray  # noqa: F401 - registers the .rio accessor
 import shapely
 import xarray as xr
 from pyproj import CRS
-from scipy import ndimage
 from shapely.geometry import LineString, MultiLineString
 from shapely.ops import linemerge
 
@@ -373,24 +372,18 @@ _MAX_SHIFT_M = 12.0
 
 def _sample_block(img, valid, offsets, *, coords_rc):
     """Bilinear samples of one or more time steps: returns (time, *pts, band + 1)."""
+    from toolkit._fast import bilinear_samples
+
     n_t, n_b = img.shape[0], img.shape[1]
     out = np.empty((n_t, *coords_rc.shape[1:], n_b + 1), "float32")
+    rows0 = coords_rc[0].reshape(-1)
+    cols0 = coords_rc[1].reshape(-1)
     for k in range(n_t):
-        off = np.asarray(offsets[k, :, 0, 0], "float64").reshape(2, *([1] * (coords_rc.ndim - 1)))
-        rc = coords_rc + off
-        rc = np.where(np.isfinite(rc), rc, -10.0)  # far outside: sampled as invalid
-        for b in range(n_b):
-            out[k, ..., b] = ndimage.map_coordinates(
-                img[k, b].astype("float32"), rc, order=1, mode="constant", cval=np.nan
-            )
-        bad = ndimage.map_coordinates(
-            (~valid[k, 0].astype(bool)).astype("float32"),
-            rc,
-            order=1,
-            mode="constant",
-            cval=1.0,
-        )
-        out[k, ..., n_b] = bad < 1e-6
+        off = np.asarray(offsets[k, :, 0, 0], "float64")
+        bad = ~np.asarray(valid[k, 0], bool)
+        out[k] = bilinear_samples(
+            np.ascontiguousarray(img[k]), bad, rows0 + off[0], cols0 + off[1]
+        ).reshape(out.shape[1:])
     return out
 
 

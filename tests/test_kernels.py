@@ -1,0 +1,118 @@
+"""The compiled kernels give the numbers of the NumPy and SciPy expressions they replace.
+
+Each kernel's docstring states the expression; here it is evaluated with
+NumPy on random strips (with NaNs, shadows and out-of-image points) and
+compared. Occupancy and counts downstream are therefore unchanged by the
+compiled path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from toolkit import _fast
+
+pytestmark = pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:Degrees of freedom")
+
+
+def _strip(seed, shape=(3, 40, 11, 3)):
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0.6, 1.4, shape)
+    nt = (r * rng.uniform(0.2, 1.3, shape[:-1])[..., None]).astype("float32")
+    nt += rng.normal(0, 0.02, shape).astype("float32")
+    nt[rng.random(shape[:-1]) < 0.1] = np.nan  # masked samples: every band
+    return nt, r
+
+
+def test_bilinear_samples_equal_map_coordinates():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (3, 40, 50)).astype("uint8")
+    bad = rng.random((40, 50)) < 0.05
+    rows = rng.uniform(-2, 41, 20000)
+    cols = rng.uniform(-2, 51, 20000)
+    rows[:50], cols[:50] = np.round(rows[:50]), np.round(cols[:50])  # on pixel centres
+    rows[50:60], cols[60:70] = 39.0, 49.0  # on the last row / column
+    rows[80] = np.nan
+    out = _fast.bilinear_samples(img, bad, rows, cols)
+    rc = np.stack([rows, cols])
+    rc = np.where(np.isfinite(rc), rc, -10.0)
+    for b in range(3):
+        ref = ndimage.map_coordinates(
+            img[b].astype("float32"), rc, order=1, mode="constant", cval=np.nan
+        )
+        np.testing.assert_allclose(out[:, b], ref, rtol=0, atol=1e-4, equal_nan=True)
+    ok = ndimage.map_coordinates(bad.astype("float32"), rc, order=1, mode="constant", cval=1.0)
+    np.testing.assert_array_equal(out[:, 3] > 0.5, ok < 1e-6)
+    assert np.isnan(out[80, :3]).all() and out[80, 3] == 0.0
+
+
+def test_shadow_candidates_equal_numpy():
+    nt, r = _strip(1)
+    with np.errstate(all="ignore"):
+        ratio = nt / r
+        rho = np.nanmean(ratio, axis=-1)
+        spread = np.nanstd(ratio, axis=-1) / np.maximum(rho, 1e-6)
+    expected = (rho > 0.15) & (rho < 0.75) & (spread < 0.25)
+    got = _fast.shadow_candidates(nt, r)
+    assert 50 < expected.sum() < expected.size  # the case tests both outcomes
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("use_shadow, haze", [(False, False), (True, False), (True, True)])
+def test_scene_distances_equal_numpy(use_shadow, haze):
+    nt, r = _strip(2)
+    k_sh = np.array([0.35, 0.4, 0.45])
+    reached = np.random.default_rng(3).random(nt.shape[:2]) < 0.5
+    lo, hi = 0.9, 1.15
+    with np.errstate(all="ignore"):
+        d_lit = np.sqrt(np.sum((nt - r) ** 2, axis=-1))
+        d, lit = d_lit, np.ones(d_lit.shape, bool)
+        if use_shadow:
+            shade = k_sh * r
+            sc = np.sum(nt * shade, axis=-1) / np.maximum(np.sum(shade * shade, axis=-1), 1e-12)
+            sc = np.where(reached[..., None], np.clip(sc, lo, hi), 1.0)
+            d_sh = np.sqrt(np.sum((nt - shade * sc[..., None]) ** 2, axis=-1))
+            d, lit = np.fmin(d_lit, d_sh), ~(d_sh < d_lit)
+        if haze:
+            seg = 3.0 * np.nanmean(r, axis=-1, keepdims=True) - r
+            tau = np.sum((nt - r) * seg, axis=-1) / np.maximum(np.sum(seg * seg, axis=-1), 1e-12)
+            tau = np.clip(tau, 0.0, 0.6)
+            d = np.fmin(d, np.sqrt(np.sum((nt - r - tau[..., None] * seg) ** 2, axis=-1)))
+            tau = np.clip(np.sum((r - nt) * r, axis=-1) / np.sum(r * r, axis=-1), 0.0, 0.65)
+            d = np.fmin(d, np.sqrt(np.sum((nt - (1.0 - tau[..., None]) * r) ** 2, axis=-1)))
+    got_d, got_lit = _fast.scene_distances(nt, r, k_sh, use_shadow, reached, lo, hi, haze)
+    np.testing.assert_allclose(got_d, d, rtol=1e-12, atol=0, equal_nan=True)
+    np.testing.assert_array_equal(got_lit, lit)
+    if use_shadow:
+        assert 0 < (~lit).sum() < lit.size
+
+
+def test_band_mean_ratio_and_masked_median_equal_numpy():
+    nt, r = _strip(4)
+    with np.errstate(all="ignore"):
+        expected = np.nanmean(nt / np.maximum(r, 1e-6), axis=-1)
+    np.testing.assert_allclose(
+        _fast.band_mean_ratio(nt, r, 1e-6), expected, rtol=1e-12, equal_nan=True
+    )
+    mask = np.random.default_rng(5).random(nt.shape[:-1]) < 0.4
+    ratio = np.where(mask[..., None], nt / r, np.nan).reshape(-1, 3)
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(
+            _fast.masked_ratio_median(nt, r, mask), np.nanmedian(ratio, axis=0), rtol=1e-12
+        )
+    assert np.isnan(_fast.masked_ratio_median(nt, r, np.zeros_like(mask))).all()
+
+
+def test_long_nanmedian_reads_strided_views_exactly():
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((20, 600, 3)).astype("float32")
+    a[rng.random(a.shape) < 0.2] = np.nan
+    a[5, :, 1] = np.nan  # an all-NaN column
+    view = np.moveaxis(a, 1, 0)  # (600, 20, 3), strided
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(view.astype("float64"), axis=0)
+    got = _fast.nanmedian_axis0(view)
+    assert got.shape == (20, 3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12, equal_nan=True)
