@@ -148,6 +148,43 @@ def test_counts_dataset_carries_counting_uncertainty(history):
     assert not compare_with_baseline(ds2, "2023-10-05").unprecedented
 
 
+def test_text_is_in_the_unit_of_the_series(history):
+    # covered storage area as toolkit.area_occupancy gives it: (time, area), units m2
+    t = history.index
+    area = xr.DataArray(
+        np.c_[25.0 * history.to_numpy(), 5.0 * history.to_numpy()],
+        dims=("time", "area"),
+        coords={"time": t, "area": ["apron", "warehouse"]},
+        name="covered_m2",
+        attrs={"units": "m2"},
+    )
+    covered = area.sum("area")  # 30 m2 per railcar of the history
+    r = compare_with_baseline(covered, "2023-10-05")
+    assert r.label == "m²"
+    pre_max = compare_with_baseline(history, "2023-10-05").baseline_max
+    assert r.verdict.startswith(
+        f"2190 m² on 2023-10-05 is {73 / pre_max:.1f} times the five-year maximum of "
+        f"{30 * pre_max:g}"
+    )
+    assert dict(r._rows())["event"].startswith("2190 m² on 2023-10-05")
+    assert "railcars" not in r.summary() and "railcars" not in r._repr_html_()
+    # the unit from the name when the attrs are gone (a pandas Series), or from the attrs
+    by_name = compare_with_baseline(covered.to_series(), "2023-10-05")
+    by_attrs = compare_with_baseline(covered.rename(None), "2023-10-05")
+    assert by_name.verdict == by_attrs.verdict == r.verdict
+    occupied = compare_with_baseline((15.0 * history).rename("occupied_m"), "2023-10-05")
+    assert occupied.verdict.startswith("1095 m on 2023-10-05")
+    teu = compare_with_baseline(history.rename("container_equivalents"), "2023-10-05")
+    assert teu.verdict.startswith("73 container equivalents on 2023-10-05")
+    # railcar counts, named or not, read as before; an explicit label wins
+    assert compare_with_baseline(history.rename(None), "2023-10-05").verdict.startswith(
+        "73 railcars on 2023-10-05"
+    )
+    assert compare_with_baseline(covered, "2023-10-05", label="m2 of cargo").verdict.startswith(
+        "2190 m2 of cargo on"
+    )
+
+
 def test_poisson_predictive_probability_matches_the_closed_form():
     rng = np.random.default_rng(0)
     t = pd.date_range("2015-01-01", "2019-12-31", periods=400)

@@ -148,6 +148,7 @@ class BaselineComparison:
     verdict : str
     confidence, alpha : float
     label : str
+        What the values measure, as the text writes it ('railcars', 'm²').
     notes : tuple of str
         Model-fitting notes (warnings raised by the fit, fallbacks).
     toolkit_version : str
@@ -328,6 +329,37 @@ def _parse_time(value, name: str) -> pd.Timestamp:
     if t.tz is not None:
         t = t.tz_convert("UTC").tz_localize(None)
     return t
+
+
+#: Spellings of square metres in ``units`` attrs (CF, pint, plain text), lower case.
+_SQUARE_METRES = {"m2", "m^2", "m**2", "m²", "square metres", "square meters", "sq m"}
+#: ``units`` that say nothing beyond "a number of things".
+_COUNT_UNITS = {"", "1", "count", "counts", "railcars"}
+
+
+def _label_from(values) -> str:
+    """What ``values`` measure, for the text: from the ``units`` attr, else the name.
+
+    ``covered_m2`` (or ``units='m2'``) reads 'm²', ``occupied_m`` reads 'm',
+    ``container_equivalents`` reads 'container equivalents'; railcar counts,
+    and series that say nothing, read 'railcars'.
+    """
+    if isinstance(values, xr.Dataset):
+        return "railcars"  # the counts Dataset: its 'railcars' variable is compared
+    attrs = getattr(values, "attrs", None) or {}
+    units = str(attrs.get("units", "")).strip()
+    if units.lower() in _SQUARE_METRES:
+        return "m²"
+    if units.lower() not in _COUNT_UNITS:
+        return units
+    name = str(getattr(values, "name", None) or "").lower()
+    if name.endswith("_m2"):
+        return "m²"
+    if name.endswith("_m"):
+        return "m"
+    if name.startswith("container_equivalents"):
+        return "container equivalents"
+    return "railcars"
 
 
 def _bounds_from(values, low, high, times, n):
@@ -523,7 +555,7 @@ def compare_with_baseline(
     confidence: float = 0.95,
     alpha: float = 0.001,
     onset_ramp="90D",
-    label: str = "railcars",
+    label: str | None = None,
     seed: int = 0,
     min_valid_fraction: float | None = 0.9,
 ) -> BaselineComparison:
@@ -564,8 +596,11 @@ def compare_with_baseline(
         Predictive probability below which the event counts as unprecedented.
     onset_ramp : duration
         Longest rise considered when ``baseline_end='onset'``.
-    label : str
-        What is counted, for the text ('railcars').
+    label : str, optional
+        What the values measure, for the summary and the verdict. Default:
+        from the series, its ``units`` attr or else its name (``covered_m2``
+        from :func:`toolkit.area_occupancy` reads 'm²', ``occupied_m`` 'm');
+        'railcars' for the counts Dataset, railcar counts and unnamed series.
     seed : int
         Seed of the parameter draws for the predictive probability.
     min_valid_fraction : float or None
@@ -600,9 +635,19 @@ def compare_with_baseline(
     >>> cmp = compare_with_baseline(s, "2023-10-05", exclude=())
     >>> cmp.baseline_max, cmp.unprecedented
     (12.0, True)
+    >>> cmp.verdict.split(" is ")[0]
+    '73 railcars on 2023-10-05'
+
+    A covered-area series (say, from :func:`toolkit.area_occupancy`) is
+    written in its own unit:
+
+    >>> area = compare_with_baseline((25 * s).rename("covered_m2"), "2023-10-05", exclude=())
+    >>> area.verdict.split(" is ")[0]
+    '1825 m² on 2023-10-05'
     """
     if not 0 < confidence < 1:
         raise SeriesError(f"confidence: expected a level in (0, 1), found {confidence!r}")
+    label = _label_from(values) if label is None else str(label)
     ser = _to_series(values, times, name="values", min_valid_fraction=min_valid_fraction)
     if ser.times is None:
         raise SeriesError(
