@@ -34,8 +34,13 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    high-pass filter, so smooth gradients do not count). At pixels of 0.75 m
    or finer, a wrinkled tarp's shallow folds count too where the texture
    fills a patch at least five pixels across away from strongly coloured
-   patches (a shadow's texture is a thin line along its edge).
-3. Counts are shares of the area's visible pixels (at 0.75 m or finer, a
+   patches (a shadow's texture is a thin line along its edge). At pixels of
+   1 m or finer, where a tarp spans several pixels, a grey tarp on grey
+   concrete shows by its hue: averaged over 3 x 3 pixels, a small shift of
+   hue consistent over a patch stands out against the noise of the area's
+   own ground (not the window's, which also holds fields and verges), and
+   a shallow shadow carries almost none.
+3. Counts are shares of the area's visible pixels (at 1 m or finer, a
    blurred rim pixel of a coloured patch counts by its share of the
    contrast of the patch's core, as linear mixing gives it); the interval
    comes from a stricter and a looser reading of the same pixels and from
@@ -91,6 +96,15 @@ _REL_LOW, _REL_HIGH = 0.2, 0.35
 _CROSS = ndimage.generate_binary_structure(2, 1)
 _SQUARE = np.ones((3, 3), bool)
 _WIDE_TEX = 0.7
+# a shadow's shift of hue per unit of darkening (log units; blue sky light in the shade)
+_SHADOW_HUE = 0.1
+# shallow darkening: brighter than this share of the ground (a grey tarp, a tarp's folds,
+# not a shadow, which keeps a third to a half of the light)
+_SHALLOW = 0.8
+# a faint patch is covered where its hue shift exceeds this many noise units of a 3 x 3 mean
+_HUE_K = 4.0
+# the largest pixel (m) at which a tarp (2.4 m wide) or a container has a core pixel
+_RESOLVED_PX = 1.0
 _DISK2 = np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2) <= 4
 
 
@@ -275,7 +289,16 @@ def area_occupancy(
     their darkening plus two noise units; a pixel between the two limits is
     ground only within two pixels of a covered patch and less than half-way,
     in linear units, from the ground to that patch's colour: the blurred
-    edge of a stack, not a grey tarp). In a snow scene (the
+    edge of a stack, not a grey tarp). At pixels of 1 m or finer the
+    colour is also averaged over 3 x 3 pixels of shallow darkening or
+    brightening (within a factor 0.8 of the ground, more than one pixel from
+    a strongly coloured patch); where the spread of its bands, less a tenth
+    of its darkening (the hue of a shadow), exceeds two noise units of that
+    average (the noise of the area's ground: the robust spread of
+    differences between neighbouring ground pixels of the area), over a
+    patch two pixels across, the pixels are not shadowed ground, nor a
+    blurred rim unless next to a strongly coloured patch; beyond four noise
+    units they are covered (a grey tarp on grey concrete). In a snow scene (the
     window near-neutral almost everywhere), pixels on the line from the
     area's bare ground to the scene's snow (the brightest tenth of the
     window) are ground. In a scene with masked clouds, the reference becomes
@@ -284,13 +307,14 @@ def area_occupancy(
     running median of ``a`` and ``b`` over about 25 m of well-fitted pixels
     gives the ground seen through thin haze or a soft cloud-shadow edge.
     At pixels of 0.75 m or finer, texture above 0.7 ``texture_threshold`` on
-    shallow darkening (above 0.65 of the ground's brightness) counts where it
+    shallow darkening (above 0.8 of the ground's brightness) counts where it
     survives an opening by a disk of radius two pixels and lies more than two
     pixels from a strongly coloured patch (wrinkled tarps; not in snow, but
-    in the loose reading of the interval), and a rim pixel of a coloured patch
-    counts by its linear contrast relative to the brightest-contrast pixel
-    within two pixels (the footprint at linear mixing, not inflated by the
-    blur). Covered pixels are cleaned of patches smaller than
+    in the loose reading of the interval). At pixels of 1 m or finer, a rim
+    pixel of a coloured patch, or a pixel less than half-way to it (the blur
+    in a narrow gap between two patches), counts by its linear contrast
+    relative to the brightest-contrast pixel within two pixels (the footprint
+    at linear mixing, not inflated by the blur). Covered pixels are cleaned of patches smaller than
     ``min_patch_m2``. The interval runs from the smaller of the reading at
     twice the thresholds (less 20 %) and the covered patches eroded by one
     pixel, to the larger of the reading at half the thresholds (plus 35 %)
@@ -559,6 +583,47 @@ def _noise(logv: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return np.maximum(out, 0.004)
 
 
+def _hue_shift(eb, pool, sig_a):
+    """Shift of hue against the ground, averaged over 3 x 3 pixels, in units of its noise.
+
+    ``eb`` (band, y, x) is the log ratio to the ground; it is averaged over the
+    ``pool`` pixels of every 3 x 3 neighbourhood. Returns the spread of the bands
+    of that average less ``_SHADOW_HUE`` times its darkening (the hue a shadow
+    may carry), divided by the noise of an average of that many pixels of the
+    area's ground (``sig_a``); NaN where the neighbourhood holds no pool pixel.
+    """
+    wts = ndimage.uniform_filter(pool.astype("float64"), 3)
+    ebs = ndimage.uniform_filter(np.where(pool, eb, 0.0), size=(1, 3, 3))
+    ebs /= np.maximum(wts, 1e-6)
+    mean_s = ebs.mean(axis=0)
+    spread_s = np.abs(ebs - mean_s).max(axis=0)
+    noise = sig_a.max() / np.sqrt(np.maximum(wts * 9, 1.0))
+    excess = (spread_s - _SHADOW_HUE * np.abs(np.minimum(mean_s, 0.0))) / noise
+    return np.where(wts > 0, excess, np.nan)
+
+
+def _ground_noise(logv, sel, g, radius, sigma):
+    """Per-band noise of an area's ground (log units), else ``sigma`` (the window's).
+
+    The robust spread of differences between horizontal and vertical neighbours
+    that are both visible area pixels of ground colour (within ``radius`` of the
+    ground ``g``).
+    """
+    z = ((logv - g[:, None, None]) / radius[:, None, None]) ** 2
+    gr = sel & (z.sum(axis=0) < 1.0)
+    out = np.empty(logv.shape[0])
+    h = gr[:, 1:] & gr[:, :-1]
+    v = gr[1:, :] & gr[:-1, :]
+    if h.sum() + v.sum() < 50:
+        return sigma
+    for b in range(logv.shape[0]):
+        d = np.concatenate(
+            [(logv[b][:, 1:] - logv[b][:, :-1])[h], (logv[b][1:, :] - logv[b][:-1, :])[v]]
+        )
+        out[b] = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)
+    return np.clip(out, 0.004, sigma)
+
+
 def _mode(vals: np.ndarray, radius: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The most common colour of ``vals`` (band, n): the seed with most neighbours, refined."""
     n = vals.shape[1]
@@ -640,6 +705,8 @@ def _scene_stats(img, ok, inside, params, masks=None):
         n_g = int((((ev / radius[:, None]) ** 2).sum(axis=0) < 1.0).sum())
         if lit.sum() >= max(0.3 * n_g, 0.05 * n_valid):
             g = _mode(vals[:, lit], radius, rng)
+        # the noise of the area's own ground (the window's also holds fields and verges)
+        sig_a = _ground_noise(logv, sel, g, radius, sigma)
         ref = np.broadcast_to(g[:, None, None], logv.shape)
         # the scene's clouds: masked pixels that hold data and are clearly brighter than
         # the ground (a mask that is offset from its clouds also masks clear ground)
@@ -658,7 +725,6 @@ def _scene_stats(img, ok, inside, params, masks=None):
         # (a grey tarp on grey concrete) is not ground in a shadow
         darker = (mean_e < 0) & (mean_e > np.log(0.15))
         allowed = np.minimum(tol, 0.25 * np.abs(mean_e)) + 2 * sigma.max()
-        shadow = darker & (spread < allowed)
         # a pixel a little darker with a small shift of hue is either the blurred edge of a
         # patch (a stack's colour mixed into the ground or its shadow) or faint cargo of its
         # own (a grey tarp on grey concrete): within two pixels of a patch it is ground when
@@ -668,7 +734,25 @@ def _scene_stats(img, ok, inside, params, masks=None):
         d_lin = np.sqrt((((lin - rl) / rl) ** 2).mean(axis=0))
         strong = (dist > thr * near_mask) & ~lax & ok
         core = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=5)
-        shadow |= lax & (d_lin < 0.5 * core)
+        cand = darker & (spread < allowed) & ok
+        if params["pixel_m"] <= _RESOLVED_PX:
+            # where a tarp spans several pixels, its hue shows once averaged over 3 x 3
+            # pixels of shallow darkening or brightening (not next to a strongly coloured
+            # patch, whose blur tints its rim), measured against the noise of the area's own
+            # ground: a grey tarp's small shift of hue is consistent over the tarp, the noise
+            # is not, and a shallow shadow carries almost none. A patch (two pixels across)
+            # of such hue is not ground in a shadow, nor the blurred rim of a patch unless
+            # right next to it
+            pool = ok & (np.abs(mean_e) < -np.log(_SHALLOW))
+            hue = _hue_shift(eb, pool & ~ndimage.binary_dilation(strong, _SQUARE), sig_a)
+            hued = _patches(pool & (hue >= 2.0))
+            core1 = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=3)
+        else:
+            hue = None
+            hued = np.zeros_like(cand)
+            core1 = core
+        shadow = cand & ~hued
+        shadow |= lax & (d_lin < 0.5 * np.where(hued, core1, core))
         explained = shadow
         snowy = None if snow is None else _snow_ground(lin, sel, g, sigma, rng, snow)
         if snowy is not None:
@@ -699,25 +783,32 @@ def _scene_stats(img, ok, inside, params, masks=None):
             cov |= (dist_s > thr * f * near_mask) & (dist > thr * f / 3.0) & ~explained
             tex_any = local > tex_thr * f * near_mask
             tex = tex_any & ~explained
+            if hue is not None:
+                # a patch of clear, consistent hue shift: a grey tarp on grey concrete
+                tex |= _patches(pool & (hue >= _HUE_K * f * near_mask)) & ~explained
             if fine and (snowy is None or f < 1.0):
                 # wrinkled tarps: their folds are shallow shadows, but the texture fills the
                 # whole tarp (at least 5 pixels across), where a shadow's texture is a thin
                 # line along its edges; away from strongly coloured patches, whose blurred
                 # edges and shadows make texture of their own
                 wide_tex = local > _WIDE_TEX * tex_thr * f * near_mask
-                wide = ndimage.binary_opening(wide_tex & (mean_e > np.log(0.65)), _DISK2)
+                # (only shallow folds: the narrow shadow of a low tarp is all edge)
+                wide = ndimage.binary_opening(wide_tex & (mean_e > np.log(_SHALLOW)), _DISK2)
                 tex |= wide & ~near_strong
             cov = (cov | tex) & ok
             cov = _drop_small(cov, min_px)
-            if f == 1.0 and fine:
+            if f == 1.0 and params["pixel_m"] <= _RESOLVED_PX:
                 # blurred edges: a rim pixel of a coloured patch counts by its share of the
                 # contrast of the patch's core (linear mixing), so the blur does not inflate
                 # the footprint; only where pixels are small enough for a patch to have a
-                # pure core (a container is 2.4 m wide)
+                # pure core (a container or a tarp is 2.4 m wide)
                 colour = (dist > thr * near_mask) & cov
                 core_d = ndimage.maximum_filter(np.where(colour, d_lin, 0.0), size=5)
                 rim = cov & ~ndimage.binary_erosion(cov, _SQUARE)
                 share = d_lin / np.maximum(core_d, 1e-12)
+                # (and so does a pixel less than half-way to it: the blur in a narrow gap
+                # between two patches, which joins them)
+                rim |= share < 0.5
                 share = np.where(rim & colour & (core_d > 0), np.clip(share, 0.0, 1.0), 1.0)
                 counts.append(float(share[cov & sel].sum()))
             else:
@@ -861,3 +952,9 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = sizes >= min_px
     keep[0] = False
     return keep[lab]
+
+
+def _patches(mask: np.ndarray) -> np.ndarray:
+    """``mask`` opened by 2 x 2 pixels: a tarp is at least two pixels across, a tinted rim
+    is a line."""
+    return ndimage.binary_opening(mask, np.ones((2, 2), bool))
