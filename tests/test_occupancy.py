@@ -34,9 +34,12 @@ def sample_counts(default_sample):
 
 @pytest.fixture(scope="module")
 def held_out_1m(tmp_path_factory):
-    """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions."""
+    """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions.
+
+    Counted with the defaults, which co-register the scenes at 1 m.
+    """
     return _coregistered_counts(
-        _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14)
+        _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14), coregister="auto"
     )
 
 
@@ -51,9 +54,9 @@ def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
     )
 
 
-def _coregistered_counts(site):
+def _coregistered_counts(site, coregister=True):
     cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
+    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=coregister).compute()
     return compare_with_truth(counts, site.truth_path)
 
 
@@ -91,8 +94,8 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place), co-registered: MARE 9.1 %, bias -9.1 %, track MAE 0.89.
-    # Without co-registration (the default): MARE 21 %, bias -12.5 %, track MAE 1.28.
+    # looks at each place), co-registered (the default at 1 m): MARE 9.1 %, bias -9.1 %,
+    # track MAE 0.89. Without co-registration: MARE 21 %, bias -12.5 %, track MAE 1.28.
     # The targets (3 %, +-2 %, 0.5) are not met.
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.10
@@ -161,6 +164,38 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
 def test_second_held_out_05m_meets_the_accuracy_target(held_out_05m_second):
     acc = held_out_05m_second
     assert acc.scene_mare <= 0.03 and abs(acc.scene_bias) <= 0.02 and acc.track_mae <= 0.5
+
+
+@pytest.fixture(scope="module")
+def held_out_3m(tmp_path_factory):
+    """A held-out seed at 3 m (never looked at while tuning): the last 14 acquisitions.
+
+    Counted with the defaults: at 3 m they co-register the scenes and sample the
+    strips every 1.5 m (half a pixel).
+    """
+    site = _held_out_site(tmp_path_factory, seed=36, resolution_m=3.0, last=14)
+    cube = toolkit.load_cube(site.path / "scenes")
+    counts = toolkit.count_railcars(cube, site.tracks_path)
+    assert counts.attrs["step_m"] == 1.5
+    return accuracy(compare_with_truth(counts.compute(), site.truth_path), min_cars=20)
+
+
+def test_held_out_seed_at_3m(held_out_3m):
+    acc = held_out_3m
+    print("\n" + acc.summary())
+    # measured: MARE 28 %, bias +28 % (cars on a neighbouring track still bleed into
+    # the strip), track MAE 0.90, coverage 69 %. With the earlier defaults (no
+    # co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4; co-registered
+    # with one sample per pixel MARE 57 %.
+    assert acc.n_scenes >= 4
+    assert acc.scene_mare <= 0.33
+    assert acc.track_mae <= 1.0
+    assert acc.valid_fraction_mean_error <= 0.02
+
+
+@pytest.mark.xfail(strict=True, reason="3 m accuracy target of the counting issue not met yet")
+def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
+    assert held_out_3m.scene_mare <= 0.12 and abs(held_out_3m.scene_bias) <= 0.02
 
 
 def test_shadow_side_follows_the_sun():
@@ -315,3 +350,11 @@ def test_compiled_nanmedian_equals_numpy(shape):
     got = nanmedian_axis0(a)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_coregister_option_is_checked(default_sample):
+    cube = toolkit.load_cube(default_sample.path / "scenes")
+    with pytest.raises(
+        toolkit.InputError, match=r"coregister: expected True, False or 'auto', got 'yes'"
+    ):
+        toolkit.count_railcars(cube, default_sample.tracks_path, coregister="yes")

@@ -179,3 +179,37 @@ def test_lazy_cube_gives_lazy_strips_with_the_same_values():
     s_eager = track_strips(eager, t)
     xr.testing.assert_allclose(s_lazy.value.compute(), s_eager.value)
     xr.testing.assert_equal(s_lazy.valid.compute(), s_eager.valid)
+
+
+@pytest.mark.parametrize(
+    "pixel_m, step_m, across_m",
+    [
+        (0.5, 0.5, [-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5]),
+        (1.0, 1.0, [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]),
+        # coarser pixels are sampled every half pixel (at least 1 m), so a 3 m strip still
+        # has samples on both sides of the centreline
+        (3.0, 1.5, [-2.25, -0.75, 0.75, 2.25]),
+        (4.0, 2.0, [-2.0, 0.0, 2.0]),
+        (10.0, 10.0, [0.0]),  # a car is under two pixels wide: one sample across
+    ],
+)
+def test_default_step_by_pixel_size(pixel_m, step_m, across_m):
+    n = 40
+    x0, y0 = 500_000.0, 4_700_000.0
+    cube = xr.DataArray(
+        np.ones((1, 1, n, n), "uint8"),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": [np.datetime64("2023-10-05")],
+            "band": ["red"],
+            "y": y0 + pixel_m * (n - 0.5 - np.arange(n)),
+            "x": x0 + pixel_m * (0.5 + np.arange(n)),
+        },
+    ).rio.write_crs(32652)
+    mid = y0 + pixel_m * n / 2
+    line = LineString([(x0 + 5 * pixel_m, mid), (x0 + 35 * pixel_m, mid)])
+    strips = track_strips(cube, _tracks([line], ["01"]))
+    assert strips.attrs["step_m"] == step_m
+    assert strips.attrs["pixel_size_m"] == pixel_m
+    np.testing.assert_allclose(strips["across_m"].values, across_m)
+    assert strips.on_track.sum().item() == int(30 * pixel_m // step_m) + 1

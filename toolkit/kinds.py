@@ -276,7 +276,7 @@ def classify_railcars(
     model : KindModel, optional
         Default :func:`default_kind_model` (fitted on synthetic 0.5 m scenes).
     max_pixel_m : float, default 1.0
-        At pixel sizes (the strips' ``step_m``) coarser than this every car
+        At pixel sizes (the strips' ``pixel_size_m``) coarser than this every car
         gets kind ``"unknown"``: a 3.3 m wide car spans fewer than four pixels
         and its roof profile, rim, specular line and texture are not resolved.
     min_valid_fraction : float, default 0.6
@@ -329,7 +329,8 @@ def classify_railcars(
     _check_pair(strips, occupancy)
     model = model or default_kind_model()
     step = float(strips.attrs["step_m"])
-    resolved = step <= max_pixel_m + 1e-9
+    pixel = float(strips.attrs.get("pixel_size_m", step))
+    resolved = pixel <= max_pixel_m + 1e-9
     if resolved:
         df = railcar_features(
             strips,
@@ -369,7 +370,7 @@ def classify_railcars(
             "multinomial logistic model",
             "model": model.source,
             "kinds": list(model.kinds),
-            "pixel_size_m": step,
+            "pixel_size_m": pixel,
             "max_pixel_m": max_pixel_m,
             "resolved": bool(resolved),
             "min_valid_fraction": min_valid_fraction,

@@ -194,8 +194,12 @@ def track_strips(
         Half the strip width across the track, metres. Yard tracks are 4.5-5.5 m
         apart, so 2.5 m keeps each strip on its own track.
     step_m : float, optional
-        Sample spacing along and across, metres; default the cube's pixel
-        size (at least 0.25 m).
+        Sample spacing along and across, metres. Default: the cube's pixel
+        size up to 1 m (at least 0.25 m); half the pixel size (at least 1 m)
+        for pixels up to 4 m, so that at 3 m a strip still has samples on
+        both sides of the centreline and a car on the neighbouring track,
+        blurred into one side, can be told from a car on this track; the
+        pixel size beyond 4 m.
     shifts_m : array-like (time, 2) or xarray.Dataset, optional
         Georeferencing error of each scene, metres east and north: how far the
         image content lies from its true place (``shift_x_m``, ``shift_y_m``
@@ -232,7 +236,7 @@ def track_strips(
     xs = cube["x"].values.astype("float64")
     ys = cube["y"].values.astype("float64")
     res = min(abs(xs[1] - xs[0]), abs(ys[1] - ys[0]))
-    step = float(step_m) if step_m is not None else max(res, 0.25)
+    step = float(step_m) if step_m is not None else _default_step(res)
     if not np.isfinite(step) or step <= 0:
         raise TrackError(f"step_m must be a positive number of metres, got {step_m!r}")
     across = np.arange(-half_width_m, half_width_m + step / 2, step)
@@ -337,6 +341,19 @@ def track_strips(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _default_step(pixel_m: float) -> float:
+    """Strip sample spacing for a pixel size: the pixel up to 1 m, half of it up to 4 m.
+
+    Beyond 4 m a car is under two pixels wide and the strip keeps one sample
+    per pixel (a single one across, on the centreline).
+    """
+    if pixel_m <= 1.0:
+        return max(pixel_m, 0.25)
+    if pixel_m <= 4.0:
+        return max(pixel_m / 2.0, 1.0)
+    return pixel_m
 
 
 def _scene_offsets(shifts_m, n_time, xs, ys):
