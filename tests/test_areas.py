@@ -127,10 +127,10 @@ def test_container_equivalents_at_half_a_metre_regression(held_out):
     rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
     print(f"\ncontainer equivalents (>= 20), 0.5 m: relative errors {rel.round(3).tolist()}")
     assert len(big) >= 4
-    # measured: mean |relative error| 0.049, max 0.082 (0.061 and 0.112 before grey tarps
-    # were found by their hue; 0.155 and 0.25 before that)
-    assert rel.abs().mean() <= 0.06
-    assert rel.abs().max() <= 0.095
+    # measured: mean |relative error| 0.024, max 0.058 (0.061 and 0.112 before grey tarps
+    # were found by their hue against the area's own ground noise; 0.155 and 0.25 before)
+    assert rel.abs().mean() <= 0.035
+    assert rel.abs().max() <= 0.075
 
 
 def test_container_equivalents_target(held_out):

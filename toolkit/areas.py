@@ -101,8 +101,10 @@ _SHADOW_HUE = 0.1
 # shallow darkening: brighter than this share of the ground (a grey tarp, a tarp's folds,
 # not a shadow, which keeps a third to a half of the light)
 _SHALLOW = 0.8
-# a faint patch is covered where its hue shift exceeds this many noise units of a 3 x 3 mean
-_HUE_K = 4.0
+# a patch whose hue (3 x 3 mean, noise units) exceeds this is not shadowed ground, and
+# beyond _HUE_K it is covered (a grey tarp on grey concrete)
+_HUE_EXPLAIN = 2.5
+_HUE_K = 5.5
 # the largest pixel (m) at which a tarp (2.4 m wide) or a container has a core pixel
 _RESOLVED_PX = 1.0
 _DISK2 = np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2) <= 4
@@ -283,7 +285,9 @@ def area_occupancy(
     of four noise units or 5 %), because open ground (aisles, margins) is the
     largest single appearance of a storage area even when it is full; so no
     empty scene, and no scene of the same season, is needed. The noise is the
-    robust spread of differences between neighbouring pixels. Pixels darker
+    robust spread of differences between neighbouring pixels: of the area's
+    own ground pixels at 1 m or finer (unless clouds are about, whose missed
+    haze varies more), else of the whole window. Pixels darker
     than the ground by a similar factor in every band are shadowed ground
     (their band spread below ``shadow_tolerance``, and below a quarter of
     their darkening plus two noise units; a pixel between the two limits is
@@ -292,13 +296,12 @@ def area_occupancy(
     edge of a stack, not a grey tarp). At pixels of 1 m or finer the
     colour is also averaged over 3 x 3 pixels of shallow darkening or
     brightening (within a factor 0.8 of the ground, more than one pixel from
-    a strongly coloured patch); where the spread of its bands, less a tenth
-    of its darkening (the hue of a shadow), exceeds two noise units of that
-    average (the noise of the area's ground: the robust spread of
-    differences between neighbouring ground pixels of the area), over a
-    patch two pixels across, the pixels are not shadowed ground, nor a
-    blurred rim unless next to a strongly coloured patch; beyond four noise
-    units they are covered (a grey tarp on grey concrete). In a snow scene (the
+    a strongly coloured patch); where its hue (the bands less their mean, in
+    noise units of that average, from the area's ground noise), less a tenth
+    of its darkening (the hue of a shadow), exceeds 2.5, over a patch two
+    pixels across, the pixels are not shadowed ground, nor a blurred rim
+    unless next to a strongly coloured patch; beyond 5.5 they are covered
+    (a grey tarp on grey concrete). In a snow scene (the
     window near-neutral almost everywhere), pixels on the line from the
     area's bare ground to the scene's snow (the brightest tenth of the
     window) are ground. In a scene with masked clouds, the reference becomes
@@ -313,8 +316,8 @@ def area_occupancy(
     in the loose reading of the interval). At pixels of 1 m or finer, a rim
     pixel of a coloured patch, or a pixel less than half-way to it (the blur
     in a narrow gap between two patches), counts by its linear contrast
-    relative to the brightest-contrast pixel within two pixels (the footprint
-    at linear mixing, not inflated by the blur). Covered pixels are cleaned of patches smaller than
+    relative to the brightest-contrast pixel within half a container's width
+    (1.2 m; the footprint at linear mixing, not inflated by the blur). Covered pixels are cleaned of patches smaller than
     ``min_patch_m2``. The interval runs from the smaller of the reading at
     twice the thresholds (less 20 %) and the covered patches eroded by one
     pixel, to the larger of the reading at half the thresholds (plus 35 %)
@@ -587,19 +590,21 @@ def _hue_shift(eb, pool, sig_a):
     """Shift of hue against the ground, averaged over 3 x 3 pixels, in units of its noise.
 
     ``eb`` (band, y, x) is the log ratio to the ground; it is averaged over the
-    ``pool`` pixels of every 3 x 3 neighbourhood. Returns the spread of the bands
-    of that average less ``_SHADOW_HUE`` times its darkening (the hue a shadow
-    may carry), divided by the noise of an average of that many pixels of the
-    area's ground (``sig_a``); NaN where the neighbourhood holds no pool pixel.
+    ``pool`` pixels of every 3 x 3 neighbourhood. Returns the norm of that
+    average's hue (the bands less their mean), in noise units of an average of
+    that many pixels of the area's ground (``sig_a``, per band), less
+    ``_SHADOW_HUE`` times its darkening in the same units (the hue a shadow may
+    carry); NaN where the neighbourhood holds no pool pixel.
     """
     wts = ndimage.uniform_filter(pool.astype("float64"), 3)
     ebs = ndimage.uniform_filter(np.where(pool, eb, 0.0), size=(1, 3, 3))
     ebs /= np.maximum(wts, 1e-6)
     mean_s = ebs.mean(axis=0)
-    spread_s = np.abs(ebs - mean_s).max(axis=0)
-    noise = sig_a.max() / np.sqrt(np.maximum(wts * 9, 1.0))
-    excess = (spread_s - _SHADOW_HUE * np.abs(np.minimum(mean_s, 0.0))) / noise
-    return np.where(wts > 0, excess, np.nan)
+    root_n = np.sqrt(np.maximum(wts * 9, 1.0))
+    # the hue: what is left once the brightness (the mean over bands) is taken out
+    chroma = np.sqrt((((ebs - mean_s) / sig_a[:, None, None]) ** 2).sum(axis=0)) * root_n
+    allowance = _SHADOW_HUE * np.abs(np.minimum(mean_s, 0.0)) / sig_a.mean() * root_n
+    return np.where(wts > 0, chroma - allowance, np.nan)
 
 
 def _ground_noise(logv, sel, g, radius, sigma):
@@ -712,11 +717,15 @@ def _scene_stats(img, ok, inside, params, masks=None):
         # the ground (a mask that is offset from its clouds also masks clear ground)
         bright = masked_cols.mean(axis=0)
         cloudy = masked_cols[:, bright > 1.15 * np.exp(g).mean()]
-        if cloudy.shape[1] >= 20:
+        hazy = cloudy.shape[1] >= 20
+        if hazy:
             top = cloudy[:, cloudy.mean(axis=0) >= np.median(cloudy.mean(axis=0))]
             ref = _haze_reference(lin, sel, g, np.median(top, axis=1), sigma, params)
         eb = logv - ref  # log ratio to the (local) ground, whole window
-        e = eb / sigma[:, None, None]  # noise units
+        # where a tarp spans several pixels, noise units are those of the area's own ground
+        # (not with clouds about: the haze the mask missed varies more than the noise)
+        sig_s = sig_a if params["pixel_m"] <= _RESOLVED_PX and not hazy else sigma
+        e = eb / sig_s[:, None, None]  # noise units
         dist = np.sqrt((e**2).mean(axis=0))
         mean_e = eb.mean(axis=0)
         spread = np.abs(eb - mean_e).max(axis=0)
@@ -724,12 +733,12 @@ def _scene_stats(img, ok, inside, params, masks=None):
         # colour shift (blue sky light) it may carry: a slightly darker pixel of another hue
         # (a grey tarp on grey concrete) is not ground in a shadow
         darker = (mean_e < 0) & (mean_e > np.log(0.15))
-        allowed = np.minimum(tol, 0.25 * np.abs(mean_e)) + 2 * sigma.max()
+        allowed = np.minimum(tol, 0.25 * np.abs(mean_e)) + 2 * sig_s.max()
         # a pixel a little darker with a small shift of hue is either the blurred edge of a
         # patch (a stack's colour mixed into the ground or its shadow) or faint cargo of its
         # own (a grey tarp on grey concrete): within two pixels of a patch it is ground when
         # less than half-way (in linear units) from the ground to the patch's core colour
-        lax = darker & (spread < tol + 3 * sigma.max())
+        lax = darker & (spread < tol + 3 * sig_s.max())
         rl = np.exp(ref)
         d_lin = np.sqrt((((lin - rl) / rl) ** 2).mean(axis=0))
         strong = (dist > thr * near_mask) & ~lax & ok
@@ -745,7 +754,7 @@ def _scene_stats(img, ok, inside, params, masks=None):
             # right next to it
             pool = ok & (np.abs(mean_e) < -np.log(_SHALLOW))
             hue = _hue_shift(eb, pool & ~ndimage.binary_dilation(strong, _SQUARE), sig_a)
-            hued = _patches(pool & (hue >= 2.0))
+            hued = _patches(pool & (hue >= _HUE_EXPLAIN))
             core1 = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=3)
         else:
             hue = None
@@ -803,7 +812,9 @@ def _scene_stats(img, ok, inside, params, masks=None):
                 # the footprint; only where pixels are small enough for a patch to have a
                 # pure core (a container or a tarp is 2.4 m wide)
                 colour = (dist > thr * near_mask) & cov
-                core_d = ndimage.maximum_filter(np.where(colour, d_lin, 0.0), size=5)
+                # (the core is within half a container's width, 1.2 m, of the rim pixel)
+                reach = 2 * max(1, int(round(1.2 / params["pixel_m"]))) + 1
+                core_d = ndimage.maximum_filter(np.where(colour, d_lin, 0.0), size=reach)
                 rim = cov & ~ndimage.binary_erosion(cov, _SQUARE)
                 share = d_lin / np.maximum(core_d, 1e-12)
                 # (and so does a pixel less than half-way to it: the blur in a narrow gap
