@@ -753,7 +753,7 @@ def _scene_stats(img, ok, inside, params, masks=None):
             # of such hue is not ground in a shadow, nor the blurred rim of a patch unless
             # right next to it
             pool = ok & (np.abs(mean_e) < -np.log(_SHALLOW))
-            hue = _hue_shift(eb, pool & ~ndimage.binary_dilation(strong, _SQUARE), sig_a)
+            hue = _hue_shift(eb, pool & ~ndimage.binary_dilation(strong, _SQUARE), sig_s)
             hued = _patches(pool & (hue >= _HUE_EXPLAIN))
             core1 = ndimage.maximum_filter(np.where(strong, d_lin, 0.0), size=3)
         else:
