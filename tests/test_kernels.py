@@ -82,9 +82,28 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
             d = np.fmin(d, np.sqrt(np.sum((nt - r - tau[..., None] * seg) ** 2, axis=-1)))
             tau = np.clip(np.sum((r - nt) * r, axis=-1) / np.sum(r * r, axis=-1), 0.0, 0.65)
             d = np.fmin(d, np.sqrt(np.sum((nt - (1.0 - tau[..., None]) * r) ** 2, axis=-1)))
-    got_d, got_lit = _fast.scene_distances(nt, r, k_sh, use_shadow, reached, lo, hi, haze)
+    none = np.full(nt.shape[:2], np.nan)
+    w = np.linspace(0.0, 1.0, nt.shape[2])
+    got_d, got_plain, got_lit = _fast.scene_distances(
+        nt, r, k_sh, use_shadow, reached, lo, hi, haze, none, none, w
+    )
     np.testing.assert_allclose(got_d, d, rtol=1e-12, atol=0, equal_nan=True)
+    np.testing.assert_allclose(got_plain, d, rtol=1e-12, atol=0, equal_nan=True)
     np.testing.assert_array_equal(got_lit, lit)
+    # light factors, interpolated across the strip, where given
+    f_lo = np.where(reached, 0.9, np.nan)
+    f_hi = np.where(reached, 1.2, np.nan)
+    light_d, light_plain, _ = _fast.scene_distances(
+        nt, r, k_sh, use_shadow, reached, lo, hi, haze, f_lo, f_hi, w
+    )
+    f = f_lo[..., None] + (f_hi - f_lo)[..., None] * w
+    with np.errstate(all="ignore"):
+        d_light = np.sqrt(np.sum((nt - f[..., None] * r) ** 2, axis=-1))
+    np.testing.assert_allclose(light_plain, d, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        light_d, np.where(np.isfinite(f), np.fmin(d, d_light), d), rtol=1e-12, equal_nan=True
+    )
+    assert (light_d < d - 1e-9).any()
     if use_shadow:
         assert 0 < (~lit).sum() < lit.size
 

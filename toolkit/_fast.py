@@ -173,9 +173,9 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
 
 @njit(cache=True, parallel=True)
 def scene_distances(
-    nt, r, k_sh, use_shadow, reached, scale_lo, scale_hi, haze
+    nt, r, k_sh, use_shadow, reached, scale_lo, scale_hi, haze, light_lo, light_hi, across_w
 ):  # pragma: no cover - compiled
-    """Colour distance of each sample to the empty track, lit or explained: (d, lit).
+    """Colour distance of each sample to the empty track, lit or explained: (d, d_plain, lit).
 
     ``d_lit = |nt - r|``. With ``use_shadow``: ``shade = k_sh * r``, scaled by
     the least-squares factor ``sum(nt * shade) / sum(shade**2)`` clipped to
@@ -183,10 +183,14 @@ def scene_distances(
     shade|``, ``d = fmin(d_lit, d_sh)`` and ``lit = not d_sh < d_lit``. With
     ``haze``: also the distance to ballast blended towards a neutral of three
     times its mean (share 0-0.6) and to ballast dimmed uniformly (0-0.65).
+    That is ``d_plain``; ``d`` is also the distance to ``f * r`` with the
+    light factor ``f = light_lo + (light_hi - light_lo) * across_w[c]``
+    interpolated across the strip, where ``light_lo[k, a]`` is finite.
     NaN samples give NaN distances and count as lit.
     """
     n_k, n_a, n_c, n_b = nt.shape
     d = np.empty((n_k, n_a, n_c), np.float64)
+    d_plain = np.empty((n_k, n_a, n_c), np.float64)
     lit = np.ones((n_k, n_a, n_c), np.bool_)
     for ka in prange(n_k * n_a):
         k = ka // n_a
@@ -249,8 +253,15 @@ def scene_distances(
                 for b in range(n_b):
                     s += (np.float64(nt[k, a, c, b]) - (1.0 - tau) * r[k, a, c, b]) ** 2
                 best = _fmin(best, np.sqrt(s))
+            d_plain[k, a, c] = best
+            if np.isfinite(light_lo[k, a]):
+                f = light_lo[k, a] + (light_hi[k, a] - light_lo[k, a]) * across_w[c]
+                s = 0.0
+                for b in range(n_b):
+                    s += (np.float64(nt[k, a, c, b]) - f * r[k, a, c, b]) ** 2
+                best = _fmin(best, np.sqrt(s))
             d[k, a, c] = best
-    return d, lit
+    return d, d_plain, lit
 
 
 @njit(cache=True)

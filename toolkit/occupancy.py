@@ -80,6 +80,7 @@ def estimate_occupancy(
     max_gap_m: float = 2.5,
     shadows: bool = True,
     own_shadows: bool = True,
+    light_changes: bool = True,
     cloud_margin_m: float = 25.0,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
@@ -119,6 +120,15 @@ def estimate_occupancy(
         can look like ballast from above). The sun's position is computed
         from each scene's time and the site's location; scenes with the sun
         too high or along the track are judged without it.
+    light_changes : bool, default True
+        Explain a core that is brighter or darker than the empty track by
+        the same factor as both strip margins (each 0.85-1.5 times the empty
+        track, the factor interpolated across the strip) as the empty track
+        under a smooth change of light: thin haze or the soft edge of a
+        cloud's shadow that the usable-data mask misses, or, at coarse
+        pixels, a car on the neighbouring track blurred into the strip. A car
+        on this track changes the core and shades at most one margin. The
+        noise level is measured without this explanation.
     cloud_margin_m : float, default 25.0
         Within this distance along the track of masked pixels (cloud, cloud
         shadow, nodata), the threshold is tripled: usable-data masks miss the
@@ -137,12 +147,12 @@ def estimate_occupancy(
     Notes
     -----
     Temporal-median background per appearance group (snow scenes apart), with
-    ballast from the strip margins where a place is rarely free; shadow, haze
-    and cloud-shadow explanations; per-scene gains and noise from the free
-    positions, re-estimated twice. The error against the simulator's truth is
-    asserted in ``tests/test_occupancy.py``; the method needs a series of
-    scenes (the reference comes from them) and is weakest for yards that are
-    full on every date, at 3 m pixels and in snow.
+    ballast from the strip margins where a place is rarely free; shadow, haze,
+    cloud-shadow and smooth light-change explanations; per-scene gains and
+    noise from the free positions, re-estimated twice. The error against the
+    simulator's truth is asserted in ``tests/test_occupancy.py``; the method
+    needs a series of scenes (the reference comes from them) and is weakest
+    for yards that are full on every date, at 3 m pixels and in snow.
 
     Examples
     --------
@@ -176,6 +186,7 @@ def estimate_occupancy(
             ),
             "shadows": bool(shadows),
             "own_shadows": bool(own_shadows),
+            "light_changes": bool(light_changes),
             "margin_px": int(round(cloud_margin_m / step)),
         },
         dask="parallelized",
@@ -214,6 +225,7 @@ def estimate_occupancy(
             "min_run_m": min_run_m,
             "max_gap_m": max_gap_m,
             "own_shadows": int(bool(own_shadows)),
+            "light_changes": int(bool(light_changes)),
             "step_m": step,
             "toolkit_version": _version(),
         }
@@ -325,6 +337,7 @@ def count_railcars(
     max_gap_m: float = 2.5,
     shadows: bool = True,
     own_shadows: bool = True,
+    light_changes: bool = True,
     cloud_margin_m: float = 25.0,
     coregister: bool | str = "auto",
     car_length_m: float = 15.2,
@@ -339,7 +352,7 @@ def count_railcars(
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
-        own_shadows, cloud_margin_m
+        own_shadows, light_changes, cloud_margin_m
         See :func:`track_strips` and :func:`estimate_occupancy`.
     coregister : bool or "auto", default "auto"
         Measure each scene's georeferencing shift against the stack
@@ -392,6 +405,7 @@ def count_railcars(
         max_gap_m=max_gap_m,
         shadows=shadows,
         own_shadows=own_shadows,
+        light_changes=light_changes,
         cloud_margin_m=cloud_margin_m,
     )
     counts = counts_from_occupancy(
@@ -724,6 +738,7 @@ def _classify(
     margin: np.ndarray,
     margin_px: int,
     own_shadows: bool = True,
+    light_changes: bool = True,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -786,7 +801,8 @@ def _classify(
                     # and blur change its depth, not its colour
                     margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
                     reached = _sun_side_dark(margin_ratios[t], shadow_side[t], n[t])
-                d, lit_t = scene_distances(
+                light = _light_factors(n[t], r, margin, smooth, enabled=light_changes)
+                d, d_plain, lit_t = scene_distances(
                     n[t],
                     r,
                     np.nan_to_num(k_sh),
@@ -794,10 +810,15 @@ def _classify(
                     reached,
                     *(_NEIGHBOUR_SHADOW_SCALE if own_shadows else (1.0, 1.0)),
                     bool(haze_scene[t]),
+                    *light,
                 )
                 if use_shadow:
                     lit[t] = lit_t
-                dc, dc_raw, s_t = _core_deviation(d, known[t], free[t], halves_idx, smooth, chi_med)
+                # the noise level comes from the distances without the light explanation,
+                # which would otherwise lower it and make every other place look deviant
+                dc, dc_raw, s_t = _core_deviation(
+                    d, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_plain
+                )
                 sigma[t] = s_t
                 dev[t] = dc
                 dev_raw[t] = dc_raw
@@ -818,6 +839,29 @@ def _classify(
     occ = np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
     biggest = np.bincount(groups).argmax()
     return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
+
+
+def _light_factors(nt, r, margin, smooth, *, enabled=True, lo=0.85, hi=1.5):
+    """Light factors of the two strip margins where both lie in [lo, hi], and across weights.
+
+    Thin haze, the soft edge of a cloud's shadow and, at coarse pixels, a car
+    on the neighbouring track blurred into the strip change the brightness of
+    the whole strip smoothly, margins and core alike; a car on this track
+    changes the core and shades at most one margin. Where both margins are
+    changed by a factor between ``lo`` and ``hi``, the core may be explained
+    as the reference times the factor interpolated across the strip between
+    them. Returns the factors of the low and high margin (K, A), NaN where
+    not applicable, and the across weights (C,) from 0 to 1.
+    """
+    n_k, n_a, n_c = nt.shape[:3]
+    w = np.linspace(0.0, 1.0, n_c) if n_c > 1 else np.zeros(1)
+    none = np.full((n_k, n_a), np.nan)
+    ratios = _margin_ratios(nt, r, margin, smooth) if enabled else None
+    if ratios is None:
+        return none, none, w
+    m_lo, m_hi = ratios
+    ok = (m_lo >= lo) & (m_lo <= hi) & (m_hi >= lo) & (m_hi <= hi)
+    return np.where(ok, m_lo, np.nan), np.where(ok, m_hi, np.nan), w
 
 
 def _margin_ratios(nt, r, margin, smooth):
@@ -922,21 +966,28 @@ def _shadow_sides(strips, *, enabled: bool = True):
     return xr.DataArray(out, dims=("time", "track", "along"))
 
 
-def _core_deviation(d, known, free, halves_idx, smooth, chi_med):
+def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None):
     """Per-position deviation in noise units from per-sample distances (track, along, across).
 
     A car covers both halves of the core; a neighbour's shadow edge or a glint
     covers one: the less deviant half counts. Returns the smoothed and the raw
-    deviation, and the noise sigma (from the positions judged free).
+    deviation, and the noise sigma (from the positions judged free, measured
+    on ``d_noise`` when given, else on ``d``).
     """
-    halves = [_nanmean(d[..., h], axis=-1) for h in halves_idx]
-    dc = np.fmin(*halves) if len(halves) == 2 else halves[0]
-    dc_raw = np.where(known, dc, np.nan)
-    if smooth > 1:  # running median along the track: texture spikes out, cars in
-        filled = np.where(np.isfinite(dc), dc, 0.0)
-        dc = ndimage.median_filter(filled, size=(1, smooth), mode="nearest")
-    dc = np.where(known, dc, np.nan)
-    s = _nanmedian(np.where(free, dc, np.nan)) / chi_med
+
+    def per_position(dist):
+        halves = [_nanmean(dist[..., h], axis=-1) for h in halves_idx]
+        raw = np.fmin(*halves) if len(halves) == 2 else halves[0]
+        out = raw
+        if smooth > 1:  # running median along the track: texture spikes out, cars in
+            out = ndimage.median_filter(
+                np.where(np.isfinite(raw), raw, 0.0), size=(1, smooth), mode="nearest"
+            )
+        return np.where(known, raw, np.nan), np.where(known, out, np.nan)
+
+    dc_raw, dc = per_position(d)
+    noise = dc if d_noise is None else per_position(d_noise)[1]
+    s = _nanmedian(np.where(free, noise, np.nan)) / chi_med
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
