@@ -4,7 +4,10 @@ Held-out variants, never used while the method was tuned (tuning used the
 default sample, seed 20231005, and seed 7 at 1 m and 3 m): seed 101 at 0.5 m,
 seed 202 at 1 m and seed 303 at 3 m, each the last acquisitions of its
 five-year history (the build-up of September-October 2023 with its container
-stacks and tarped cargo). Every scene here is SYNTHETIC.
+stacks and tarped cargo). Those three were checked again after the grey-tarp
+rules were tuned (on seeds 7-45); two fresh seeds, 606 at 0.5 m and 707 at
+1 m, were never looked at before the method was settled. Every scene here is
+SYNTHETIC.
 
 The targets of the storage-area issue are asserted where the method meets
 them; where it does not yet, the target is a strict ``xfail`` (so meeting it
@@ -29,13 +32,14 @@ from toolkit.cli import main as cli_main
 from toolkit.errors import InputError
 
 HELD_OUT = {0.5: (101, 6), 1.0: (202, 8), 3.0: (303, 8)}  # resolution: (seed, last n scenes)
+FRESH = {0.5: (606, 6), 1.0: (707, 8)}
 
 
-def _site(root, res):
-    seed, n = HELD_OUT[res]
+def _site(root, res, plan=HELD_OUT):
+    seed, n = plan[res]
     history = toolkit.five_year_history(seed=seed)
     return toolkit.simulate_site(
-        root / f"held_out_{res:g}m",
+        root / f"held_out_{seed}_{res:g}m",
         resolution_m=res,
         seed=seed,
         dates=list(history["time"].iloc[-n:]),
@@ -96,24 +100,27 @@ def test_covered_fraction_regression(held_out, res):
     _, _, table = held_out[res]
     clear, err = _report(res, table)
     assert len(clear) >= 6
-    # measured on the held-out seeds: mean 0.0099 / 0.0246 / 0.0264, max 0.017 / 0.053 /
-    # 0.052 (before the stricter shadow rule, the texture of wrinkled tarps and the linear
-    # share of blurred rims: mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095 / 0.106)
-    assert err.mean() <= {0.5: 0.013, 1.0: 0.03, 3.0: 0.035}[res]
-    assert err.max() <= {0.5: 0.025, 1.0: 0.065, 3.0: 0.065}[res]
+    # measured on the held-out seeds: mean 0.0036 / 0.0095 / 0.0264, max 0.0086 / 0.032 /
+    # 0.052 (before grey tarps were found by their hue against the area's own ground
+    # noise: mean 0.0099 / 0.0246 / 0.0264, max 0.017 / 0.053 / 0.052; before the stricter
+    # shadow rule, the texture of wrinkled tarps and the linear share of blurred rims:
+    # mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095 / 0.106)
+    assert err.mean() <= {0.5: 0.005, 1.0: 0.012, 3.0: 0.03}[res]
+    assert err.max() <= {0.5: 0.012, 1.0: 0.036, 3.0: 0.056}[res]
 
 
 @pytest.mark.parametrize("res, limit", [(0.5, 0.03), (3.0, 0.08)])
 def test_covered_fraction_target(held_out, res, limit):
-    # measured max 0.017 at 0.5 m, 0.052 at 3 m
+    # measured max 0.0086 at 0.5 m, 0.052 at 3 m
     _, _, table = held_out[res]
     assert _clear(table)["err"].abs().max() <= limit
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="target not met yet: max covered-fraction error 0.053 at 1 m on the held-out seed; "
-    "grey tarps on grey concrete are missed where their folds are not resolved",
+    reason="target not met yet: max covered-fraction error 0.032 at 1 m on the held-out seed "
+    "(0.034 on the fresh seed 707); the blurred edges of tarps in the densest apron scenes "
+    "are undercounted while the halo of container stacks is overcounted",
 )
 def test_covered_fraction_target_at_1m(held_out):
     _, _, table = held_out[1.0]
@@ -129,8 +136,8 @@ def test_container_equivalents_at_half_a_metre_regression(held_out):
     assert len(big) >= 4
     # measured: mean |relative error| 0.024, max 0.058 (0.061 and 0.112 before grey tarps
     # were found by their hue against the area's own ground noise; 0.155 and 0.25 before)
-    assert rel.abs().mean() <= 0.035
-    assert rel.abs().max() <= 0.075
+    assert rel.abs().mean() <= 0.03
+    assert rel.abs().max() <= 0.07
 
 
 def test_container_equivalents_target(held_out):
@@ -139,6 +146,45 @@ def test_container_equivalents_target(held_out):
     big = big[big["teu_true"] >= 20]
     rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
     assert rel.abs().max() <= 0.10
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    root = tmp_path_factory.mktemp("areas_fresh")
+    return {res: _compare(_site(root, res, FRESH))[1] for res in FRESH}
+
+
+def test_fresh_seeds_meet_the_targets_at_half_a_metre(fresh):
+    # seed 606, never used while tuning: measured max covered-fraction error 0.011 (mean
+    # 0.0058), container equivalents (>= 20) max 0.065 (mean 0.049)
+    table = fresh[0.5]
+    clear, err = _report(0.5, table)
+    assert len(clear) >= 6
+    assert err.max() <= 0.03
+    big = clear[clear["teu_true"] >= 20]
+    rel = (big["container_equivalents"] - big["teu_true"]) / big["teu_true"]
+    assert len(big) >= 4
+    assert rel.abs().max() <= 0.10
+
+
+def test_fresh_seed_at_1m_regression(fresh):
+    # seed 707, never used while tuning: measured mean 0.0114, max 0.034 (the 0.03 target
+    # is not met at 1 m; see test_covered_fraction_target_at_1m)
+    clear, err = _report(1.0, fresh[1.0])
+    assert len(clear) >= 6
+    assert err.mean() <= 0.014
+    assert err.max() <= 0.038
+
+
+def test_fresh_seeds_cloudy_scenes(fresh):
+    # measured max |covered-fraction error| 0.046 (0.5 m), 0.012 (1 m); the interval is
+    # not checked here: in the fresh series' mostly clouded scenes (10-30 % visible) the
+    # estimate covers the visible part while the truth counts the whole area
+    for res, table in fresh.items():
+        cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]
+        cloudy = cloudy[cloudy["covered_m2"].notna()]
+        assert len(cloudy) >= 1, res
+        assert cloudy["err"].abs().max() <= 0.05, res
 
 
 def test_interval_coverage(held_out):
@@ -152,8 +198,9 @@ def test_interval_coverage(held_out):
     print(
         f"\ninterval coverage {inside.mean():.3f}, mean width {np.concatenate(width).mean():.0f} m2"
     )
-    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 1225, 1177, 2518 m2); it was
-    # 1.00, 0.75, 0.94 before the interval took in one pixel of edge blur around each patch
+    # measured: 0.5 m 1.00, 1 m 1.00, 3 m 1.00 (mean widths 1183, 1486, 2518 m2; 1225,
+    # 1177, 2518 before grey tarps were found by their hue); it was 1.00, 0.75, 0.94
+    # before the interval took in one pixel of edge blur around each patch
     assert inside.mean() >= 0.9
     assert held_out[0.5][2].pipe(lambda t: t[t["covered_m2"].notna()])["inside"].mean() >= 0.9
 
@@ -167,7 +214,7 @@ def test_interval_coverage_target_at_every_resolution(held_out):
 
 def test_cloudy_scenes_do_not_read_as_cargo(held_out):
     # scenes with clouds, cloud shadows or nodata in the held-out series: measured max
-    # |covered-fraction error| 0.040 (0.5 m), 0.020 (1 m), 0.057 (3 m)
+    # |covered-fraction error| 0.038 (0.5 m), 0.015 (1 m), 0.057 (3 m)
     for res, limit in ((0.5, 0.05), (1.0, 0.05), (3.0, 0.08)):
         table = held_out[res][2]
         cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]
@@ -214,7 +261,7 @@ def test_snow_does_not_read_as_cargo(sample_hard):
     t = sample_hard[sample_hard["day"].isin(_SAMPLE_SNOW)].dropna(subset=["covered_fraction"])
     print(f"\nsnow sample scenes: errors {t['err'].round(3).tolist()}")
     assert len(t) == 2 * len(_SAMPLE_SNOW)
-    # measured max |error| 0.018 (it was +0.19 on 2022-02-03, and +0.37 on 2019-01-06 with
+    # measured max |error| 0.019 (it was +0.19 on 2022-02-03, and +0.37 on 2019-01-06 with
     # a first haze rule); snow-covered stacks are partly missed (-0.018 on 2019-12-19)
     assert t["err"].abs().max() <= 0.03
 
