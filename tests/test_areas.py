@@ -5,15 +5,14 @@ default sample, seed 20231005, and seed 7 at 1 m and 3 m): seed 101 at 0.5 m,
 seed 202 at 1 m and seed 303 at 3 m, each the last acquisitions of its
 five-year history (the build-up of September-October 2023 with its container
 stacks and tarped cargo). Those three were checked again after the grey-tarp
-rules were tuned (on seeds 7-45); two fresh seeds, 606 at 0.5 m and 707 at
-1 m, were never looked at before the method was settled. Every scene here is
-SYNTHETIC.
+rules and the edge shares were tuned (on seeds 7-45). Fresh seeds never used
+to choose a rule or a number: 606 at 0.5 m and 707 at 1 m (first run once the
+grey-tarp rules were settled) and 808 at 1 m (first run once the 1 m edge
+shares were settled). Every scene here is SYNTHETIC.
 
-The targets of the storage-area issue are asserted where the method meets
-them; where it does not yet, the target is a strict ``xfail`` (so meeting it
-turns the test red until the mark is removed) and a regression bound a little
-above the measured figure holds what it achieves today. Measured figures are
-printed with ``-s``.
+The targets of the storage-area issue are asserted (all are met on these
+seeds), and regression bounds a little above the measured figures hold what
+the method achieves today. Measured figures are printed with ``-s``.
 """
 
 from __future__ import annotations
@@ -32,11 +31,11 @@ from toolkit.cli import main as cli_main
 from toolkit.errors import InputError
 
 HELD_OUT = {0.5: (101, 6), 1.0: (202, 8), 3.0: (303, 8)}  # resolution: (seed, last n scenes)
-FRESH = {0.5: (606, 6), 1.0: (707, 8)}
+FRESH = {(0.5, 606): 6, (1.0, 707): 8, (1.0, 808): 8}  # (resolution, seed): last n scenes
 
 
-def _site(root, res, plan=HELD_OUT):
-    seed, n = plan[res]
+def _site(root, res, seed=None):
+    seed, n = HELD_OUT[res] if seed is None else (seed, FRESH[res, seed])
     history = toolkit.five_year_history(seed=seed)
     return toolkit.simulate_site(
         root / f"held_out_{seed}_{res:g}m",
@@ -100,31 +99,21 @@ def test_covered_fraction_regression(held_out, res):
     _, _, table = held_out[res]
     clear, err = _report(res, table)
     assert len(clear) >= 6
-    # measured on the held-out seeds: mean 0.0036 / 0.0095 / 0.0264, max 0.0086 / 0.032 /
+    # measured on the held-out seeds: mean 0.0036 / 0.0070 / 0.0264, max 0.0086 / 0.0215 /
     # 0.052 (before grey tarps were found by their hue against the area's own ground
-    # noise: mean 0.0099 / 0.0246 / 0.0264, max 0.017 / 0.053 / 0.052; before the stricter
+    # noise and the blur of narrow patches was counted whole at 1 m: mean 0.0099 / 0.0246
+    # / 0.0264, max 0.017 / 0.053 / 0.052; before the stricter
     # shadow rule, the texture of wrinkled tarps and the linear share of blurred rims:
     # mean 0.027 / 0.027 / 0.044, max 0.059 / 0.095 / 0.106)
-    assert err.mean() <= {0.5: 0.005, 1.0: 0.012, 3.0: 0.03}[res]
-    assert err.max() <= {0.5: 0.012, 1.0: 0.036, 3.0: 0.056}[res]
+    assert err.mean() <= {0.5: 0.005, 1.0: 0.009, 3.0: 0.03}[res]
+    assert err.max() <= {0.5: 0.012, 1.0: 0.025, 3.0: 0.056}[res]
 
 
-@pytest.mark.parametrize("res, limit", [(0.5, 0.03), (3.0, 0.08)])
+@pytest.mark.parametrize("res, limit", [(0.5, 0.03), (1.0, 0.03), (3.0, 0.08)])
 def test_covered_fraction_target(held_out, res, limit):
-    # measured max 0.0086 at 0.5 m, 0.052 at 3 m
+    # measured max 0.0086 at 0.5 m, 0.0215 at 1 m, 0.052 at 3 m
     _, _, table = held_out[res]
     assert _clear(table)["err"].abs().max() <= limit
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="target not met yet: max covered-fraction error 0.032 at 1 m on the held-out seed "
-    "(0.034 on the fresh seed 707); the blurred edges of tarps in the densest apron scenes "
-    "are undercounted while the halo of container stacks is overcounted",
-)
-def test_covered_fraction_target_at_1m(held_out):
-    _, _, table = held_out[1.0]
-    assert _clear(table)["err"].abs().max() <= 0.03
 
 
 def test_container_equivalents_at_half_a_metre_regression(held_out):
@@ -151,14 +140,13 @@ def test_container_equivalents_target(held_out):
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     root = tmp_path_factory.mktemp("areas_fresh")
-    return {res: _compare(_site(root, res, FRESH))[1] for res in FRESH}
+    return {key: _compare(_site(root, *key))[1] for key in FRESH}
 
 
-def test_fresh_seeds_meet_the_targets_at_half_a_metre(fresh):
-    # seed 606, never used while tuning: measured max covered-fraction error 0.011 (mean
-    # 0.0058), container equivalents (>= 20) max 0.065 (mean 0.049)
-    table = fresh[0.5]
-    clear, err = _report(0.5, table)
+def test_fresh_seed_meets_the_targets_at_half_a_metre(fresh):
+    # seed 606: measured max covered-fraction error 0.011 (mean 0.0058), container
+    # equivalents (>= 20) max 0.065 (mean 0.049)
+    clear, err = _report(0.5, fresh[0.5, 606])
     assert len(clear) >= 6
     assert err.max() <= 0.03
     big = clear[clear["teu_true"] >= 20]
@@ -167,24 +155,26 @@ def test_fresh_seeds_meet_the_targets_at_half_a_metre(fresh):
     assert rel.abs().max() <= 0.10
 
 
-def test_fresh_seed_at_1m_regression(fresh):
-    # seed 707, never used while tuning: measured mean 0.0114, max 0.034 (the 0.03 target
-    # is not met at 1 m; see test_covered_fraction_target_at_1m)
-    clear, err = _report(1.0, fresh[1.0])
+@pytest.mark.parametrize("seed", [707, 808])
+def test_fresh_seeds_meet_the_target_at_1m(fresh, seed):
+    # measured mean 0.0077 / 0.0071, max 0.0135 / 0.0248 (seeds 707 / 808); on the tuning
+    # seeds the largest error is still 0.045 (a noisy scene of the densest apron), so the
+    # target holds on these seeds, not on every seed
+    clear, err = _report(1.0, fresh[1.0, seed])
     assert len(clear) >= 6
-    assert err.mean() <= 0.014
-    assert err.max() <= 0.038
+    assert err.mean() <= 0.009
+    assert err.max() <= 0.03
 
 
 def test_fresh_seeds_cloudy_scenes(fresh):
-    # measured max |covered-fraction error| 0.046 (0.5 m), 0.012 (1 m); the interval is
-    # not checked here: in the fresh series' mostly clouded scenes (10-30 % visible) the
-    # estimate covers the visible part while the truth counts the whole area
-    for res, table in fresh.items():
+    # measured max |covered-fraction error| 0.046 (606, 0.5 m), 0.009 (707), 0.013 (808);
+    # the interval is not checked here: in the fresh series' mostly clouded scenes (10-30 %
+    # visible) the estimate covers the visible part while the truth counts the whole area
+    for key, table in fresh.items():
         cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]
         cloudy = cloudy[cloudy["covered_m2"].notna()]
-        assert len(cloudy) >= 1, res
-        assert cloudy["err"].abs().max() <= 0.05, res
+        assert len(cloudy) >= 1, key
+        assert cloudy["err"].abs().max() <= 0.05, key
 
 
 def test_interval_coverage(held_out):
@@ -214,7 +204,7 @@ def test_interval_coverage_target_at_every_resolution(held_out):
 
 def test_cloudy_scenes_do_not_read_as_cargo(held_out):
     # scenes with clouds, cloud shadows or nodata in the held-out series: measured max
-    # |covered-fraction error| 0.038 (0.5 m), 0.015 (1 m), 0.057 (3 m)
+    # |covered-fraction error| 0.038 (0.5 m), 0.005 (1 m), 0.057 (3 m)
     for res, limit in ((0.5, 0.05), (1.0, 0.05), (3.0, 0.08)):
         table = held_out[res][2]
         cloudy = table[(table["cloud_fraction"] > 0) | (table["visible_fraction"] < 0.999)]

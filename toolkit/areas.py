@@ -42,7 +42,9 @@ Method (see ``Notes`` of :func:`area_occupancy`):
    a shallow shadow carries almost none.
 3. Counts are shares of the area's visible pixels (at 1 m or finer, a
    blurred rim pixel of a coloured patch counts by its share of the
-   contrast of the patch's core, as linear mixing gives it); the interval
+   contrast of the patch's core, as linear mixing gives it; where a 2.4 m
+   patch spans under three pixels, the pixels around every patch count by
+   their share of its colour too, so the blur is counted whole); the interval
    comes from a stricter and a looser reading of the same pixels and from
    the covered patches eroded and dilated by one pixel (the blur of stack
    edges).
@@ -317,7 +319,14 @@ def area_occupancy(
     pixel of a coloured patch, or a pixel less than half-way to it (the blur
     in a narrow gap between two patches), counts by its linear contrast
     relative to the brightest-contrast pixel within half a container's width
-    (1.2 m; the footprint at linear mixing, not inflated by the blur). Covered pixels are cleaned of patches smaller than
+    (1.2 m; the footprint at linear mixing, not inflated by the blur). At
+    pixels coarser than 0.8 m (a 2.4 m patch under three pixels across, so
+    mostly blurred edge), every rim pixel within reach of a coloured patch
+    counts by that share (texture alone also finds the blur), and each pixel
+    just outside a patch, unless a deep shadow, counts by the projection of
+    its colour on the patch's (relative linear units), where mixing explains
+    it within two noise units; negative shares are kept, so noise averages
+    out. Covered pixels are cleaned of patches smaller than
     ``min_patch_m2``. The interval runs from the smaller of the reading at
     twice the thresholds (less 20 %) and the covered patches eroded by one
     pixel, to the larger of the reading at half the thresholds (plus 35 %)
@@ -795,7 +804,8 @@ def _scene_stats(img, ok, inside, params, masks=None):
             tex = tex_any & ~explained
             if hue is not None:
                 # a patch of clear, consistent hue shift: a grey tarp on grey concrete
-                tex |= _patches(pool & (hue >= _HUE_K * f * near_mask)) & ~explained
+                faint = _patches(pool & (hue >= _HUE_K * f * near_mask)) & ~explained
+                tex |= faint
             if fine and (snowy is None or f < 1.0):
                 # wrinkled tarps: their folds are shallow shadows, but the texture fills the
                 # whole tarp (at least 5 pixels across), where a shadow's texture is a thin
@@ -821,8 +831,21 @@ def _scene_stats(img, ok, inside, params, masks=None):
                 # (and so does a pixel less than half-way to it: the blur in a narrow gap
                 # between two patches, which joins them)
                 rim |= share < 0.5
-                share = np.where(rim & colour & (core_d > 0), np.clip(share, 0.0, 1.0), 1.0)
-                counts.append(float(share[cov & sel].sum()))
+                # where a 2.4 m patch spans under three pixels, most of it is blurred
+                # edge: every rim pixel next to a coloured patch counts by its share
+                # (texture alone finds the blur of a stack as well as the stack), and the
+                # pixels around a patch count by their share of its colour, so that the
+                # blur is counted whole, neither inflated nor cut at a threshold (not
+                # pixels of a deep shadow, which mixing does not explain)
+                narrow = hue is not None and params["pixel_m"] > 0.8
+                blur = colour | ~faint if narrow else colour
+                share = np.where(rim & blur & (core_d > 0), np.clip(share, 0.0, 1.0), 1.0)
+                n_cov = float(share[cov & sel].sum())
+                if narrow:
+                    ring = ndimage.binary_dilation(cov, _SQUARE) & ~cov & sel
+                    ring &= ~explained | (mean_e > np.log(_SHALLOW))
+                    n_cov += float(_edge_share((lin - rl) / rl, cov, ring, sig_s).sum())
+                counts.append(n_cov)
             else:
                 counts.append(int((cov & sel).sum()))
             if masks is not None:
@@ -964,6 +987,27 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = sizes >= min_px
     keep[0] = False
     return keep[lab]
+
+
+def _edge_share(rel, patch, ring, sig):
+    """Share of a patch's colour in the pixels around it (linear mixing), at most 1.
+
+    ``rel`` (band, y, x) is the difference to the ground relative to it, in
+    linear units. The patch colour near every pixel is the mean of ``rel`` over
+    the ``patch`` pixels of its 3 x 3 neighbourhood; a ``ring`` pixel counts by
+    the projection of its own colour on that colour, where what mixing leaves
+    unexplained (a shadow, another colour) stays within two noise units (``sig``,
+    log units, about relative). Negative shares (noise on bare ground) are kept,
+    so that the noise averages out rather than adding up.
+    """
+    wts = ndimage.uniform_filter(patch.astype("float64"), 3)
+    pc = ndimage.uniform_filter(np.where(patch, rel, 0.0), size=(1, 3, 3))
+    pc /= np.maximum(wts, 1e-6)
+    norm = (pc**2).sum(axis=0)
+    share = np.clip((rel * pc).sum(axis=0) / np.maximum(norm, 1e-12), -1.0, 1.0)
+    resid = np.sqrt(((rel - share * pc) ** 2).mean(axis=0)) / sig.max()
+    use = ring & (wts > 0) & (norm > 0) & (resid < 2.0)
+    return np.where(use, share, 0.0)
 
 
 def _patches(mask: np.ndarray) -> np.ndarray:
