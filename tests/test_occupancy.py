@@ -36,10 +36,10 @@ def sample_counts(default_sample):
 def held_out_1m(tmp_path_factory):
     """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions.
 
-    Counted with the defaults, which co-register the scenes at 1 m.
+    Counted with the defaults, which co-register the scenes.
     """
     return _coregistered_counts(
-        _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14), coregister="auto"
+        _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14)
     )
 
 
@@ -54,9 +54,9 @@ def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
     )
 
 
-def _coregistered_counts(site, coregister=True):
+def _coregistered_counts(site):
     cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=coregister).compute()
+    counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
     return compare_with_truth(counts, site.truth_path)
 
 
@@ -94,7 +94,7 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place), co-registered (the default at 1 m): MARE 9.0 %, bias -9.0 %,
+    # looks at each place), co-registered (the default): MARE 9.0 %, bias -9.0 %,
     # track MAE 0.78 (0.89 before smooth light changes were explained). Without
     # co-registration (and before the light changes): MARE 21 %, track MAE 1.28.
     # The targets (3 %, +-2 %, 0.5) are not met.
@@ -357,9 +357,7 @@ def test_compiled_nanmedian_equals_numpy(shape):
 
 def test_coregister_option_is_checked(default_sample):
     cube = toolkit.load_cube(default_sample.path / "scenes")
-    with pytest.raises(
-        toolkit.InputError, match=r"coregister: expected True, False or 'auto', got 'yes'"
-    ):
+    with pytest.raises(toolkit.InputError, match=r"coregister: expected True or False, got 'yes'"):
         toolkit.count_railcars(cube, default_sample.tracks_path, coregister="yes")
 
 
@@ -367,7 +365,9 @@ def _hand_made_strips(*, n_time=12, n_along=1000, seed=0):
     """SYNTHETIC strips: one 500 m track at 0.5 m, ballast with sensor noise, no cars."""
     rng = np.random.default_rng(seed)
     across = np.arange(-2.5, 2.51, 0.5)
-    ballast = np.array([0.42, 0.40, 0.37])[None, None, :] * (1 + 0.05 * rng.random((n_along, 11, 1)))
+    ballast = np.array([0.42, 0.40, 0.37])[None, None, :] * (
+        1 + 0.05 * rng.random((n_along, 11, 1))
+    )
     value = np.broadcast_to(ballast, (n_time, 1, n_along, 11, 3)).copy()
     value += rng.normal(0.0, 0.006, value.shape)
     along = np.arange(n_along) * 0.5
