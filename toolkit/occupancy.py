@@ -781,13 +781,16 @@ def _classify(
                 k_sh = _shadow_factor(n[t], r) if shadows else np.full(n_b, np.nan)
                 use_shadow = bool(np.isfinite(k_sh).all())
                 reached = np.zeros((n_k, n_a), bool)
+                ratios = None
+                if (use_shadow and own_shadows) or light_changes:
+                    ratios = _margin_ratios(n[t], r, margin, smooth)
                 if use_shadow and own_shadows:
                     # where a neighbour's shadow reaches this track (its margin towards
                     # the sun is dark), let the shadow's depth vary a little: penumbra
                     # and blur change its depth, not its colour
-                    margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
-                    reached = _sun_side_dark(margin_ratios[t], shadow_side[t], n[t])
-                light = _light_factors(n[t], r, margin, smooth, enabled=light_changes)
+                    margin_ratios[t] = ratios
+                    reached = _sun_side_dark(ratios, shadow_side[t], n[t])
+                light = _light_factors(ratios if light_changes else None, (n_k, n_a, n_c))
                 d, d_plain, lit_t = scene_distances(
                     n[t],
                     r,
@@ -827,7 +830,7 @@ def _classify(
     return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
 
 
-def _light_factors(nt, r, margin, smooth, *, enabled=True, lo=0.85, hi=1.5):
+def _light_factors(margin_ratios, shape, *, lo=0.85, hi=1.5):
     """Light factors of the two strip margins where both lie in [lo, hi], and across weights.
 
     Thin haze, the soft edge of a cloud's shadow and, at coarse pixels, a car
@@ -836,16 +839,17 @@ def _light_factors(nt, r, margin, smooth, *, enabled=True, lo=0.85, hi=1.5):
     changes the core and shades at most one margin. Where both margins are
     changed by a factor between ``lo`` and ``hi``, the core may be explained
     as the reference times the factor interpolated across the strip between
-    them. Returns the factors of the low and high margin (K, A), NaN where
-    not applicable, and the across weights (C,) from 0 to 1.
+    them. ``margin_ratios`` is :func:`_margin_ratios` of the scene (None: no
+    explanation); ``shape`` is (K, A, C). Returns the factors of the low and
+    high margin (K, A), NaN where not applicable, and the across weights (C,)
+    from 0 to 1.
     """
-    n_k, n_a, n_c = nt.shape[:3]
+    n_k, n_a, n_c = shape
     w = np.linspace(0.0, 1.0, n_c) if n_c > 1 else np.zeros(1)
-    none = np.full((n_k, n_a), np.nan)
-    ratios = _margin_ratios(nt, r, margin, smooth) if enabled else None
-    if ratios is None:
+    if margin_ratios is None:
+        none = np.full((n_k, n_a), np.nan)
         return none, none, w
-    m_lo, m_hi = ratios
+    m_lo, m_hi = margin_ratios
     ok = (m_lo >= lo) & (m_lo <= hi) & (m_hi >= lo) & (m_hi <= hi)
     return np.where(ok, m_lo, np.nan), np.where(ok, m_hi, np.nan), w
 
