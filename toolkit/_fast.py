@@ -151,16 +151,9 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
         k = ka // n_a
         a = ka % n_a
         for c in range(n_c):
-            s = 0.0
-            m = 0
-            for b in range(n_b):
-                x = np.float64(nt[k, a, c, b]) / np.float64(r[k, a, c, b])
-                if np.isfinite(x):
-                    s += x
-                    m += 1
+            rho, m = _ratio_mean(nt, r, k, a, c, 0.0)
             if m == 0:
                 continue
-            rho = s / m
             q = 0.0
             for b in range(n_b):
                 x = np.float64(nt[k, a, c, b]) / np.float64(r[k, a, c, b])
@@ -289,15 +282,21 @@ def band_mean_ratio(nt, r, floor):  # pragma: no cover - compiled
         k = ka // n_a
         a = ka % n_a
         for c in range(n_c):
-            s = 0.0
-            m = 0
-            for b in range(n_b):
-                x = np.float64(nt[k, a, c, b]) / max(np.float64(r[k, a, c, b]), floor)
-                if np.isfinite(x):
-                    s += x
-                    m += 1
-            out[k, a, c] = s / m if m > 0 else np.nan
+            out[k, a, c] = _ratio_mean(nt, r, k, a, c, floor)[0]
     return out
+
+
+@njit(cache=True)
+def _ratio_mean(nt, r, k, a, c, floor):  # pragma: no cover - compiled
+    """Mean over bands of the finite ``nt / max(r, floor)`` at one sample, and their number."""
+    s = 0.0
+    m = 0
+    for b in range(nt.shape[-1]):
+        x = np.float64(nt[k, a, c, b]) / max(np.float64(r[k, a, c, b]), floor)
+        if np.isfinite(x):
+            s += x
+            m += 1
+    return (s / m if m > 0 else np.nan), m
 
 
 @njit(cache=True, parallel=True)

@@ -317,6 +317,21 @@ def _synthetic(obj, synthetic: bool | None) -> bool:
     return _is_synthetic(obj) if synthetic is None else bool(synthetic)
 
 
+def _mark_changepoint(ax, changepoints, i, label):
+    """Change point ``i``: a dashed line at its date over its date interval, shaded."""
+    if changepoints.time_low and changepoints.time_high:
+        ax.axvspan(
+            _as_time(changepoints.time_low[i]),
+            _as_time(changepoints.time_high[i]),
+            color=PALETTE["purple"],
+            alpha=0.25,
+            lw=0,
+        )
+    ax.axvline(
+        _as_time(changepoints.times[i]), color=PALETTE["purple"], lw=0.7, ls="--", label=label
+    )
+
+
 def _as_time(value) -> np.datetime64:
     import pandas as pd
 
@@ -910,21 +925,9 @@ def plot_five_year_counts(
                 label=f"baseline maximum ({comparison.baseline_max:.0f})",
             )
         if changepoints is not None and changepoints.times:
-            for i, tc in enumerate(changepoints.times):
-                if changepoints.time_low and changepoints.time_high:
-                    ax.axvspan(
-                        _as_time(changepoints.time_low[i]),
-                        _as_time(changepoints.time_high[i]),
-                        color=PALETTE["purple"],
-                        alpha=0.25,
-                        lw=0,
-                    )
-                ax.axvline(
-                    _as_time(tc),
-                    color=PALETTE["purple"],
-                    lw=0.7,
-                    ls="--",
-                    label="change points (date interval shaded)" if i == 0 else None,
+            for i in range(len(changepoints.times)):
+                _mark_changepoint(
+                    ax, changepoints, i, "change points (date interval shaded)" if i == 0 else None
                 )
     ax.vlines(t, lo, hi, color=PALETTE["sky"], lw=0.8, label="estimate, low-high interval")
     ax.plot(t, est, "o", ms=2.0, color=PALETTE["blue"], label="estimated railcars")
@@ -1072,20 +1075,8 @@ def plot_event_closeup(
             if not t0 <= tc64 <= t1:
                 continue
             for a in (ax, axp):
-                if changepoints.time_low and changepoints.time_high:
-                    a.axvspan(
-                        _as_time(changepoints.time_low[i]),
-                        _as_time(changepoints.time_high[i]),
-                        color=PALETTE["purple"],
-                        alpha=0.25,
-                        lw=0,
-                    )
-                a.axvline(
-                    tc64,
-                    color=PALETTE["purple"],
-                    lw=0.7,
-                    ls="--",
-                    label="change point (interval)" if first and a is ax else None,
+                _mark_changepoint(
+                    a, changepoints, i, "change point (interval)" if first and a is ax else None
                 )
             first = False
     ax.vlines(
