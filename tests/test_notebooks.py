@@ -136,6 +136,16 @@ def test_changepoints_find_the_rise(executed):
     # the estimated series puts the start of the rise within two weeks of 2023-09-18
     assert abs(pd.Timestamp(rise) - pd.Timestamp("2023-09-18")) <= pd.Timedelta("14D")
     _figure_written(executed["out"], "change_map")
+    # storage areas: the covered-area series goes through the same functions unchanged;
+    # the build-up (sparse storage before 2023-09-13, most of the yard on 2023-10-05)
+    # reads within 10 % on the event date and is dated to September 2023
+    true_m2 = results["storage_covered_m2_event_true"]
+    assert true_m2 > 1000
+    assert abs(results["storage_covered_m2_event"] - true_m2) <= 0.10 * true_m2
+    assert results["storage_ratio_to_baseline_max"] > 3
+    assert results["storage_unprecedented"]
+    assert "2023-09-01" <= results["storage_rise"] <= "2023-10-05"
+    _figure_written(executed["out"], "storage_and_railcars")
 
 
 def test_five_year_baseline_headline_numbers(executed):
