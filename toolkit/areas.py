@@ -153,7 +153,7 @@ def read_areas(source, *, crs=None, id_column: str = "area_id") -> gpd.GeoDataFr
     >>> a.index.tolist(), float(a["area_m2"].iloc[0])
     (['07'], 4000.0)
     """
-    from toolkit.tracks import _read_features
+    from toolkit.tracks import _feature_frame, _read_features
 
     gdf, ids, name = _read_features(
         source, id_column=id_column, noun="area", features="Polygon", error=InputError
@@ -170,14 +170,9 @@ def read_areas(source, *, crs=None, id_column: str = "area_id") -> gpd.GeoDataFr
         if geom.area == 0:
             raise InputError(f"{name}: area {aid!r} has zero area; expected a Polygon outline")
         geoms.append(geom)
-    out = gpd.GeoDataFrame(
-        {"area_id": ids.to_numpy(dtype=object)}, geometry=geoms, crs=gdf.crs
-    ).set_index("area_id")
-    if crs is not None:
-        out = out.to_crs(crs)
+    out = _feature_frame(ids, geoms, index="area_id", source_crs=gdf.crs, crs=crs, name=name)
     if out.crs.is_projected:
         out["area_m2"] = out.geometry.area * out.crs.axis_info[0].unit_conversion_factor ** 2
-    out.attrs["source"] = name
     return out
 
 

@@ -69,14 +69,9 @@ def read_tracks(source, *, crs=None, id_column: str = "track_id") -> gpd.GeoData
     geoms = []
     for tid, geom in zip(ids, gdf.geometry, strict=True):
         geoms.append(_as_line(geom, tid, name))
-    out = gpd.GeoDataFrame(
-        {"track_id": ids.to_numpy(dtype=object)}, geometry=geoms, crs=gdf.crs
-    ).set_index("track_id")
-    if crs is not None:
-        out = out.to_crs(crs)
+    out = _feature_frame(ids, geoms, index="track_id", source_crs=gdf.crs, crs=crs, name=name)
     if out.crs.is_projected:
         out["length_m"] = out.geometry.length * out.crs.axis_info[0].unit_conversion_factor
-    out.attrs["source"] = name
     return out
 
 
@@ -135,6 +130,20 @@ def _read_features(source, *, id_column, noun, features, error):
     if dup:
         raise error(f"{name}: duplicate {id_column} {dup}; every {noun} needs its own id")
     return gdf, ids, name
+
+
+def _feature_frame(ids, geoms, *, index, source_crs, crs, name):
+    """Checked features as a frame indexed by their text ids, reprojected to ``crs`` if given.
+
+    Shared by tracks and storage areas; ``attrs["source"]`` names the input.
+    """
+    out = gpd.GeoDataFrame(
+        {index: ids.to_numpy(dtype=object)}, geometry=geoms, crs=source_crs
+    ).set_index(index)
+    if crs is not None:
+        out = out.to_crs(crs)
+    out.attrs["source"] = name
+    return out
 
 
 def validate_tracks(tracks: gpd.GeoDataFrame, cube: xr.DataArray, *, name: str | None = None):
