@@ -32,10 +32,6 @@ _PROMPT = re.compile(r"^\s*>>> ", re.MULTILINE)
 #: Modules never imported here, and why; they must hold no examples (checked below).
 NOT_IMPORTED = {"__main__": "importing it runs the command line"}
 
-#: Modules whose examples fail while the module is being changed elsewhere: the case is
-#: a strict xfail naming the failing example, so it is seen, and noticed once it passes.
-KNOWN_FAILURES: dict[str, str] = {}
-
 
 def _source(name: str) -> str:
     spec = importlib.util.find_spec(f"toolkit.{name}")
@@ -50,13 +46,6 @@ def _modules_with_examples() -> list[str]:
     return [m for m in _all_modules() if m not in NOT_IMPORTED and _PROMPT.search(_source(m))]
 
 
-def _case(name: str):
-    marks = []
-    if name in KNOWN_FAILURES:
-        marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name]))
-    return pytest.param(name, id=name, marks=marks)
-
-
 def test_modules_left_out_hold_no_examples():
     assert set(NOT_IMPORTED) <= set(_all_modules())
     for name in NOT_IMPORTED:
@@ -67,7 +56,7 @@ def test_modules_left_out_hold_no_examples():
     )
 
 
-@pytest.mark.parametrize("name", [_case(m) for m in _modules_with_examples()])
+@pytest.mark.parametrize("name", _modules_with_examples())
 def test_module_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
