@@ -135,3 +135,43 @@ def test_long_nanmedian_reads_strided_views_exactly():
     got = _fast.nanmedian_axis0(view)
     assert got.shape == (20, 3)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def _stack(seed, n_t):
+    """A (time, track, along, across, band) float32 stack with NaNs and a sample mask."""
+    rng = np.random.default_rng(seed)
+    n = rng.uniform(0.2, 1.5, (n_t, 3, 30, 7, 3)).astype("float32")
+    n[rng.random(n.shape) < 0.05] = np.nan  # one band missing
+    n[rng.random(n.shape[:-1]) < 0.1] = np.nan  # every band missing
+    use = rng.random(n.shape[:-1]) < 0.7
+    use[:, 0, 0] = False  # a place never usable: NaN, as nanmedian gives
+    return n, use
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice")
+@pytest.mark.parametrize("n_t", [1, 8, 9, 70])  # odd and even counts; insertion and selection
+def test_masked_medians_equal_nanmedian_of_the_masked_stack(n_t):
+    n, use = _stack(n_t, n_t)
+    masked = np.where(use[..., None], n, np.float32(np.nan)).astype("float64")
+    with np.errstate(all="ignore"):
+        over_time = np.nanmedian(masked, axis=0)
+        per_offset = np.nanmedian(masked.reshape(-1, *n.shape[-2:]), axis=0)
+        per_scene = np.nanmedian(n.astype("float64").reshape(n_t, -1, n.shape[-1]), axis=1)
+    assert np.isnan(over_time[0, 0]).all() and np.isfinite(over_time[1:]).any()
+    np.testing.assert_array_equal(_fast.masked_median_over_time(n, use), over_time)
+    np.testing.assert_array_equal(_fast.masked_median_per_offset(n, use), per_offset)
+    np.testing.assert_array_equal(_fast.scene_band_medians(n), per_scene)
+
+
+def test_brighter_margin_equals_numpy():
+    n, _ = _stack(3, 6)
+    lo, hi = np.array([0, 1]), np.array([5, 6])
+    n64 = n.astype("float64")  # the kernel sums in float64
+    with np.errstate(all="ignore"):
+        s0, s1 = np.nanmean(n64[..., lo, :], axis=-2), np.nanmean(n64[..., hi, :], axis=-2)
+        b0, b1 = np.nanmean(s0, axis=-1), np.nanmean(s1, axis=-1)
+    pick_hi = (np.isnan(b0) | (b1 > b0))[..., None]
+    expected = np.where(pick_hi, s1, s0)
+    expected = np.where(np.isnan(expected), np.fmax(s0, s1), expected)
+    assert pick_hi.any() and not pick_hi.all()
+    np.testing.assert_allclose(_fast.brighter_margin(n, lo, hi), expected, rtol=1e-12)

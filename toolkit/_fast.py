@@ -321,3 +321,185 @@ def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
                             m += 1
         out[b] = np.median(buf[:m]) if m > 0 else np.nan
     return out
+
+
+@njit(cache=True)
+def _median_sorted_insert(buf, k, x):  # pragma: no cover - compiled
+    """Insert ``x`` into the sorted ``buf[:k]`` (short columns: insertion beats selection)."""
+    q = k
+    while q > 0 and buf[q - 1] > x:
+        buf[q] = buf[q - 1]
+        q -= 1
+    buf[q] = x
+
+
+@njit(cache=True)
+def _median_of(buf, k, is_sorted):  # pragma: no cover - compiled
+    if k == 0:
+        return np.nan
+    if not is_sorted:
+        return np.median(buf[:k])
+    if k % 2 == 1:
+        return buf[k // 2]
+    return 0.5 * (buf[k // 2 - 1] + buf[k // 2])
+
+
+@njit(cache=True, parallel=True)
+def masked_median_over_time(n, use):  # pragma: no cover - compiled
+    """``nanmedian(where(use[..., None], n, nan), axis=0)``: (K, A, C, B) from (T, K, A, C, B).
+
+    The masked stack is never materialised; each place's series is gathered in
+    time order (contiguous reads) and its median taken in float64.
+    """
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    out = np.empty((n_k, n_a, n_c, n_b), np.float64)
+    short = n_t <= 64
+    for ka in prange(n_k * n_a):
+        k = ka // n_a
+        a = ka % n_a
+        buf = np.empty((n_c * n_b, n_t), np.float64)
+        cnt = np.zeros(n_c * n_b, np.int64)
+        for t in range(n_t):
+            for c in range(n_c):
+                if not use[t, k, a, c]:
+                    continue
+                for b in range(n_b):
+                    x = np.float64(n[t, k, a, c, b])
+                    if not np.isnan(x):
+                        j = c * n_b + b
+                        if short:
+                            _median_sorted_insert(buf[j], cnt[j], x)
+                        else:
+                            buf[j, cnt[j]] = x
+                        cnt[j] += 1
+        for c in range(n_c):
+            for b in range(n_b):
+                j = c * n_b + b
+                out[k, a, c, b] = _median_of(buf[j], cnt[j], short)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def masked_median_per_offset(n, use):  # pragma: no cover - compiled
+    """``nanmedian(where(use[..., None], n, nan).reshape(-1, C, B), axis=0)``: (C, B).
+
+    Values are gathered in their own precision (float32 for the strips) and the
+    median taken by selection; the middle pair of an even count is averaged in
+    float64, as ``np.nanmedian`` of the float64 values does.
+    """
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    out = np.empty((n_c, n_b), np.float64)
+    for c in prange(n_c):
+        buf = np.empty((n_b, n_t * n_k * n_a), n.dtype)
+        cnt = np.zeros(n_b, np.int64)
+        for t in range(n_t):
+            for k in range(n_k):
+                for a in range(n_a):
+                    if use[t, k, a, c]:
+                        for b in range(n_b):
+                            x = n[t, k, a, c, b]
+                            if not np.isnan(x):
+                                buf[b, cnt[b]] = x
+                                cnt[b] += 1
+        for b in range(n_b):
+            out[c, b] = _select_median(buf[b, : cnt[b]])
+    return out
+
+
+@njit(cache=True)
+def _select_median(v):  # pragma: no cover - compiled
+    """Median of ``v`` (reordered in place) in float64; NaN when empty."""
+    m = v.size
+    if m == 0:
+        return np.nan
+    h = m // 2
+    p = np.partition(v, h)
+    upper = np.float64(p[h])
+    if m % 2 == 1:
+        return upper
+    return 0.5 * (np.float64(p[:h].max()) + upper)
+
+
+@njit(cache=True, parallel=True)
+def brighter_margin(n, lo_idx, hi_idx):  # pragma: no cover - compiled
+    """Per sample place, the band values of the brighter strip margin: (T, K, A, B).
+
+    Each margin's value is the NaN-skipping mean over its across offsets
+    (``lo_idx`` or ``hi_idx``); the brighter margin is the one with the larger
+    band mean (the high one when the low one is unseen), and where that
+    margin has no value in a band the larger of the two (``fmax``) is taken.
+    """
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    out = np.empty((n_t, n_k, n_a, n_b), np.float64)
+    for tk in prange(n_t * n_k):
+        t = tk // n_k
+        k = tk % n_k
+        s0 = np.empty(n_b, np.float64)
+        s1 = np.empty(n_b, np.float64)
+        for a in range(n_a):
+            for b in range(n_b):
+                s0[b] = _mean_over(n, t, k, a, lo_idx, b)
+                s1[b] = _mean_over(n, t, k, a, hi_idx, b)
+            b0 = _finite_mean(s0)
+            b1 = _finite_mean(s1)
+            pick_hi = np.isnan(b0) or b1 > b0
+            for b in range(n_b):
+                x = s1[b] if pick_hi else s0[b]
+                if np.isnan(x):
+                    x = _fmax(s0[b], s1[b])
+                out[t, k, a, b] = x
+    return out
+
+
+@njit(cache=True)
+def _mean_over(n, t, k, a, idx, b):  # pragma: no cover - compiled
+    s = 0.0
+    m = 0
+    for c in idx:
+        x = np.float64(n[t, k, a, c, b])
+        if np.isfinite(x):
+            s += x
+            m += 1
+    return s / m if m > 0 else np.nan
+
+
+@njit(cache=True)
+def _finite_mean(v):  # pragma: no cover - compiled
+    s = 0.0
+    m = 0
+    for x in v:
+        if np.isfinite(x):
+            s += x
+            m += 1
+    return s / m if m > 0 else np.nan
+
+
+@njit(cache=True)
+def _fmax(x, y):  # pragma: no cover - compiled
+    if np.isnan(x):
+        return y
+    if np.isnan(y):
+        return x
+    return max(x, y)
+
+
+@njit(cache=True, parallel=True)
+def scene_band_medians(v):  # pragma: no cover - compiled
+    """``nanmedian(v.reshape(T, -1, B), axis=1)`` in float64: (T, B) from (T, K, A, C, B)."""
+    n_t = v.shape[0]
+    n_b = v.shape[-1]
+    flat = v.reshape(n_t, -1, n_b)
+    m_all = flat.shape[1]
+    out = np.empty((n_t, n_b), np.float64)
+    for tb in prange(n_t * n_b):
+        t = tb // n_b
+        b = tb % n_b
+        buf = np.empty(m_all, v.dtype)
+        m = 0
+        for i in range(m_all):
+            x = flat[t, i, b]
+            if not np.isnan(x):
+                buf[m] = x
+                m += 1
+        out[t, b] = _select_median(buf[:m])
+    return out

@@ -33,8 +33,12 @@ from scipy import ndimage
 
 from toolkit._fast import (
     band_mean_ratio,
+    brighter_margin,
+    masked_median_over_time,
+    masked_median_per_offset,
     masked_ratio_median,
     nanmedian_axis0,
+    scene_band_medians,
     scene_distances,
     shadow_candidates,
 )
@@ -755,7 +759,7 @@ def _classify(
     left, right = across_i[np.arange(across_i.size) < mid], across_i[np.arange(across_i.size) > mid]
     halves_idx = [left, right] if left.size and right.size else [across_i]
     with np.errstate(all="ignore"):
-        scene_med = _nanmedian(v.reshape(n_t, -1, n_b), axis=1)  # (time, band)
+        scene_med = scene_band_medians(np.ascontiguousarray(v))  # (time, band)
         groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
             thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
@@ -1042,17 +1046,10 @@ def _reference(
     mid = (n_c - 1) / 2.0
     sides = [mi[mi < mid], mi[mi > mid]]
     sides = [sd for sd in sides if sd.size]
-    if sides:
-        side_vals = [_nanmean(n[..., sd, :], axis=-2) for sd in sides]  # (T, K, A, B)
-        if len(side_vals) == 2:
-            b0 = _nanmean(side_vals[0], axis=-1)
-            b1 = _nanmean(side_vals[1], axis=-1)
-            pick = np.where(np.isnan(b0) | (b1 > b0), 1, 0)[..., None]
-            ball_t = np.where(pick == 1, side_vals[1], side_vals[0])
-            ball_t = np.where(np.isnan(ball_t), np.fmax(side_vals[0], side_vals[1]), ball_t)
-        else:
-            ball_t = side_vals[0]
-        ball = nanmedian_axis0(ball_t)  # (K, A, B)
+    if len(sides) == 2:
+        ball = nanmedian_axis0(brighter_margin(n, *sides))  # (K, A, B)
+    elif sides:
+        ball = nanmedian_axis0(_nanmean(n[..., sides[0], :], axis=-2))
     else:
         ball = nanmedian_axis0(n.mean(axis=3))
     # running median along the track, NaNs filled with the track's median first
@@ -1067,17 +1064,15 @@ def _reference(
     ball = np.where(np.isfinite(ball), ball, nanmedian_axis0(ball.reshape(-1, n_b)))
     # the yard-wide profile across the track (free, lit samples), e.g. a ballast bed
     # narrower than the strip, scales the margin ballast to every offset
-    use = (free[..., None] & lit)[..., None]
-    masked = np.where(use, n, np.float32(np.nan))
-    profile = nanmedian_axis0(masked.reshape(-1, n_c, n_b))  # (C, B)
+    use = free[..., None] & lit
+    profile = masked_median_per_offset(n, use)  # (C, B)
     profile_m = _nanmean(profile[mi], axis=0) if mi.size else _nanmean(profile, axis=0)
     shape = profile / np.maximum(profile_m, 1e-6)
     shape = np.where(np.isfinite(shape), shape, 1.0)
     ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
         return ballast
-    ref = nanmedian_axis0(masked)  # (K, A, C, B)
-    del masked
+    ref = masked_median_over_time(n, use)  # (K, A, C, B)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
