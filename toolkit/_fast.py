@@ -323,37 +323,15 @@ def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True)
-def _median_sorted_insert(buf, k, x):  # pragma: no cover - compiled
-    """Insert ``x`` into the sorted ``buf[:k]`` (short columns: insertion beats selection)."""
-    q = k
-    while q > 0 and buf[q - 1] > x:
-        buf[q] = buf[q - 1]
-        q -= 1
-    buf[q] = x
-
-
-@njit(cache=True)
-def _median_of(buf, k, is_sorted):  # pragma: no cover - compiled
-    if k == 0:
-        return np.nan
-    if not is_sorted:
-        return np.median(buf[:k])
-    if k % 2 == 1:
-        return buf[k // 2]
-    return 0.5 * (buf[k // 2 - 1] + buf[k // 2])
-
-
 @njit(cache=True, parallel=True)
 def masked_median_over_time(n, use):  # pragma: no cover - compiled
     """``nanmedian(where(use[..., None], n, nan), axis=0)``: (K, A, C, B) from (T, K, A, C, B).
 
     The masked stack is never materialised; each place's series is gathered in
-    time order (contiguous reads) and its median taken in float64.
+    time order (contiguous reads) and its median found by selection in float64.
     """
     n_t, n_k, n_a, n_c, n_b = n.shape
     out = np.empty((n_k, n_a, n_c, n_b), np.float64)
-    short = n_t <= 64
     for ka in prange(n_k * n_a):
         k = ka // n_a
         a = ka % n_a
@@ -367,16 +345,56 @@ def masked_median_over_time(n, use):  # pragma: no cover - compiled
                     x = np.float64(n[t, k, a, c, b])
                     if not np.isnan(x):
                         j = c * n_b + b
-                        if short:
-                            _median_sorted_insert(buf[j], cnt[j], x)
-                        else:
-                            buf[j, cnt[j]] = x
+                        buf[j, cnt[j]] = x
                         cnt[j] += 1
         for c in range(n_c):
             for b in range(n_b):
                 j = c * n_b + b
-                out[k, a, c, b] = _median_of(buf[j], cnt[j], short)
+                out[k, a, c, b] = _quickselect_median(buf[j], cnt[j])
     return out
+
+
+@njit(cache=True)
+def _quickselect_median(buf, m):  # pragma: no cover - compiled
+    """Median of ``buf[:m]`` (reordered in place), as ``np.median``; NaN when ``m == 0``."""
+    if m == 0:
+        return np.nan
+    h = m // 2
+    lo, hi = 0, m - 1
+    while lo < hi:  # Hoare selection of the h-th smallest
+        mid = (lo + hi) // 2
+        # median of three as the pivot
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[hi] < buf[mid]:
+            buf[hi], buf[mid] = buf[mid], buf[hi]
+        pivot = buf[mid]
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if h <= j:
+            hi = j
+        elif h >= i:
+            lo = i
+        else:
+            break
+    upper = buf[h]
+    if m % 2 == 1:
+        return upper
+    lower = buf[0]
+    for q in range(1, h):
+        if buf[q] > lower:
+            lower = buf[q]
+    return 0.5 * (lower + upper)
 
 
 @njit(cache=True, parallel=True)
