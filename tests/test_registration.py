@@ -103,3 +103,61 @@ def test_bad_inputs_give_one_line_errors(site):
         toolkit.track_strips(
             cube, site.tracks_path, shifts_m=np.full((cube.sizes["time"], 2), np.nan)
         )
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (37, 53), (120, 90)])
+def test_erosion_equals_iterated_cross_erosion(shape):
+    from scipy import ndimage
+
+    from toolkit.registration import _erode_cross
+
+    rng = np.random.default_rng(shape[0])
+    masks = [np.ones(shape, bool), np.zeros(shape, bool)]
+    for density in (0.002, 0.02, 0.2):
+        # scattered holes and blobs, some touching the border
+        holes = rng.random(shape) < density
+        masks += [~holes, ~ndimage.binary_dilation(holes, iterations=3)]
+    edge = np.ones(shape, bool)
+    edge[:, : shape[1] // 3] = False
+    masks.append(edge)
+    for ok in masks:
+        for iterations in (1, 2, 5, 16, 40):
+            np.testing.assert_array_equal(
+                _erode_cross(ok, iterations), ndimage.binary_erosion(ok, iterations=iterations)
+            )
+
+
+@pytest.mark.parametrize("shape, sigma", [((5, 7), 8.0), ((40, 33), 2.0), ((90, 130), 8.0)])
+def test_highpass_equals_scipy_gaussian(shape, sigma):
+    from scipy import ndimage
+
+    from toolkit.registration import _gaussian_weights, _highpass
+
+    rng = np.random.default_rng(1)
+    band = (rng.random(shape) * 2).astype("float32")
+    rim = rng.random(shape) < 0.7
+    expected = np.where(rim, band - ndimage.gaussian_filter(band, sigma), 0.0)
+    got = _highpass(band, _gaussian_weights(sigma), rim)
+    assert got.dtype == np.float32
+    # scipy's summation order in float64: equal to float32 rounding (bit for bit on x86-64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("n_valid", [63, 500, 501])
+def test_normalised_band_equals_the_median_formula(dtype, n_valid):
+    from toolkit.registration import _normalised_band
+
+    rng = np.random.default_rng(n_valid)
+    top = 255 if dtype == "uint8" else 4000
+    img = rng.integers(0, top, (4, 30, 40)).astype(dtype)
+    ok = np.zeros(30 * 40, bool)
+    ok[rng.choice(ok.size, n_valid, replace=False)] = True
+    ok = ok.reshape(30, 40)
+    got = _normalised_band(img, ok)
+    if n_valid < 64:
+        assert got is None
+        return
+    band = img.astype("float32").mean(axis=0)
+    expected = np.where(ok, band / float(np.median(band[ok])), 1.0).astype("float32")
+    np.testing.assert_array_equal(got, expected)

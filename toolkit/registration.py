@@ -12,10 +12,13 @@ much further so the strips line up.
 
 from __future__ import annotations
 
+import functools
+
 import dask.array as da
 import numpy as np
+import scipy.fft
 import xarray as xr
-from scipy import ndimage
+from numba import njit
 
 from toolkit.errors import InputError
 
@@ -105,6 +108,7 @@ def coregister(
         cube = cube.isel(x=slice(cols[0], cols[-1] + 1), y=slice(rows[0], rows[-1] + 1))
     max_px = 5.0 if max_shift_m is None else float(max_shift_m) / px
     sigma_px = max(float(highpass_m) / px, 1.0)
+    fft_shape = _fft_shape((cube.sizes["y"], cube.sizes["x"]), max_px=max_px, exclude_px=sigma_px)
 
     data = cube.transpose("time", "band", "y", "x").data
     if "valid" in cube.coords:
@@ -126,23 +130,34 @@ def coregister(
             drop_axis=[1],
             meta=np.empty((0, 0, 0), "float32"),
         )
-        reference = edges.mean(axis=0)
-        res = da.map_blocks(
+        # the reference's spectrum: one task, shared by every scene's correlation
+        spectrum = edges.mean(axis=0).map_blocks(
+            _reference_spectrum,
+            fft_shape=fft_shape,
+            dtype="complex64",
+            chunks=(fft_shape[0], fft_shape[1] // 2 + 1),
+            meta=np.empty((0, 0), "complex64"),
+        )
+        res = da.blockwise(
             _shift_block,
+            "tk",
             edges,
-            reference[None],
+            "tyx",
+            spectrum,
+            "uv",
+            new_axes={"k": 3},
+            concatenate=True,
+            fft_shape=fft_shape,
             max_px=max_px,
             exclude_px=sigma_px,
             dtype="float64",
-            chunks=(edges.chunks[0], (3,)),
-            drop_axis=[2],
             meta=np.empty((0, 0), "float64"),
         )
     else:
         valid = np.ones((data.shape[0], *data.shape[2:]), bool) if valid is None else valid
         edges = _edges_block(np.asarray(data), np.asarray(valid)[:, None], sigma=sigma_px)
-        reference = edges.mean(axis=0)
-        res = _shift_block(edges, reference[None], max_px=max_px, exclude_px=sigma_px)
+        spectrum = _reference_spectrum(edges.mean(axis=0), fft_shape=fft_shape)
+        res = _shift_block(edges, spectrum, fft_shape=fft_shape, max_px=max_px, exclude_px=sigma_px)
     drow, dcol, ratio = res[:, 0], res[:, 1], res[:, 2]
     ok = ratio >= min_peak_ratio
     ds = xr.Dataset(
@@ -177,35 +192,237 @@ def coregister(
 def _edges_block(img, valid, *, sigma):
     """High-passed, brightness-normalised band mean; unusable pixels 0. (t, y, x) float32."""
     out = np.zeros((img.shape[0], *img.shape[2:]), "float32")
+    weights = _gaussian_weights(sigma)
+    iterations = int(np.ceil(2 * sigma))
     for k in range(img.shape[0]):
-        ok = valid[k, 0].astype(bool)
-        if ok.sum() < 64:
+        ok = np.ascontiguousarray(valid[k, 0], dtype=bool)
+        band = _normalised_band(img[k], ok)
+        if band is None:
             continue
-        band = img[k].astype("float32").mean(axis=0)
-        level = float(np.median(band[ok]))
-        if not np.isfinite(level) or level <= 0:
-            continue
-        band = np.where(ok, band / level, 1.0).astype("float32")
-        hp = band - ndimage.gaussian_filter(band, sigma)
         # masked areas and their rim contribute nothing
-        rim = ndimage.binary_erosion(ok, iterations=int(np.ceil(2 * sigma)))
-        out[k] = np.where(rim, hp, 0.0)
+        rim = _erode_cross(ok, iterations)
+        out[k] = _highpass(band, weights, rim)
     return out
 
 
+def _normalised_band(img, ok):
+    """Band mean over its median on ``ok`` (1 elsewhere), float32; None if unusable.
+
+    The same numbers as ``np.where(ok, mean / np.median(mean[ok]), 1)`` of the
+    float32 band mean. Unsigned 8- and 16-bit bands take the median from a
+    histogram of the integer band sums (each mean is a sum over the band count,
+    a monotone map, so the order statistics are those of the sums).
+    """
+    nb = img.shape[0]
+    if img.dtype in (np.uint8, np.uint16) and nb * np.iinfo(img.dtype).max < 2**24:
+        sums, hist = _band_sums(np.ascontiguousarray(img), ok, nb * np.iinfo(img.dtype).max + 1)
+        n = int(hist.sum())
+        if n < 64:
+            return None
+        cum = np.cumsum(hist)
+        mean = np.float32(np.searchsorted(cum, n // 2, side="right")) / np.float32(nb)
+        if n % 2 == 0:
+            lower = np.float32(np.searchsorted(cum, n // 2 - 1, side="right")) / np.float32(nb)
+            mean = (lower + mean) / np.float32(2)
+        level = float(mean)
+        if level <= 0:
+            return None
+        return _scaled_band(sums, ok, np.float32(nb), np.float32(level))
+    if ok.sum() < 64:
+        return None
+    band = img.astype("float32").mean(axis=0)
+    level = float(np.median(band[ok]))
+    if not np.isfinite(level) or level <= 0:
+        return None
+    return np.where(ok, band / level, 1.0).astype("float32")
+
+
+@njit(cache=True, nogil=True)
+def _band_sums(img, ok, nbins):  # pragma: no cover - compiled
+    nb, h, w = img.shape
+    sums = np.zeros((h, w), np.int32)
+    for b in range(nb):
+        for i in range(h):
+            for j in range(w):
+                sums[i, j] += img[b, i, j]
+    hist = np.zeros(nbins, np.int64)
+    for i in range(h):
+        for j in range(w):
+            if ok[i, j]:
+                hist[sums[i, j]] += 1
+    return sums, hist
+
+
+@njit(cache=True, nogil=True)
+def _scaled_band(sums, ok, nb, level):  # pragma: no cover - compiled
+    h, w = sums.shape
+    out = np.empty((h, w), np.float32)
+    one = np.float32(1.0)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = np.float32(sums[i, j]) / nb / level if ok[i, j] else one
+    return out
+
+
+def _gaussian_weights(sigma):
+    """Centre-first half of :func:`scipy.ndimage.gaussian_filter`'s kernel (truncate 4)."""
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
+    return (phi / phi.sum())[radius:].copy()
+
+
+def _highpass(band, weights, rim):
+    """``band - gaussian_filter(band, sigma)`` where ``rim``, else 0; float32.
+
+    The Gaussian is scipy's (``mode="reflect"``, rows then columns, float64
+    sums in scipy's order, float32 between the passes), so the numbers are
+    the same; compiled, it skips the line buffering and runs vectorised.
+    """
+    return _highpass_rows(band, _smooth_cols(band, weights), weights, rim)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _reflect(i, n):  # pragma: no cover - compiled
+    # scipy.ndimage mode "reflect" (d c b a | a b c d | d c b a), any distance out
+    if 0 <= i < n:
+        return i
+    if n == 1:
+        return 0
+    i = i % (2 * n)
+    return i if i < n else 2 * n - 1 - i
+
+
+@njit(cache=True, nogil=True)
+def _smooth_cols(a, weights):  # pragma: no cover - compiled
+    h, w = a.shape
+    r = weights.size - 1
+    out = np.empty((h, w), np.float32)
+    acc = np.empty(w, np.float64)
+    for i in range(h):
+        w0 = weights[0]
+        for j in range(w):
+            acc[j] = np.float64(a[i, j]) * w0
+        for k in range(r, 0, -1):
+            lo = _reflect(i - k, h)
+            hi = _reflect(i + k, h)
+            wk = weights[k]
+            for j in range(w):
+                acc[j] += (np.float64(a[lo, j]) + np.float64(a[hi, j])) * wk
+        for j in range(w):
+            out[i, j] = np.float32(acc[j])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _highpass_rows(a, smooth, weights, rim):  # pragma: no cover - compiled
+    h, w = a.shape
+    r = weights.size - 1
+    out = np.zeros((h, w), np.float32)
+    ext = np.empty(w + 2 * r, np.float64)
+    acc = np.empty(w, np.float64)
+    for i in range(h):
+        if not rim[i].any():
+            continue
+        for j in range(w + 2 * r):
+            ext[j] = np.float64(smooth[i, _reflect(j - r, w)])
+        w0 = weights[0]
+        for j in range(w):
+            acc[j] = ext[j + r] * w0
+        for k in range(r, 0, -1):
+            wk = weights[k]
+            lo = ext[r - k : r - k + w]  # views: the loop then vectorises
+            hi = ext[r + k : r + k + w]
+            for j in range(w):
+                acc[j] += (lo[j] + hi[j]) * wk
+        for j in range(w):
+            if rim[i, j]:
+                out[i, j] = a[i, j] - np.float32(acc[j])
+    return out
+
+
+def _erode_cross(ok, iterations):
+    """``ndimage.binary_erosion(ok, iterations=iterations)``, 2-D, iterations >= 1.
+
+    That erosion keeps a pixel when every pixel within city-block distance
+    ``iterations`` is True, with the outside counted False: a fully valid image
+    loses a border of that width, anything else is thresholded on an exact
+    two-pass city-block distance transform.
+    """
+    out = np.zeros(ok.shape, bool)
+    if ok.all():
+        h, w = ok.shape
+        out[iterations : h - iterations, iterations : w - iterations] = True
+        return out
+    return _cityblock_distance(np.ascontiguousarray(ok, dtype=bool)) > iterations
+
+
+@njit(cache=True, nogil=True)
+def _cityblock_distance(ok):  # pragma: no cover - compiled
+    # distance to the nearest False pixel, the outside counting as False
+    h, w = ok.shape
+    d = np.empty((h, w), np.int32)
+    for i in range(h):
+        for j in range(w):
+            if not ok[i, j]:
+                d[i, j] = 0
+            else:
+                up = d[i - 1, j] if i > 0 else 0
+                left = d[i, j - 1] if j > 0 else 0
+                d[i, j] = min(up, left) + 1
+    for i in range(h - 1, -1, -1):
+        for j in range(w - 1, -1, -1):
+            down = d[i + 1, j] if i < h - 1 else 0
+            right = d[i, j + 1] if j < w - 1 else 0
+            v = min(down, right) + 1
+            if v < d[i, j]:
+                d[i, j] = v
+    return d
+
+
+@functools.lru_cache(maxsize=8)
 def _taper(shape):
     wy = np.hanning(shape[0]) if shape[0] > 2 else np.ones(shape[0])
     wx = np.hanning(shape[1]) if shape[1] > 2 else np.ones(shape[1])
-    return np.sqrt(np.outer(wy, wx)).astype("float32")
+    w = np.sqrt(np.outer(wy, wx)).astype("float32")
+    w.flags.writeable = False
+    return w
 
 
-def _shift_block(edges, reference, *, max_px, exclude_px=3.0):
-    """(row, col, peak ratio) of each scene's content against the reference."""
-    ref = reference[0]
-    w = _taper(ref.shape)
-    f_ref = np.conj(np.fft.rfft2(ref * w))
+def _search_radius(max_px, exclude_px):
+    return int(np.ceil(max_px + exclude_px))
+
+
+def _fft_shape(shape, *, max_px, exclude_px):
+    """Padded FFT size: fast to transform, no wrap-around at the lags looked at."""
+    r = _search_radius(max_px, exclude_px) + 1
+    return (
+        scipy.fft.next_fast_len(shape[0] + r),
+        scipy.fft.next_fast_len(shape[1] + r, real=True),
+    )
+
+
+def _reference_spectrum(reference, *, fft_shape):
+    """Conjugate spectrum of the tapered, zero-padded reference (computed once)."""
+    buf = np.zeros(fft_shape, "float32")
+    h, w = reference.shape
+    np.multiply(reference, _taper((h, w)), out=buf[:h, :w])
+    return np.conj(scipy.fft.rfft2(buf))
+
+
+def _shift_block(edges, f_ref, *, fft_shape, max_px, exclude_px=3.0):
+    """(row, col, peak ratio) of each scene's content against the reference spectrum."""
     out = np.zeros((edges.shape[0], 3))
-    h, wd = ref.shape
+    h, wd = edges.shape[1:]
+    w = _taper((h, wd))
+    cy, cx = h // 2, wd // 2
+    r = _search_radius(max_px, exclude_px)
+    # lags searched (as far as the image reaches), and one more each side for the vertex
+    y0, y1 = max(-r, -cy), min(r, h - 1 - cy)
+    x0, x1 = max(-r, -cx), min(r, wd - 1 - cx)
+    ly = np.arange(max(y0 - 1, -cy), min(y1 + 1, h - 1 - cy) + 1)
+    lx = np.arange(max(x0 - 1, -cx), min(x1 + 1, wd - 1 - cx) + 1)
+    buf = np.zeros(fft_shape, "float32")
     for k in range(edges.shape[0]):
         e = edges[k]
         if not np.any(e):
@@ -213,14 +430,16 @@ def _shift_block(edges, reference, *, max_px, exclude_px=3.0):
         # plain cross-correlation of edge images: its peak is a few pixels wide, so
         # the vertex of a parabola through it finds fractions of a pixel (a whitened,
         # phase-only peak is one pixel wide and pulls sub-pixel shifts to zero)
-        cross = np.fft.rfft2(e * w) * f_ref
-        corr = np.fft.irfft2(cross, s=ref.shape)
-        corr = np.fft.fftshift(corr)
-        cy, cx = h // 2, wd // 2
-        r = int(np.ceil(max_px + exclude_px))
-        win = corr[max(cy - r, 0) : cy + r + 1, max(cx - r, 0) : cx + r + 1]
+        np.multiply(e, w, out=buf[:h, :wd])
+        cross = scipy.fft.rfft2(buf)
+        cross *= f_ref
+        # zero padding makes it the linear correlation; only the lags near 0 are needed
+        rows = scipy.fft.ifft(cross, axis=0)[ly % fft_shape[0]]
+        corr = scipy.fft.irfft(rows, n=fft_shape[1], axis=1)[:, lx % fft_shape[1]]
+        oy, ox = y0 - ly[0], x0 - lx[0]
+        win = corr[oy : oy + y1 - y0 + 1, ox : ox + x1 - x0 + 1]
         iy, ix = np.unravel_index(np.argmax(win), win.shape)
-        py, pxx = iy + max(cy - r, 0), ix + max(cx - r, 0)
+        py, pxx = iy + oy, ix + ox  # in corr
         peak = corr[py, pxx]
         # the next highest value away from the peak's neighbourhood
         masked = win.copy()
@@ -233,7 +452,8 @@ def _shift_block(edges, reference, *, max_px, exclude_px=3.0):
             den = a - 2 * b + c
             return 0.5 * (a - c) / den if den != 0 else 0.0
 
-        sy = _sub(corr[py - 1, pxx], peak, corr[py + 1, pxx]) if 0 < py < h - 1 else 0.0
-        sx = _sub(corr[py, pxx - 1], peak, corr[py, pxx + 1]) if 0 < pxx < wd - 1 else 0.0
-        out[k] = (py - cy + sy, pxx - cx + sx, ratio)
+        dy, dx = int(ly[py]), int(lx[pxx])
+        sy = _sub(corr[py - 1, pxx], peak, corr[py + 1, pxx]) if -cy < dy < h - 1 - cy else 0.0
+        sx = _sub(corr[py, pxx - 1], peak, corr[py, pxx + 1]) if -cx < dx < wd - 1 - cx else 0.0
+        out[k] = (dy + sy, dx + sx, ratio)
     return out
