@@ -78,14 +78,16 @@ def test_default_sample_accuracy(sample_counts):
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 0.4 %, bias -0.4 % over the 4 cloud-free scenes with >= 20 cars
-    # (73 on 2023-10-05); track MAE 0.06; coverage 98 %; valid_fraction mean error
-    # 0.003, max 0.096. The bounds are the accuracy issue's targets (this is the
-    # tuning sample; held-out seeds are tested below).
+    # (73 on 2023-10-05); track MAE 0.06; coverage 98 %, mean interval width 0.52 cars
+    # (0.12 with the car-length range alone); valid_fraction mean error 0.003, max
+    # 0.096. The bounds are the accuracy issue's targets (this is the tuning sample;
+    # held-out seeds are tested below).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.03
     assert abs(acc.scene_bias) <= 0.02
     assert acc.track_mae <= 0.3
     assert acc.coverage >= 0.90
+    assert acc.mean_interval_width <= 0.6
     assert acc.valid_fraction_mean_error <= 0.01
     assert acc.valid_fraction_max_error <= 0.1
 
@@ -97,11 +99,14 @@ def test_held_out_seed_at_1m(held_out_1m):
     # looks at each place), co-registered (the default): MARE 9.0 %, bias -9.0 %,
     # track MAE 0.78 (0.89 before smooth light changes were explained). Without
     # co-registration (and before the light changes): MARE 21 %, track MAE 1.28.
-    # The targets (3 %, +-2 %, 0.5) are not met.
+    # The targets (3 %, +-2 %, 0.5) are not met. Intervals: coverage 81 %, mean width
+    # 1.47 cars (65 %, 0.81 with the car-length range alone); the target is 90 %.
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.10
     assert acc.scene_mare <= 0.12
     assert acc.track_mae <= 0.9
+    assert acc.coverage >= 0.78
+    assert acc.mean_interval_width <= 1.6
     assert acc.valid_fraction_mean_error <= 0.01
 
 
@@ -127,10 +132,14 @@ def test_held_out_seed_at_05m(held_out_05m):
     # bias -4.6 %, track MAE 0.33, coverage 85 %. This seed got worse when smooth light
     # changes were explained (it was 3.0 %, -1.8 %, 0.42: the issue's targets), while the
     # four other held-out sites improved; the track error still meets the target.
+    # Intervals: coverage 91 % (the target), mean width 0.57 cars (85 %, 0.23 with the
+    # car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.05
     assert abs(acc.scene_bias) <= 0.05
     assert acc.track_mae <= 0.4
+    assert acc.coverage >= 0.90
+    assert acc.mean_interval_width <= 0.7
     assert acc.valid_fraction_mean_error <= 0.01
 
 
@@ -156,10 +165,13 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     print("\n" + acc.summary())
     # measured: MARE 11.2 %, bias +11.2 % (over-counts on scenes that hold 8-12 parked
     # cars), track MAE 0.29, coverage 91 % (14.7 %, 0.44 before smooth light changes were
-    # explained)
+    # explained). Intervals: coverage 95 %, mean width 0.82 cars (91 %, 0.15 with the
+    # car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.13
     assert acc.track_mae <= 0.35
+    assert acc.coverage >= 0.90
+    assert acc.mean_interval_width <= 0.95
 
 
 @pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
@@ -189,10 +201,13 @@ def test_held_out_seed_at_3m(held_out_3m):
     # the strip), track MAE 0.74, coverage 74 % (28 %, 0.90 before smooth light changes,
     # which include that bleed, were explained). With the earlier defaults (no
     # co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4; co-registered
-    # with one sample per pixel MARE 57 %.
+    # with one sample per pixel MARE 57 %. Intervals: coverage 89 %, mean width 1.89
+    # cars (74 %, 0.76 with the car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.20
     assert acc.track_mae <= 0.85
+    assert acc.coverage >= 0.87
+    assert acc.mean_interval_width <= 2.1
     assert acc.valid_fraction_mean_error <= 0.02
 
 
@@ -413,3 +428,98 @@ def test_smooth_light_change_across_the_strip_is_not_a_car():
     assert counts[True][5] == 0
     assert counts[True][8] == 1 and counts[False][8] == 1
     assert counts[True][[0, 1, 2, 3, 4, 6, 7, 9, 10, 11]].sum() == 0
+
+
+def test_alternative_readings_nest_and_bound_the_count(sample_counts):
+    """Stricter evidence finds a subset of the cars, more lenient a superset; the
+    count's interval holds the count under every reading."""
+    counts, occ, _, _ = sample_counts
+    readings = occ["occupancy_readings"]
+    assert list(readings["reading"].values) == list(toolkit.occupancy.READINGS)
+    main = occ["occupancy"] == OCCUPIED
+    strict = readings.sel(reading="strict") == OCCUPIED
+    lenient = readings.sel(reading="lenient") == OCCUPIED
+    assert not bool((strict & ~main).any()) and not bool((main & ~lenient).any())
+    # the same positions are unknown under every reading
+    assert bool(((readings == UNKNOWN) == (occ["occupancy"] == UNKNOWN)).all())
+    per_reading = {
+        r: toolkit.counts_from_occupancy(
+            occ.drop_vars("occupancy_readings").assign(occupancy=readings.sel(reading=r, drop=True))
+        )["railcars"]
+        for r in toolkit.occupancy.READINGS
+    }
+    seen = counts["railcars"].notnull()
+    for r, n in per_reading.items():
+        inside = (counts["railcars_low"] <= n) & (n <= counts["railcars_high"])
+        assert bool(inside.where(seen, True).all()), r
+    # the readings disagree somewhere on five years of scenes, and the interval says so
+    assert int((per_reading["lenient"] > counts["railcars"]).sum()) > 0
+    assert counts.attrs["bounds_method"].startswith("car-length range, widened")
+
+
+def test_bounds_without_alternative_readings_are_the_car_length_range():
+    """An occupancy without readings (e.g. from an older toolkit) gives the plain bounds;
+    with readings, each reading's count widens them."""
+    along = np.arange(200) * 0.5  # 100 m
+    row = np.zeros(200, "int8")
+    row[20:80] = OCCUPIED  # a 30 m run: 2 cars (1-2 by car length)
+    lenient = row.copy()
+    lenient[120:152] = OCCUPIED  # a second run, 16 m, seen only with weaker evidence
+    strict = np.zeros(200, "int8")  # nothing with stronger evidence
+    occ = xr.Dataset(
+        {
+            "occupancy": (("time", "track", "along"), row[None, None]),
+            "deviation": (("time", "track", "along"), np.full((1, 1, 200), 6.0, "float32")),
+        },
+        coords={
+            "time": [np.datetime64("2023-06-01")],
+            "track": ["01"],
+            "along": along,
+            "length_m": ("track", [100.0]),
+        },
+        attrs={"step_m": 0.5},
+    )
+    plain = toolkit.counts_from_occupancy(occ)
+    assert plain.railcars.item() == 2 and plain.railcars_low.item() == 2
+    assert plain.railcars_high.item() == 2
+    assert plain.attrs["bounds_method"] == "car-length range"
+    occ["occupancy_readings"] = (
+        ("reading", "time", "track", "along"),
+        np.stack([strict, lenient, row])[:, None, None],
+    )
+    occ = occ.assign_coords(reading=list(toolkit.occupancy.READINGS))
+    wide = toolkit.counts_from_occupancy(occ)
+    assert wide.railcars.item() == 2  # the estimate is the main reading's
+    assert wide.railcars_low.item() == 0 and wide.railcars_high.item() == 3
+
+
+def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):
+    scenes = ["a.tif", "b.tif"]
+    time = pd.date_range("2023-06-01", periods=2)
+    cube = xr.DataArray(
+        np.zeros((2, 1, 2, 2)),
+        dims=("time", "band", "y", "x"),
+        coords={"time": time, "scene": ("time", scenes)},
+    )
+    counts = xr.Dataset(
+        {"railcars": (("time", "track"), [[3.0], [4.0]])},
+        coords={"time": time, "track": ["01"], "scene": ("time", scenes)},
+    )
+    occ = xr.Dataset({"occupancy": (("time", "track", "along"), np.ones((2, 1, 5), "int8"))})
+    assert toolkit.load_counts_cache(tmp_path, cube) is None  # nothing cached yet
+    toolkit.save_counts_cache(tmp_path, counts, occ)
+    got = toolkit.load_counts_cache(tmp_path, cube)
+    np.testing.assert_array_equal(got["railcars"].values, [[3.0], [4.0]])
+    got_counts, got_occ = toolkit.load_counts_cache(tmp_path, cube, occupancy=True)
+    assert int(got_occ["occupancy"].sum()) == 10
+    # other scenes: not reused
+    other = cube.assign_coords(scene=("time", ["a.tif", "c.tif"]))
+    assert toolkit.load_counts_cache(tmp_path, other) is None
+    # made by other code (another checkout or version): not reused
+    stale = xr.load_dataset(tmp_path / "counts.nc").assign_attrs(toolkit_source="0" * 16)
+    stale.to_netcdf(tmp_path / "counts.nc")
+    assert toolkit.load_counts_cache(tmp_path, cube) is None
+    # a damaged file: recomputed, not an error
+    (tmp_path / "counts.nc").write_bytes(b"not netcdf")
+    assert toolkit.load_counts_cache(tmp_path, cube) is None
+    assert len(toolkit.occupancy.source_fingerprint()) == 16

@@ -45,6 +45,8 @@ from toolkit.occupancy import (
     counts_from_occupancy,
     counts_to_dataframe,
     estimate_occupancy,
+    load_counts_cache,
+    save_counts_cache,
     write_counts_csv,
 )
 from toolkit.registration import coregister
@@ -86,6 +88,8 @@ __all__ = [
     "counts_from_occupancy",
     "count_railcars",
     "counts_to_dataframe",
+    "load_counts_cache",
+    "save_counts_cache",
     "write_counts_csv",
     "car_outlines",
     "calibrate",

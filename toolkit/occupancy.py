@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,9 +58,17 @@ __all__ = [
     "FREE",
     "OCCUPIED",
     "UNKNOWN",
+    "READINGS",
+    "save_counts_cache",
+    "load_counts_cache",
+    "source_fingerprint",
 ]
 
 FREE, OCCUPIED, UNKNOWN = 0, 1, -1
+
+#: The alternative readings of the evidence that :func:`estimate_occupancy` records
+#: (``occupancy_readings``) and :func:`counts_from_occupancy` bounds the count with.
+READINGS = ("strict", "lenient", "ballast_reference")
 
 #: Columns of the ``toolkit count`` CSV, in order (the contract in DESIGN.md).
 CSV_COLUMNS = (
@@ -145,7 +154,14 @@ def estimate_occupancy(
         unknown (or past the track's end); ``deviation (time, track, along)``
         float32, the distance to the reference in noise units;
         ``reference (track, along, across, band)`` the empty-track appearance
-        used (for the largest group of similar scenes).
+        used (for the largest group of similar scenes);
+        ``occupancy_readings (reading, time, track, along)`` the occupancy
+        under alternative readings of the same evidence (:data:`READINGS`):
+        ``strict`` asks for 1.4 times the threshold, ``lenient`` for 0.8
+        times, ``ballast_reference`` compares with the ballast beside the
+        track instead of the temporal reference (a car parked in most scenes
+        enters the temporal reference). Their counts bound the count in
+        :func:`counts_from_occupancy`.
         attrs record the method and parameters.
 
     Notes
@@ -173,14 +189,14 @@ def estimate_occupancy(
         )
     dims = ["time", "track", "along"]
     side = _shadow_sides(strips, enabled=own_shadows)
-    raw, dev, ref = xr.apply_ufunc(
+    raw, dev, ref, raw_readings = xr.apply_ufunc(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
         strips["on_track"],
         side,
         input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"], dims],
-        output_core_dims=[dims, dims, ["track", "along", "across", "band"]],
+        output_core_dims=[dims, dims, ["track", "along", "across", "band"], ["reading", *dims]],
         kwargs={
             "threshold": float(threshold),
             "smooth": max(int(round(smooth_m / step)) | 1, 1),
@@ -194,20 +210,31 @@ def estimate_occupancy(
             "margin_px": int(round(cloud_margin_m / step)),
         },
         dask="parallelized",
-        output_dtypes=["int8", "float32", "float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
+        output_dtypes=["int8", "float32", "float32", "int8"],
+        dask_gufunc_kwargs={"allow_rechunk": True, "output_sizes": {"reading": len(READINGS)}},
     )
-    cleaned = xr.apply_ufunc(
-        _clean_runs,
-        raw,
-        input_core_dims=[["along"]],
-        output_core_dims=[["along"]],
-        kwargs={"max_gap": int(round(max_gap_m / step)), "min_run": int(round(min_run_m / step))},
-        dask="parallelized",
-        output_dtypes=["int8"],
-    )
+
+    def clean(o):
+        return xr.apply_ufunc(
+            _clean_runs,
+            o,
+            input_core_dims=[["along"]],
+            output_core_dims=[["along"]],
+            kwargs={
+                "max_gap": int(round(max_gap_m / step)),
+                "min_run": int(round(min_run_m / step)),
+            },
+            dask="parallelized",
+            output_dtypes=["int8"],
+        )
+
     out = xr.Dataset(
-        {"occupancy": cleaned, "deviation": dev, "reference": ref.astype("float32")},
+        {
+            "occupancy": clean(raw),
+            "deviation": dev,
+            "reference": ref.astype("float32"),
+            "occupancy_readings": clean(raw_readings).assign_coords(reading=list(READINGS)),
+        },
         coords={k: strips.coords[k] for k in ("on_track", "length_m") if k in strips.coords},
     )
     out["occupancy"].attrs.update(
@@ -219,6 +246,16 @@ def estimate_occupancy(
     )
     out["deviation"].attrs.update(
         {"long_name": "colour distance to the empty-track reference", "units": "noise units"}
+    )
+    out["occupancy_readings"].attrs.update(
+        {
+            "long_name": "track occupancy under alternative readings of the evidence",
+            "flag_values": [-1, 0, 1],
+            "flag_meanings": "unknown free occupied",
+            "description": f"strict: threshold x {_STRICT_FACTOR}; lenient: threshold x "
+            f"{_LENIENT_FACTOR}; ballast_reference: the ballast beside the track as the "
+            "empty track. They bound the count (counts_from_occupancy).",
+        }
     )
     out.attrs.update(
         {
@@ -254,7 +291,11 @@ def counts_from_occupancy(
         15-17 m, tank 12-18 m, ore 13-14 m, flat 13-19 m).
     car_length_range_m : (float, float), default (12.5, 19.5)
         Shortest and longest plausible mean car length within one run; they
-        give the low/high bounds.
+        give the low/high bounds, which are widened to hold the counts under
+        the alternative readings of the evidence when the occupancy has them
+        (``occupancy_readings`` of :func:`estimate_occupancy`): a stricter
+        threshold (low), a more lenient one (high) and the ballast beside the
+        track as the empty track (either way).
 
     Returns
     -------
@@ -273,23 +314,34 @@ def counts_from_occupancy(
         )
     step = float(occupancy.attrs["step_m"])
     occ = occupancy["occupancy"]
-    res = xr.apply_ufunc(
-        _count_runs,
-        occ,
-        occupancy["deviation"],
-        input_core_dims=[["along"], ["along"]],
-        output_core_dims=[["stat"]],
-        kwargs={
-            "step": step,
-            "mean_len": car_length_m,
-            "lo_len": lo_len,
-            "hi_len": hi_len,
-            "gaps": step <= 0.6,
-        },
-        dask="parallelized",
-        output_dtypes=["float64"],
-        dask_gufunc_kwargs={"output_sizes": {"stat": 5}},
-    )
+
+    def count(o):
+        return xr.apply_ufunc(
+            _count_runs,
+            o,
+            occupancy["deviation"],
+            input_core_dims=[["along"], ["along"]],
+            output_core_dims=[["stat"]],
+            kwargs={
+                "step": step,
+                "mean_len": car_length_m,
+                "lo_len": lo_len,
+                "hi_len": hi_len,
+                "gaps": step <= 0.6,
+            },
+            dask="parallelized",
+            output_dtypes=["float64"],
+            dask_gufunc_kwargs={"output_sizes": {"stat": 5}},
+        )
+
+    res = count(occ)
+    low, high = res.isel(stat=1), res.isel(stat=2)
+    if "occupancy_readings" in occupancy:
+        # the count under the alternative readings of the evidence widens the bounds
+        alt = count(occupancy["occupancy_readings"]).isel(stat=0)
+        by = {r: alt.sel(reading=r, drop=True) for r in READINGS}
+        low = np.fmin(np.fmin(low, by["strict"]), by["ballast_reference"])
+        high = np.fmax(np.fmax(high, by["lenient"]), by["ballast_reference"])
     length = occupancy["length_m"] if "length_m" in occupancy.coords else None
     visible_m = res.isel(stat=4)
     if length is None:
@@ -299,8 +351,8 @@ def counts_from_occupancy(
     ds = xr.Dataset(
         {
             "railcars": res.isel(stat=0).where(seen),
-            "railcars_low": res.isel(stat=1).where(seen),
-            "railcars_high": res.isel(stat=2).where(seen),
+            "railcars_low": low.where(seen),
+            "railcars_high": high.where(seen),
             "occupied_m": res.isel(stat=3).where(seen),
             "occupancy": (res.isel(stat=3) / visible_m.where(seen)).clip(0, 1),
             "valid_fraction": valid_fraction,
@@ -324,6 +376,10 @@ def counts_from_occupancy(
             "car_length_m": car_length_m,
             "car_length_range_m": list(car_length_range_m),
             "count_method": "occupied run length / mean car length",
+            "bounds_method": "car-length range, widened to the counts under the strict, "
+            "lenient and ballast-reference readings"
+            if "occupancy_readings" in occupancy
+            else "car-length range",
         }
     )
     return ds
@@ -442,6 +498,80 @@ def write_counts_csv(counts: xr.Dataset, path: str | os.PathLike) -> str:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, na_rep="")
     return os.fspath(path)
+
+
+def source_fingerprint() -> str:
+    """A short hash of the toolkit's own source files: which code made a result.
+
+    Two checkouts that differ in any ``toolkit/*.py`` file give different
+    fingerprints; a cache stamped with one is not reused by the other.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def save_counts_cache(
+    directory: str | os.PathLike, counts: xr.Dataset, occupancy: xr.Dataset | None = None
+) -> Path:
+    """Cache counts (and occupancy) as netCDF, stamped with the scenes and the code.
+
+    Each file is written atomically (complete or absent). Read back with
+    :func:`load_counts_cache`, which reuses them only for the same scenes and
+    the same toolkit source (:func:`source_fingerprint`).
+
+    Examples
+    --------
+    >>> save_counts_cache("../data/cache", counts, occupancy)  # doctest: +SKIP
+    """
+    from toolkit._io import atomic_path
+
+    directory = Path(directory)
+    stamp = {"toolkit_source": source_fingerprint()}
+    for name, ds in (("counts.nc", counts), ("occupancy.nc", occupancy)):
+        if ds is None:
+            continue
+        with atomic_path(directory / name) as tmp:
+            ds.assign_attrs(stamp).to_netcdf(tmp)
+    return directory
+
+
+def load_counts_cache(
+    directory: str | os.PathLike, cube: xr.DataArray, *, occupancy: bool = False
+) -> xr.Dataset | tuple[xr.Dataset, xr.Dataset] | None:
+    """Counts (and occupancy) cached by :func:`save_counts_cache`, if still current.
+
+    Returns None when a file is missing, unreadable, made from other scenes
+    than the cube's, or made by other toolkit code (another checkout or
+    version): the caller then counts afresh. Never returns stale numbers.
+
+    Examples
+    --------
+    >>> counts = load_counts_cache("../data/cache", cube)  # doctest: +SKIP
+    """
+    names = ["counts.nc", "occupancy.nc"] if occupancy else ["counts.nc"]
+    out = []
+    for name in names:
+        path = Path(directory) / name
+        if not path.exists():
+            return None
+        try:
+            ds = xr.load_dataset(path)
+        except Exception:  # a damaged cache is not an error: it is recomputed
+            return None
+        if ds.attrs.get("toolkit_source") != source_fingerprint():
+            return None
+        if "scene" in ds.coords and "scene" in cube.coords:
+            if not np.array_equal(ds["scene"].values, cube["scene"].values):
+                return None
+        elif ds.sizes.get("time") != cube.sizes.get("time"):
+            return None
+        out.append(ds)
+    return (out[0], out[1]) if occupancy else out[0]
 
 
 def car_outlines(
@@ -770,16 +900,18 @@ def _classify(
         lit = np.ones(valid.shape, bool)
         for _ in range(n_iter):
             n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
-            refs = {
+            pairs = {
                 g: _reference(n[groups == g], free[groups == g], lit[groups == g], core, margin)
                 for g in np.unique(groups)
             }
+            refs = {g: pair[0] for g, pair in pairs.items()}
             dev = np.full((n_t, n_k, n_a), np.nan, "float32")
             dev_raw = np.full((n_t, n_k, n_a), np.nan, "float32")
             sigma = np.ones(n_t)
             # margin brightness against the empty track, per scene, for the shadow cues
             # (kept from the last pass: the own-shadow test below reads the same values)
             margin_ratios = {}
+            explain = {}  # per scene: the explanations' arguments, for the alternative reading
             for t in range(n_t):
                 r = refs[groups[t]]
                 k_sh = _shadow_factor(n[t], r) if shadows else np.full(n_b, np.nan)
@@ -795,9 +927,7 @@ def _classify(
                     margin_ratios[t] = ratios
                     reached = _sun_side_dark(ratios, shadow_side[t], n[t])
                 light = _light_factors(ratios if light_changes else None, (n_k, n_a, n_c))
-                d, d_plain, lit_t = scene_distances(
-                    n[t],
-                    r,
+                explain[t] = (
                     np.nan_to_num(k_sh),
                     use_shadow,
                     reached,
@@ -805,6 +935,7 @@ def _classify(
                     bool(haze_scene[t]),
                     *light,
                 )
+                d, d_plain, lit_t = scene_distances(n[t], r, *explain[t])
                 if use_shadow:
                     lit[t] = lit_t
                 # the noise level comes from the distances without the light explanation,
@@ -820,7 +951,7 @@ def _classify(
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t]).astype("float32")
             free = known & (dev <= thr)
-    occupied = dev > thr
+    own = np.zeros(dev.shape, bool)
     if own_shadows and (shadow_side != 0).any():
         # grey cars, tarps and open wagons can look like ballast from above, but anything
         # standing on the track casts a shadow beside it
@@ -828,10 +959,32 @@ def _classify(
             if t not in margin_ratios:
                 margin_ratios[t] = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
         own = _own_shadow(margin_ratios, shadow_side)
-        occupied |= own & (dev > _OWN_SHADOW_MIN_DEV)
-    occ = np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
+
+    def decide(deviation, factor=1.0):
+        occupied = (deviation > factor * thr) | (own & (deviation > _OWN_SHADOW_MIN_DEV))
+        return np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
+
+    # alternative readings of the same evidence, for the count's interval: stronger and
+    # weaker evidence asked for, and the ballast beside the track as the empty track (a
+    # car parked in most scenes enters the temporal reference; a track that is seldom
+    # seen empty gives a poor one)
+    dev_ballast = np.full_like(dev, np.nan)
+    for t in range(n_t):
+        d_b, d_b_plain, _ = scene_distances(n[t], pairs[groups[t]][1], *explain[t])
+        # in the noise units of this reading: the ballast beside the track lacks the
+        # rails and the bed's texture, so its distances are larger everywhere
+        dev_ballast[t] = _core_deviation(
+            d_b, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_b_plain
+        )[0]
+    readings = np.stack(
+        [
+            decide(dev, _STRICT_FACTOR),
+            decide(dev, _LENIENT_FACTOR),
+            decide(dev_ballast),
+        ]
+    )
     biggest = np.bincount(groups).argmax()
-    return occ, dev_raw.astype("float32"), refs[biggest].astype("float32")
+    return decide(dev), dev_raw.astype("float32"), refs[biggest].astype("float32"), readings
 
 
 def _light_factors(margin_ratios, shape, *, lo=0.85, hi=1.5):
@@ -912,6 +1065,9 @@ _LIT = 0.7
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
 _NEIGHBOUR_SHADOW_SCALE = (0.9, 1.15)
+# the threshold's multiples for the stricter and the more lenient reading (the interval)
+_STRICT_FACTOR = 1.4
+_LENIENT_FACTOR = 0.8
 
 
 def _shadow_sides(strips, *, enabled: bool = True):
@@ -968,23 +1124,28 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
     deviation, and the noise sigma (from the positions judged free, measured
     on ``d_noise`` when given, else on ``d``).
     """
-
-    def per_position(dist):
-        halves = [_nanmean(dist[..., h], axis=-1) for h in halves_idx]
-        raw = np.fmin(*halves) if len(halves) == 2 else halves[0]
-        out = raw
-        if smooth > 1:  # running median along the track: texture spikes out, cars in
-            out = ndimage.median_filter(
-                np.where(np.isfinite(raw), raw, 0.0), size=(1, smooth), mode="nearest"
-            )
-        return np.where(known, raw, np.nan), np.where(known, out, np.nan)
-
-    dc_raw, dc = per_position(d)
-    noise = dc if d_noise is None else per_position(d_noise)[1]
+    dc_raw, dc = _core_profiles(d, known, halves_idx, smooth)
+    noise = dc if d_noise is None else _core_profiles(d_noise, known, halves_idx, smooth)[1]
     s = _nanmedian(np.where(free, noise, np.nan)) / chi_med
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
+
+
+def _core_profiles(dist, known, halves_idx, smooth):
+    """Raw and smoothed core distance per position (track, along); NaN where unknown.
+
+    A car covers both halves of the core; a neighbour's shadow edge or a glint
+    covers one: the less deviant half counts.
+    """
+    halves = [_nanmean(dist[..., h], axis=-1) for h in halves_idx]
+    raw = np.fmin(*halves) if len(halves) == 2 else halves[0]
+    out = raw
+    if smooth > 1:  # running median along the track: texture spikes out, cars in
+        out = ndimage.median_filter(
+            np.where(np.isfinite(raw), raw, 0.0), size=(1, smooth), mode="nearest"
+        )
+    return np.where(known, raw, np.nan), np.where(known, out, np.nan)
 
 
 def _appearance_groups(scene_med: np.ndarray, *, min_ratio: float = 1.08) -> np.ndarray:
@@ -1026,7 +1187,7 @@ def _reference(
     *,
     odd_k: float = 3.0,
     window: int = 61,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Empty-track appearance (track, along, across, band) from one group of similar scenes.
 
     Two estimates are combined. The *temporal* one is the median over time of
@@ -1039,7 +1200,8 @@ def _reference(
     scenes, a yard that is never empty) the ballast estimate is used. Groups of
     fewer than five scenes use the ballast estimate everywhere. The ballast
     estimate is scaled across the track by the yard-wide profile of free
-    samples (a ballast bed may be narrower than the strip).
+    samples (a ballast bed may be narrower than the strip). Returns the
+    combined reference and the ballast estimate alone.
     """
     n_t, n_k, n_a, n_c, n_b = n.shape
     mi = np.flatnonzero(margin)
@@ -1071,7 +1233,7 @@ def _reference(
     shape = np.where(np.isfinite(shape), shape, 1.0)
     ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
-        return ballast
+        return ballast, ballast
     ref = masked_median_over_time(n, use)  # (K, A, C, B)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
@@ -1079,7 +1241,7 @@ def _reference(
     ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
     ref[bad] = ballast[bad]
-    return ref
+    return ref, ballast
 
 
 def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -1135,7 +1297,7 @@ def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
 
 def _count_runs(occ, dev, *, step, mean_len, lo_len, hi_len, gaps) -> np.ndarray:
     flat = occ.reshape(-1, occ.shape[-1])
-    dflat = dev.reshape(-1, dev.shape[-1])
+    dflat = np.broadcast_to(dev, occ.shape).reshape(-1, dev.shape[-1])
     out = np.zeros((flat.shape[0], 5))
     for i, row in enumerate(flat):
         cars = _segment_row(
