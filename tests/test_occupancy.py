@@ -523,3 +523,26 @@ def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):
     (tmp_path / "counts.nc").write_bytes(b"not netcdf")
     assert toolkit.load_counts_cache(tmp_path, cube) is None
     assert len(toolkit.occupancy.source_fingerprint()) == 16
+
+
+def test_count_bounds_are_whole_numbers():
+    """Each run's bounds are shared out over its cars as fractions; their sum is rounded,
+    so that a true count equal to a bound is inside it (9.999999999999998 would not hold 10)."""
+    row = np.zeros(600, "int8")
+    for start, length in [(5, 122), (147, 81), (239, 56), (301, 29), (335, 41), (401, 97)]:
+        row[start : start + length] = OCCUPIED
+    cars = _segment_row(
+        row, np.full(600, 6.0), step=0.5, mean_len=15.2, lo_len=12.5, hi_len=19.5, gaps=False
+    )
+    assert sum(c[3] for c in cars) != 10.0  # the float sum of the shares falls short
+    got = toolkit.occupancy._count_runs(
+        row[None],
+        np.full((1, 600), 6.0),
+        step=0.5,
+        mean_len=15.2,
+        lo_len=12.5,
+        hi_len=19.5,
+        gaps=False,
+    )[0]
+    assert got[1] == 10.0 and got[2] == 17.0
+    assert got[1] <= got[0] <= got[2]

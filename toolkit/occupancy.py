@@ -1304,8 +1304,10 @@ def _count_runs(occ, dev, *, step, mean_len, lo_len, hi_len, gaps) -> np.ndarray
             row, dflat[i], step=step, mean_len=mean_len, lo_len=lo_len, hi_len=hi_len, gaps=gaps
         )
         n = sum(c[2] for c in cars)
-        lo = sum(c[3] for c in cars)
-        hi = sum(c[4] for c in cars)
+        # whole numbers: each segment's bounds are shared out over its cars as fractions,
+        # whose float sum can fall a hair short (2.9999999999999996 would exclude 3)
+        lo = float(np.round(sum(c[3] for c in cars)))
+        hi = float(np.round(sum(c[4] for c in cars)))
         occupied = float((row == OCCUPIED).sum()) * step
         out[i] = [n, lo, hi, occupied, (row != UNKNOWN).sum() * step]
     return out.reshape(*occ.shape[:-1], 5)
