@@ -175,3 +175,12 @@ def test_brighter_margin_equals_numpy():
     expected = np.where(np.isnan(expected), np.fmax(s0, s1), expected)
     assert pick_hi.any() and not pick_hi.all()
     np.testing.assert_allclose(_fast.brighter_margin(n, lo, hi), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((10, 1641), 9), ((10, 1641), 3), ((3, 5), 9)])
+def test_running_median_rows_equals_median_filter(shape, size):
+    rng = np.random.default_rng(size)
+    a = rng.random(shape)
+    a[:, ::7] = 0.5  # ties
+    expected = ndimage.median_filter(a, size=(1, size), mode="nearest")
+    np.testing.assert_array_equal(_fast.running_median_rows(a, size), expected)

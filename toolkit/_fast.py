@@ -521,3 +521,34 @@ def scene_band_medians(v):  # pragma: no cover - compiled
                 m += 1
         out[t, b] = _select_median(buf[:m])
     return out
+
+
+@njit(cache=True, parallel=True)
+def running_median_rows(a, size):  # pragma: no cover - compiled
+    """``ndimage.median_filter(a, size=(1, size), mode="nearest")`` for a 2-D array, odd size.
+
+    Each row's window is clamped at the ends (the edge value repeated), as
+    ``mode="nearest"`` does; the median of an odd count is its middle value,
+    so the result is exact. NaNs are not expected (callers fill them first).
+    """
+    n_r, n_c = a.shape
+    out = np.empty((n_r, n_c), np.float64)
+    h = size // 2
+    chunk = 1024
+    n_chunk = (n_c + chunk - 1) // chunk
+    for rk in prange(n_r * n_chunk):
+        r = rk // n_chunk
+        c0 = (rk % n_chunk) * chunk
+        buf = np.empty(size, np.float64)
+        for c in range(c0, min(c0 + chunk, n_c)):
+            for j in range(size):
+                q = min(max(c - h + j, 0), n_c - 1)
+                x = a[r, q]
+                # insertion: windows are a few samples long
+                p = j
+                while p > 0 and buf[p - 1] > x:
+                    buf[p] = buf[p - 1]
+                    p -= 1
+                buf[p] = x
+            out[r, c] = buf[h]
+    return out

@@ -39,6 +39,7 @@ from toolkit._fast import (
     masked_median_per_offset,
     masked_ratio_median,
     nanmedian_axis0,
+    running_median_rows,
     scene_band_medians,
     scene_distances,
     shadow_candidates,
@@ -1025,7 +1026,7 @@ def _margin_ratios(nt, r, margin, smooth):
     for idx in (lo_i, hi_i):
         m = _nanmean(ratio[..., idx], axis=-1)
         m = np.where(np.isfinite(m), m, 1.0)
-        out.append(ndimage.median_filter(m, size=(1, size), mode="nearest"))
+        out.append(running_median_rows(np.ascontiguousarray(m, dtype="float64"), size))
     return out
 
 
@@ -1142,9 +1143,7 @@ def _core_profiles(dist, known, halves_idx, smooth):
     raw = np.fmin(*halves) if len(halves) == 2 else halves[0]
     out = raw
     if smooth > 1:  # running median along the track: texture spikes out, cars in
-        out = ndimage.median_filter(
-            np.where(np.isfinite(raw), raw, 0.0), size=(1, smooth), mode="nearest"
-        )
+        out = running_median_rows(np.where(np.isfinite(raw), raw, 0.0).astype("float64"), smooth)
     return np.where(known, raw, np.nan), np.where(known, out, np.nan)
 
 
