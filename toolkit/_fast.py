@@ -78,11 +78,12 @@ def nanmedian_rows(a: np.ndarray) -> np.ndarray:
     return nanmedian_axis0(np.asarray(a).T.copy())
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
     """Bilinear samples of every band of ``img`` (band, y, x) at (rows, cols), and validity.
 
-    Serial: it runs once per scene inside the scheduler's parallel tasks.
+    Serial, and releases the GIL: it runs once per scene inside the scheduler's
+    parallel threads.
 
     The same numbers as ``scipy.ndimage.map_coordinates(..., order=1,
     mode="constant")`` per band: points outside ``[0, n - 1]`` give NaN. The
@@ -134,10 +135,11 @@ def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- occupancy kernels
 # One scene's (track, along, across, band) samples against the empty-track reference at
 # the same places. Each kernel gives the numbers of the NumPy expression in its docstring
-# (summed in float64), in one pass and on every core.
+# (summed in float64), in one pass. They are serial and release the GIL: the occupancy
+# step runs scenes on a pool of threads (occupancy._per_scene).
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def shadow_candidates(nt, r):  # pragma: no cover - compiled
     """Samples that look like ballast in a shadow: (K, A, C) bool.
 
@@ -147,7 +149,7 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
     """
     n_k, n_a, n_c, n_b = nt.shape
     out = np.zeros((n_k, n_a, n_c), np.bool_)
-    for ka in prange(n_k * n_a):
+    for ka in range(n_k * n_a):
         k = ka // n_a
         a = ka % n_a
         for c in range(n_c):
@@ -164,7 +166,7 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def scene_distances(
     nt, r, k_sh, use_shadow, reached, scale_lo, scale_hi, haze, light_lo, light_hi, across_w
 ):  # pragma: no cover - compiled
@@ -185,7 +187,7 @@ def scene_distances(
     d = np.empty((n_k, n_a, n_c), np.float64)
     d_plain = np.empty((n_k, n_a, n_c), np.float64)
     lit = np.ones((n_k, n_a, n_c), np.bool_)
-    for ka in prange(n_k * n_a):
+    for ka in range(n_k * n_a):
         k = ka // n_a
         a = ka % n_a
         sh = np.empty(n_b, np.float64)
@@ -273,12 +275,12 @@ def _clip(x, lo, hi):  # pragma: no cover - compiled
     return min(max(x, lo), hi)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def band_mean_ratio(nt, r, floor):  # pragma: no cover - compiled
     """``nanmean(nt / maximum(r, floor), axis=-1)``: (K, A, C); all-NaN gives NaN."""
     n_k, n_a, n_c, n_b = nt.shape
     out = np.empty((n_k, n_a, n_c), np.float64)
-    for ka in prange(n_k * n_a):
+    for ka in range(n_k * n_a):
         k = ka // n_a
         a = ka % n_a
         for c in range(n_c):
@@ -299,7 +301,7 @@ def _ratio_mean(nt, r, k, a, c, floor):  # pragma: no cover - compiled
     return (s / m if m > 0 else np.nan), m
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
     """Per band, the median of ``num / den`` over the samples where ``mask``, NaNs skipped.
 
@@ -308,7 +310,7 @@ def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
     """
     n_k, n_a, n_c, n_b = num.shape
     out = np.empty(n_b, np.float64)
-    for b in prange(n_b):
+    for b in range(n_b):
         buf = np.empty(n_k * n_a * n_c, np.float64)
         m = 0
         for k in range(n_k):
@@ -523,7 +525,7 @@ def scene_band_medians(v):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def running_median_rows(a, size):  # pragma: no cover - compiled
     """``ndimage.median_filter(a, size=(1, size), mode="nearest")`` for a 2-D array, odd size.
 
@@ -536,7 +538,7 @@ def running_median_rows(a, size):  # pragma: no cover - compiled
     h = size // 2
     chunk = 1024
     n_chunk = (n_c + chunk - 1) // chunk
-    for rk in prange(n_r * n_chunk):
+    for rk in range(n_r * n_chunk):
         r = rk // n_chunk
         c0 = (rk % n_chunk) * chunk
         buf = np.empty(size, np.float64)
@@ -552,3 +554,16 @@ def running_median_rows(a, size):  # pragma: no cover - compiled
                 buf[p] = x
             out[r, c] = buf[h]
     return out
+
+
+@njit(cache=True, nogil=True)
+def nanmedian_flat(a):  # pragma: no cover - compiled
+    """``np.nanmedian(a)`` over all values in float64 (NaN when none), serial."""
+    flat = a.ravel()
+    buf = np.empty(flat.size, np.float64)
+    m = 0
+    for x in flat:
+        if not np.isnan(x):
+            buf[m] = x
+            m += 1
+    return _quickselect_median(buf, m)

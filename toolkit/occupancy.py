@@ -39,6 +39,7 @@ from toolkit._fast import (
     masked_median_per_offset,
     masked_ratio_median,
     nanmedian_axis0,
+    nanmedian_flat,
     running_median_rows,
     scene_band_medians,
     scene_distances,
@@ -902,7 +903,7 @@ def _classify(
         for _ in range(n_iter):
             n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
             pairs = {
-                g: _reference(n[groups == g], free[groups == g], lit[groups == g], core, margin)
+                g: _reference(n, free, lit, core, margin, scenes=groups == g)
                 for g in np.unique(groups)
             }
             refs = {g: pair[0] for g, pair in pairs.items()}
@@ -913,7 +914,13 @@ def _classify(
             # (kept from the last pass: the own-shadow test below reads the same values)
             margin_ratios = {}
             explain = {}  # per scene: the explanations' arguments, for the alternative reading
-            for t in range(n_t):
+
+            # one scene against the reference: its distances, noise, deviation and gains
+            # (the arrays this pass fills are bound here; each scene writes its own rows)
+            def judge(
+                t, n=n, refs=refs, free=free, out=(dev, dev_raw, sigma, margin_ratios, explain)
+            ):
+                dev, dev_raw, sigma, margin_ratios, explain = out
                 r = refs[groups[t]]
                 k_sh = _shadow_factor(n[t], r) if shadows else np.full(n_b, np.nan)
                 use_shadow = bool(np.isfinite(k_sh).all())
@@ -951,6 +958,8 @@ def _classify(
                 g_new = masked_ratio_median(v[t], r, free[t][..., None] & lit[t])
                 ok = np.isfinite(g_new) & (g_new > 0)
                 gain[t] = np.where(ok, g_new, gain[t]).astype("float32")
+
+            _per_scene(judge, n_t)
             free = known & (dev <= thr)
     own = np.zeros(dev.shape, bool)
     if own_shadows and (shadow_side != 0).any():
@@ -970,13 +979,16 @@ def _classify(
     # car parked in most scenes enters the temporal reference; a track that is seldom
     # seen empty gives a poor one)
     dev_ballast = np.full_like(dev, np.nan)
-    for t in range(n_t):
+
+    def judge_on_ballast(t):
         d_b, d_b_plain, _ = scene_distances(n[t], pairs[groups[t]][1], *explain[t])
         # in the noise units of this reading: the ballast beside the track lacks the
         # rails and the bed's texture, so its distances are larger everywhere
         dev_ballast[t] = _core_deviation(
             d_b, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_b_plain
         )[0]
+
+    _per_scene(judge_on_ballast, n_t)
     readings = np.stack(
         [
             decide(dev, _STRICT_FACTOR),
@@ -986,6 +998,23 @@ def _classify(
     )
     biggest = np.bincount(groups).argmax()
     return decide(dev), dev_raw.astype("float32"), refs[biggest].astype("float32"), readings
+
+
+def _per_scene(fn, n_t: int) -> None:
+    """Call ``fn(t)`` for every scene, on as many threads as numba uses (its kernels
+    called here are serial and release the GIL); the first error is raised."""
+    import numba
+
+    workers = min(int(numba.get_num_threads()), n_t)
+    if workers <= 1:
+        for t in range(n_t):
+            fn(t)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="occupancy") as pool:
+        for fut in [pool.submit(fn, t) for t in range(n_t)]:
+            fut.result()
 
 
 def _light_factors(margin_ratios, shape, *, lo=0.85, hi=1.5):
@@ -1127,7 +1156,7 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
     """
     dc_raw, dc = _core_profiles(d, known, halves_idx, smooth)
     noise = dc if d_noise is None else _core_profiles(d_noise, known, halves_idx, smooth)[1]
-    s = _nanmedian(np.where(free, noise, np.nan)) / chi_med
+    s = nanmedian_flat(np.where(free, noise, np.nan)) / chi_med
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
@@ -1184,6 +1213,7 @@ def _reference(
     core: np.ndarray,
     margin: np.ndarray,
     *,
+    scenes: np.ndarray | None = None,
     odd_k: float = 3.0,
     window: int = 61,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1200,19 +1230,22 @@ def _reference(
     fewer than five scenes use the ballast estimate everywhere. The ballast
     estimate is scaled across the track by the yard-wide profile of free
     samples (a ballast bed may be narrower than the strip). Returns the
-    combined reference and the ballast estimate alone.
+    combined reference and the ballast estimate alone. ``scenes`` (bool per
+    scene, default all) selects the group's scenes without copying the stack.
     """
-    n_t, n_k, n_a, n_c, n_b = n.shape
+    _, n_k, n_a, n_c, n_b = n.shape
+    scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
+    n_t = int(scenes.sum())
     mi = np.flatnonzero(margin)
     mid = (n_c - 1) / 2.0
     sides = [mi[mi < mid], mi[mi > mid]]
     sides = [sd for sd in sides if sd.size]
     if len(sides) == 2:
-        ball = nanmedian_axis0(brighter_margin(n, *sides))  # (K, A, B)
+        ball = nanmedian_axis0(brighter_margin(n, *sides)[scenes])  # (K, A, B)
     elif sides:
-        ball = nanmedian_axis0(_nanmean(n[..., sides[0], :], axis=-2))
+        ball = nanmedian_axis0(_nanmean(n[scenes][..., sides[0], :], axis=-2))
     else:
-        ball = nanmedian_axis0(n.mean(axis=3))
+        ball = nanmedian_axis0(n[scenes].mean(axis=3))
     # running median along the track, NaNs filled with the track's median first
     for k in range(n_k):
         for b in range(n_b):
@@ -1225,7 +1258,7 @@ def _reference(
     ball = np.where(np.isfinite(ball), ball, nanmedian_axis0(ball.reshape(-1, n_b)))
     # the yard-wide profile across the track (free, lit samples), e.g. a ballast bed
     # narrower than the strip, scales the margin ballast to every offset
-    use = free[..., None] & lit
+    use = free[..., None] & lit & scenes[:, None, None, None]
     profile = masked_median_per_offset(n, use)  # (C, B)
     profile_m = _nanmean(profile[mi], axis=0) if mi.size else _nanmean(profile, axis=0)
     shape = profile / np.maximum(profile_m, 1e-6)
