@@ -78,7 +78,7 @@ def test_default_sample_accuracy(sample_counts):
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 0.4 %, bias -0.4 % over the 4 cloud-free scenes with >= 20 cars
-    # (73 on 2023-10-05); track MAE 0.06; coverage 98 %, mean interval width 0.52 cars
+    # (73 on 2023-10-05); track MAE 0.06; coverage 98 %, mean interval width 0.53 cars
     # (0.12 with the car-length range alone); valid_fraction mean error 0.003, max
     # 0.096. The bounds are the accuracy issue's targets (this is the tuning sample;
     # held-out seeds are tested below).
@@ -100,7 +100,7 @@ def test_held_out_seed_at_1m(held_out_1m):
     # track MAE 0.78 (0.89 before smooth light changes were explained). Without
     # co-registration (and before the light changes): MARE 21 %, track MAE 1.28.
     # The targets (3 %, +-2 %, 0.5) are not met. Intervals: coverage 81 %, mean width
-    # 1.47 cars (65 %, 0.81 with the car-length range alone); the target is 90 %.
+    # 1.48 cars (65 %, 0.81 with the car-length range alone); the target is 90 %.
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.10
     assert acc.scene_mare <= 0.12
@@ -132,7 +132,7 @@ def test_held_out_seed_at_05m(held_out_05m):
     # bias -4.6 %, track MAE 0.33, coverage 85 %. This seed got worse when smooth light
     # changes were explained (it was 3.0 %, -1.8 %, 0.42: the issue's targets), while the
     # four other held-out sites improved; the track error still meets the target.
-    # Intervals: coverage 91 % (the target), mean width 0.57 cars (85 %, 0.23 with the
+    # Intervals: coverage 92 % (the target), mean width 0.60 cars (85 %, 0.23 with the
     # car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.05
@@ -165,7 +165,7 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     print("\n" + acc.summary())
     # measured: MARE 11.2 %, bias +11.2 % (over-counts on scenes that hold 8-12 parked
     # cars), track MAE 0.29, coverage 91 % (14.7 %, 0.44 before smooth light changes were
-    # explained). Intervals: coverage 95 %, mean width 0.82 cars (91 %, 0.15 with the
+    # explained). Intervals: coverage 95 %, mean width 0.83 cars (91 %, 0.15 with the
     # car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.13
@@ -201,12 +201,12 @@ def test_held_out_seed_at_3m(held_out_3m):
     # the strip), track MAE 0.74, coverage 74 % (28 %, 0.90 before smooth light changes,
     # which include that bleed, were explained). With the earlier defaults (no
     # co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4; co-registered
-    # with one sample per pixel MARE 57 %. Intervals: coverage 89 %, mean width 1.89
-    # cars (74 %, 0.76 with the car-length range alone).
+    # with one sample per pixel MARE 57 %. Intervals: coverage 91 % (the target), mean
+    # width 1.94 cars (74 %, 0.76 with the car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.20
     assert acc.track_mae <= 0.85
-    assert acc.coverage >= 0.87
+    assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 2.1
     assert acc.valid_fraction_mean_error <= 0.02
 
@@ -454,12 +454,13 @@ def test_alternative_readings_nest_and_bound_the_count(sample_counts):
         assert bool(inside.where(seen, True).all()), r
     # the readings disagree somewhere on five years of scenes, and the interval says so
     assert int((per_reading["lenient"] > counts["railcars"]).sum()) > 0
-    assert counts.attrs["bounds_method"].startswith("car-length range, widened")
+    assert "widened to the counts under the strict" in counts.attrs["bounds_method"]
 
 
 def test_bounds_without_alternative_readings_are_the_car_length_range():
     """An occupancy without readings (e.g. from an older toolkit) gives the plain bounds;
-    with readings, each reading's count widens them."""
+    with readings, each reading's count widens them. A run shorter than any railcar is
+    left out of the low bound either way."""
     along = np.arange(200) * 0.5  # 100 m
     row = np.zeros(200, "int8")
     row[20:80] = OCCUPIED  # a 30 m run: 2 cars (1-2 by car length)
@@ -482,7 +483,12 @@ def test_bounds_without_alternative_readings_are_the_car_length_range():
     plain = toolkit.counts_from_occupancy(occ)
     assert plain.railcars.item() == 2 and plain.railcars_low.item() == 2
     assert plain.railcars_high.item() == 2
-    assert plain.attrs["bounds_method"] == "car-length range"
+    assert plain.attrs["bounds_method"].startswith("car-length range")
+    assert "readings" not in plain.attrs["bounds_method"]
+    cut = occ.copy(deep=True)
+    cut["occupancy"].values[0, 0, 170:186] = OCCUPIED  # 8 m: a car cut by a cloud edge?
+    cut = toolkit.counts_from_occupancy(cut)
+    assert cut.railcars.item() == 3 and cut.railcars_low.item() == 2
     occ["occupancy_readings"] = (
         ("reading", "time", "track", "along"),
         np.stack([strict, lenient, row])[:, None, None],

@@ -297,7 +297,9 @@ def counts_from_occupancy(
         the alternative readings of the evidence when the occupancy has them
         (``occupancy_readings`` of :func:`estimate_occupancy`): a stricter
         threshold (low), a more lenient one (high) and the ballast beside the
-        track as the empty track (either way).
+        track as the empty track (either way). The low bound also leaves out
+        occupied runs shorter than any railcar (11 m): a car cut by a cloud
+        edge, a glint or a shadow.
 
     Returns
     -------
@@ -338,6 +340,18 @@ def counts_from_occupancy(
 
     res = count(occ)
     low, high = res.isel(stat=1), res.isel(stat=2)
+    # a run shorter than any railcar (a partial car at a cloud edge, a glint, a shadow) is a
+    # doubtful car: the low bound leaves such runs out
+    whole = xr.apply_ufunc(
+        _clean_runs,
+        occ,
+        input_core_dims=[["along"]],
+        output_core_dims=[["along"]],
+        kwargs={"max_gap": 0, "min_run": int(round(_SHORTEST_CAR_M / step))},
+        dask="parallelized",
+        output_dtypes=["int8"],
+    )
+    low = np.fmin(low, count(whole).isel(stat=0))
     if "occupancy_readings" in occupancy:
         # the count under the alternative readings of the evidence widens the bounds
         alt = count(occupancy["occupancy_readings"]).isel(stat=0)
@@ -378,10 +392,13 @@ def counts_from_occupancy(
             "car_length_m": car_length_m,
             "car_length_range_m": list(car_length_range_m),
             "count_method": "occupied run length / mean car length",
-            "bounds_method": "car-length range, widened to the counts under the strict, "
-            "lenient and ballast-reference readings"
-            if "occupancy_readings" in occupancy
-            else "car-length range",
+            "bounds_method": "car-length range and runs shorter than a railcar left out of "
+            "the low bound"
+            + (
+                ", widened to the counts under the strict, lenient and ballast-reference readings"
+                if "occupancy_readings" in occupancy
+                else ""
+            ),
         }
     )
     return ds
@@ -1095,6 +1112,8 @@ _LIT = 0.7
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
 _NEIGHBOUR_SHADOW_SCALE = (0.9, 1.15)
+# no railcar is shorter than this over its couplers (m): the shortest run counted whole
+_SHORTEST_CAR_M = 11.0
 # the threshold's multiples for the stricter and the more lenient reading (the interval)
 _STRICT_FACTOR = 1.4
 _LENIENT_FACTOR = 0.8
@@ -1358,7 +1377,7 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
     """
     starts, ends = _runs(row == OCCUPIED)
     out = []
-    min_sep = max(int(round(11.0 / step)), 1)
+    min_sep = max(int(round(_SHORTEST_CAR_M / step)), 1)
     for s, e in zip(starts, ends, strict=True):
         cuts = [s, e]
         if gaps and e - s > 2 * min_sep:
@@ -1379,7 +1398,7 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             length = (b - a) * step
             bounded = gaps and len(cuts) > 2
-            if bounded and 11.0 <= length <= 21.0:
+            if bounded and _SHORTEST_CAR_M <= length <= 21.0:
                 n = lo = hi = 1
             else:
                 n = max(int(np.round(length / mean_len)), 1)
