@@ -184,3 +184,37 @@ def test_running_median_rows_equals_median_filter(shape, size):
     a[:, ::7] = 0.5  # ties
     expected = ndimage.median_filter(a, size=(1, size), mode="nearest")
     np.testing.assert_array_equal(_fast.running_median_rows(a, size), expected)
+
+
+def test_ballast_like_mode_finds_the_empty_scenes_under_a_parked_car():
+    """A car parked in 9 of 12 scenes is the majority at its place: the ballast-like mode
+    (the 3 empty scenes) is found, and used only where it is better than the median."""
+    rng = np.random.default_rng(5)
+    n_t, n_k, n_a, n_c, n_b = 12, 1, 4, 5, 3
+    ballast = np.array([0.42, 0.40, 0.37])
+    car = np.array([0.30, 0.33, 0.36])
+    n = np.broadcast_to(ballast, (n_t, n_k, n_a, n_c, n_b)).copy()
+    parked = np.zeros(n_t, bool)
+    parked[3:] = True  # place 0: a car in the last 9 scenes
+    n[parked, 0, 0] = car
+    two_empty = np.zeros(n_t, bool)
+    two_empty[2:] = True  # place 1: a car in 10 scenes, only 2 empty looks
+    n[two_empty, 0, 1] = car
+    n[:6, 0, 2] = car  # place 2: a car in half the scenes
+    n += rng.normal(0, 0.004, n.shape)  # place 3: always empty
+    n = n.astype("float32")
+    use = np.ones(n.shape[:-1], bool)
+    core_idx = np.array([1, 2, 3])
+    ball_core = np.broadcast_to(ballast, (n_k, n_a, n_b)).copy()
+    ref_core = np.median(n[:, :, :, 1:4].mean(axis=3), axis=0).astype("float64")
+    members, better = _fast.ballast_like_mode(n, use, core_idx, ball_core, ref_core, 3, 0.5)
+    np.testing.assert_array_equal(members[:, 0, 0], ~parked)
+    assert better[0, 0]  # the median was the car; the empty mode is much nearer the ballast
+    assert not better[0, 1]  # two empty looks are too few
+    np.testing.assert_array_equal(members[:, 0, 2], np.arange(n_t) >= 6)
+    assert better[0, 2]  # the median of an even split blends car and ballast: not the empty
+    assert not better[0, 3]  # one mode: nothing to change
+    # scenes left out by the mask take no part
+    use[:3, 0, 0] = False
+    members, better = _fast.ballast_like_mode(n, use, core_idx, ball_core, ref_core, 3, 0.5)
+    assert not members[:3, 0, 0].any() and not better[0, 0]

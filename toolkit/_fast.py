@@ -567,3 +567,99 @@ def nanmedian_flat(a):  # pragma: no cover - compiled
             buf[m] = x
             m += 1
     return _quickselect_median(buf, m)
+
+
+@njit(cache=True, parallel=True)
+def ballast_like_mode(
+    n, use, core_idx, ball_core, ref_core, min_members, gain
+):  # pragma: no cover - compiled
+    """Per place, the scenes of the two appearance modes' ballast-like one, and where to use it.
+
+    At each place (track, along) the core's mean colour per scene (over the
+    core offsets ``core_idx`` where ``use``) is split into two modes by
+    2-means, started from the scene nearest to the ballast colour
+    ``ball_core`` (K, A, B) and the farthest. The mode whose centre lies
+    nearer the ballast is the empty track. Returns ``members`` (T, K, A): the
+    scenes of that mode, and ``better`` (K, A): where it has at least
+    ``min_members`` scenes, is not every scene, and its centre is nearer the
+    ballast than ``gain`` times the temporal reference's core colour
+    ``ref_core`` (K, A, B) is (a car parked in most scenes made that one).
+    """
+    n_t, n_k, n_a, n_c, n_b = n.shape
+    members = np.zeros((n_t, n_k, n_a), np.bool_)
+    better = np.zeros((n_k, n_a), np.bool_)
+    for ka in prange(n_k * n_a):
+        k = ka // n_a
+        a = ka % n_a
+        x = np.full((n_t, n_b), np.nan)
+        ok = np.zeros(n_t, np.bool_)
+        for t in range(n_t):
+            good = True
+            for b in range(n_b):
+                s = 0.0
+                m = 0
+                for c in core_idx:
+                    if use[t, k, a, c]:
+                        v = np.float64(n[t, k, a, c, b])
+                        if np.isfinite(v):
+                            s += v
+                            m += 1
+                if m == 0:
+                    good = False
+                else:
+                    x[t, b] = s / m
+            ok[t] = good
+        n_ok = ok.sum()
+        if n_ok < 2:
+            continue
+        # start from the scene nearest to the ballast and the farthest
+        i0, i1 = -1, -1
+        lo, hi = np.inf, -np.inf
+        for t in range(n_t):
+            if ok[t]:
+                d = _dist(x[t], ball_core[k, a])
+                if d < lo:
+                    lo, i0 = d, t
+                if d > hi:
+                    hi, i1 = d, t
+        c0 = x[i0].copy()
+        c1 = x[i1].copy()
+        lab = np.zeros(n_t, np.bool_)
+        for _ in range(6):
+            s0 = np.zeros(n_b)
+            s1 = np.zeros(n_b)
+            m0 = 0
+            m1 = 0
+            for t in range(n_t):
+                if not ok[t]:
+                    continue
+                lab[t] = _dist(x[t], c1) < _dist(x[t], c0)
+                if lab[t]:
+                    s1 += x[t]
+                    m1 += 1
+                else:
+                    s0 += x[t]
+                    m0 += 1
+            if m0 > 0:
+                c0 = s0 / m0
+            if m1 > 0:
+                c1 = s1 / m1
+        e0 = _dist(c0, ball_core[k, a])
+        e1 = _dist(c1, ball_core[k, a])
+        empty_is_1 = e1 < e0
+        n_empty = 0
+        for t in range(n_t):
+            if ok[t] and lab[t] == empty_is_1:
+                members[t, k, a] = True
+                n_empty += 1
+        e_ref = _dist(ref_core[k, a], ball_core[k, a])
+        better[k, a] = n_empty >= min_members and n_empty < n_ok and min(e0, e1) < gain * e_ref
+    return members, better
+
+
+@njit(cache=True)
+def _dist(p, q):  # pragma: no cover - compiled
+    s = 0.0
+    for b in range(p.size):
+        s += (p[b] - q[b]) ** 2
+    return np.sqrt(s)

@@ -33,6 +33,7 @@ import xarray as xr
 from scipy import ndimage
 
 from toolkit._fast import (
+    ballast_like_mode,
     band_mean_ratio,
     brighter_margin,
     masked_median_over_time,
@@ -97,6 +98,7 @@ def estimate_occupancy(
     own_shadows: bool = True,
     light_changes: bool = True,
     cloud_margin_m: float = 25.0,
+    ballast_like_mode: bool | None = None,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
 
@@ -148,6 +150,14 @@ def estimate_occupancy(
         Within this distance along the track of masked pixels (cloud, cloud
         shadow, nodata), the threshold is tripled: usable-data masks miss the
         thin haze at cloud edges, which brightens the ballast.
+    ballast_like_mode : bool, optional
+        Where a place's appearance over the scenes falls into two modes (empty
+        and a car parked in most of them), take the empty track from the mode
+        nearer the ballast beside the track, not from the majority, when that
+        mode holds at least three scenes and its centre is less than half as
+        far from the ballast as the temporal median is. Default: on at pixels
+        of 1 m or finer, off at coarser pixels, where the core's colour mixes
+        the neighbouring tracks.
 
     Returns
     -------
@@ -169,9 +179,11 @@ def estimate_occupancy(
     Notes
     -----
     Temporal-median background per appearance group (snow scenes apart), with
-    ballast from the strip margins where a place is rarely free; shadow, haze,
-    cloud-shadow and smooth light-change explanations; per-scene gains and
-    noise from the free positions, re-estimated twice. The error against the
+    ballast from the strip margins where a place is rarely free and, at 1 m or
+    finer, the ballast-like one of two appearance modes where a car stood in
+    most scenes; shadow, haze, cloud-shadow and smooth light-change
+    explanations; per-scene gains and noise from the free positions,
+    re-estimated twice. The error against the
     simulator's truth is asserted in ``tests/test_occupancy.py``; the method
     needs a series of scenes (the reference comes from them) and is weakest
     for yards that are full on every date, at 3 m pixels and in snow.
@@ -190,6 +202,14 @@ def estimate_occupancy(
             f"(strip half-width {strips.attrs.get('half_width_m')} m, step {step} m)"
         )
     dims = ["time", "track", "along"]
+    if ballast_like_mode is None:
+        modes = float(strips.attrs.get("pixel_size_m", step)) <= 1.0
+    elif isinstance(ballast_like_mode, (bool, np.bool_)):
+        modes = bool(ballast_like_mode)
+    else:
+        raise InputError(
+            f"ballast_like_mode: expected True, False or None, got {ballast_like_mode!r}"
+        )
     side = _shadow_sides(strips, enabled=own_shadows)
     raw, dev, ref, raw_readings = xr.apply_ufunc(
         _classify,
@@ -210,6 +230,7 @@ def estimate_occupancy(
             "own_shadows": bool(own_shadows),
             "light_changes": bool(light_changes),
             "margin_px": int(round(cloud_margin_m / step)),
+            "modes": modes,
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],
@@ -269,6 +290,7 @@ def estimate_occupancy(
             "max_gap_m": max_gap_m,
             "own_shadows": int(bool(own_shadows)),
             "light_changes": int(bool(light_changes)),
+            "ballast_like_mode": int(modes),
             "step_m": step,
             "toolkit_version": _version(),
         }
@@ -418,6 +440,7 @@ def count_railcars(
     own_shadows: bool = True,
     light_changes: bool = True,
     cloud_margin_m: float = 25.0,
+    ballast_like_mode: bool | None = None,
     coregister: bool = True,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
@@ -431,7 +454,7 @@ def count_railcars(
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
-        own_shadows, light_changes, cloud_margin_m
+        own_shadows, light_changes, cloud_margin_m, ballast_like_mode
         See :func:`track_strips` and :func:`estimate_occupancy`.
     coregister : bool, default True
         Measure each scene's georeferencing shift against the stack
@@ -481,6 +504,7 @@ def count_railcars(
         own_shadows=own_shadows,
         light_changes=light_changes,
         cloud_margin_m=cloud_margin_m,
+        ballast_like_mode=ballast_like_mode,
     )
     counts = counts_from_occupancy(
         occ, car_length_m=car_length_m, car_length_range_m=car_length_range_m
@@ -878,6 +902,7 @@ def _classify(
     margin_px: int,
     own_shadows: bool = True,
     light_changes: bool = True,
+    modes: bool = False,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -920,7 +945,7 @@ def _classify(
         for _ in range(n_iter):
             n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
             pairs = {
-                g: _reference(n, free, lit, core, margin, scenes=groups == g)
+                g: _reference(n, free, lit, core, margin, scenes=groups == g, modes=modes)
                 for g in np.unique(groups)
             }
             refs = {g: pair[0] for g, pair in pairs.items()}
@@ -1112,6 +1137,10 @@ _LIT = 0.7
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
 _NEIGHBOUR_SHADOW_SCALE = (0.9, 1.15)
+# the ballast-like appearance mode replaces the temporal median when it holds this many
+# scenes and lies less than this share of the median's distance from the ballast
+_MODE_MIN_SCENES = 3
+_MODE_GAIN = 0.5
 # no railcar is shorter than this over its couplers (m): the shortest run counted whole
 _SHORTEST_CAR_M = 11.0
 # the threshold's multiples for the stricter and the more lenient reading (the interval)
@@ -1233,6 +1262,7 @@ def _reference(
     margin: np.ndarray,
     *,
     scenes: np.ndarray | None = None,
+    modes: bool = False,
     odd_k: float = 3.0,
     window: int = 61,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1251,6 +1281,9 @@ def _reference(
     samples (a ballast bed may be narrower than the strip). Returns the
     combined reference and the ballast estimate alone. ``scenes`` (bool per
     scene, default all) selects the group's scenes without copying the stack.
+    With ``modes``, a place whose scenes fall into two appearance modes takes
+    the temporal estimate from the mode nearer the ballast (see
+    :func:`toolkit._fast.ballast_like_mode`), not from the majority.
     """
     _, n_k, n_a, n_c, n_b = n.shape
     scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
@@ -1292,6 +1325,21 @@ def _reference(
     ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
     ref[bad] = ballast[bad]
+    if modes:
+        # a car parked in most scenes is the majority at its place; the empty track is
+        # then the mode like the ballast beside it
+        members, better = ballast_like_mode(
+            n,
+            use,
+            np.flatnonzero(core),
+            ballast[..., core, :].mean(axis=2),
+            ref[..., core, :].mean(axis=2),
+            _MODE_MIN_SCENES,
+            _MODE_GAIN,
+        )
+        if better.any():
+            alt = masked_median_over_time(n, members[..., None] & use)
+            ref[better] = np.where(np.isfinite(alt[better]), alt[better], ref[better])
     return ref, ballast
 
 
