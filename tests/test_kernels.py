@@ -158,7 +158,13 @@ def test_masked_medians_equal_nanmedian_of_the_masked_stack(n_t):
         per_offset = np.nanmedian(masked.reshape(-1, *n.shape[-2:]), axis=0)
         per_scene = np.nanmedian(n.astype("float64").reshape(n_t, -1, n.shape[-1]), axis=1)
     assert np.isnan(over_time[0, 0]).all() and np.isfinite(over_time[1:]).any()
-    np.testing.assert_array_equal(_fast.masked_median_over_time(n, use), over_time)
+    everywhere = np.ones(n.shape[1:3], bool)
+    np.testing.assert_array_equal(_fast.masked_median_over_time(n, use, everywhere), over_time)
+    somewhere = everywhere.copy()
+    somewhere[1] = False  # only where asked; NaN elsewhere
+    part = _fast.masked_median_over_time(n, use, somewhere)
+    assert np.isnan(part[1]).all()
+    np.testing.assert_array_equal(part[somewhere], over_time[somewhere])
     np.testing.assert_array_equal(_fast.masked_median_per_offset(n, use), per_offset)
     np.testing.assert_array_equal(_fast.scene_band_medians(n), per_scene)
 

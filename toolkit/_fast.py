@@ -326,17 +326,20 @@ def masked_ratio_median(num, den, mask):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def masked_median_over_time(n, use):  # pragma: no cover - compiled
+def masked_median_over_time(n, use, places):  # pragma: no cover - compiled
     """``nanmedian(where(use[..., None], n, nan), axis=0)``: (K, A, C, B) from (T, K, A, C, B).
 
-    The masked stack is never materialised; each place's series is gathered in
+    Only at the places (K, A) where ``places`` is true; NaN elsewhere. The
+    masked stack is never materialised; each place's series is gathered in
     time order (contiguous reads) and its median found by selection in float64.
     """
     n_t, n_k, n_a, n_c, n_b = n.shape
-    out = np.empty((n_k, n_a, n_c, n_b), np.float64)
+    out = np.full((n_k, n_a, n_c, n_b), np.nan)
     for ka in prange(n_k * n_a):
         k = ka // n_a
         a = ka % n_a
+        if not places[k, a]:
+            continue
         buf = np.empty((n_c * n_b, n_t), np.float64)
         cnt = np.zeros(n_c * n_b, np.int64)
         for t in range(n_t):

@@ -1318,7 +1318,7 @@ def _reference(
     ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
         return ballast, ballast
-    ref = masked_median_over_time(n, use)  # (K, A, C, B)
+    ref = masked_median_over_time(n, use, np.ones((n_k, n_a), bool))  # (K, A, C, B)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
@@ -1338,7 +1338,7 @@ def _reference(
             _MODE_GAIN,
         )
         if better.any():
-            alt = masked_median_over_time(n, members[..., None] & use)
+            alt = masked_median_over_time(n, members[..., None] & use, better)
             ref[better] = np.where(np.isfinite(alt[better]), alt[better], ref[better])
     return ref, ballast
 
