@@ -99,6 +99,7 @@ def estimate_occupancy(
     light_changes: bool = True,
     cloud_margin_m: float = 25.0,
     ballast_like_mode: bool | None = None,
+    neighbour_bleed: bool | None = None,
 ) -> xr.Dataset:
     """Classify every position along every track and date as occupied, free or unknown.
 
@@ -158,6 +159,15 @@ def estimate_occupancy(
         far from the ballast as the temporal median is. Default: on at pixels
         of 1 m or finer, off at coarser pixels, where the core's colour mixes
         the neighbouring tracks.
+    neighbour_bleed : bool, optional
+        At coarse pixels a car on the neighbouring track (4.5-5.5 m away)
+        blurs into this track's strip. With this option a position whose
+        deviation is under twice the threshold, while the nearest position on
+        another track within 6.5 m deviates more than twice as much, is judged
+        free (the neighbour's car seen through the blur). The lenient reading
+        of the interval keeps such positions, so the high bound still counts
+        them. Default: on at pixels coarser than 2 m, where it lowered the
+        error per track and scene on every synthetic 3 m site tried.
 
     Returns
     -------
@@ -210,6 +220,12 @@ def estimate_occupancy(
         raise InputError(
             f"ballast_like_mode: expected True, False or None, got {ballast_like_mode!r}"
         )
+    if neighbour_bleed is None:
+        bleed = float(strips.attrs.get("pixel_size_m", step)) > 2.0
+    elif isinstance(neighbour_bleed, (bool, np.bool_)):
+        bleed = bool(neighbour_bleed)
+    else:
+        raise InputError(f"neighbour_bleed: expected True, False or None, got {neighbour_bleed!r}")
     side = _shadow_sides(strips, enabled=own_shadows)
     raw, dev, ref, raw_readings = xr.apply_ufunc(
         _classify,
@@ -231,6 +247,7 @@ def estimate_occupancy(
             "light_changes": bool(light_changes),
             "margin_px": int(round(cloud_margin_m / step)),
             "modes": modes,
+            "neighbours": _neighbour_positions(strips) if bleed else None,
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],
@@ -291,6 +308,7 @@ def estimate_occupancy(
             "own_shadows": int(bool(own_shadows)),
             "light_changes": int(bool(light_changes)),
             "ballast_like_mode": int(modes),
+            "neighbour_bleed": int(bleed),
             "step_m": step,
             "toolkit_version": _version(),
         }
@@ -441,6 +459,7 @@ def count_railcars(
     light_changes: bool = True,
     cloud_margin_m: float = 25.0,
     ballast_like_mode: bool | None = None,
+    neighbour_bleed: bool | None = None,
     coregister: bool = True,
     car_length_m: float = 15.2,
     car_length_range_m: tuple[float, float] = (12.5, 19.5),
@@ -454,7 +473,7 @@ def count_railcars(
     tracks : path or GeoDataFrame
         Track centrelines with ``track_id``.
     half_width_m, core_half_width_m, threshold, smooth_m, min_run_m, max_gap_m, shadows,
-        own_shadows, light_changes, cloud_margin_m, ballast_like_mode
+        own_shadows, light_changes, cloud_margin_m, ballast_like_mode, neighbour_bleed
         See :func:`track_strips` and :func:`estimate_occupancy`.
     coregister : bool, default True
         Measure each scene's georeferencing shift against the stack
@@ -505,6 +524,7 @@ def count_railcars(
         light_changes=light_changes,
         cloud_margin_m=cloud_margin_m,
         ballast_like_mode=ballast_like_mode,
+        neighbour_bleed=neighbour_bleed,
     )
     counts = counts_from_occupancy(
         occ, car_length_m=car_length_m, car_length_range_m=car_length_range_m
@@ -903,6 +923,7 @@ def _classify(
     own_shadows: bool = True,
     light_changes: bool = True,
     modes: bool = False,
+    neighbours: np.ndarray | None = None,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -1012,8 +1033,20 @@ def _classify(
                 margin_ratios[t] = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
         own = _own_shadow(margin_ratios, shadow_side)
 
-    def decide(deviation, factor=1.0):
+    bled = np.zeros(dev.shape, bool)
+    if neighbours is not None and (neighbours >= 0).any():
+        # a neighbour's car blurred into this strip: this position deviates much less
+        # than the nearest position on the other track
+        has = neighbours >= 0
+        flat = dev_raw.reshape(n_t, -1)
+        near = flat[:, np.where(has, neighbours, 0).ravel()].reshape(dev_raw.shape)
+        with np.errstate(invalid="ignore"):
+            bled = has[None] & (near > _BLEED_RATIO * dev_raw) & (dev_raw < _BLEED_MAX_DEV * thr)
+
+    def decide(deviation, factor=1.0, *, judged_bleed=True):
         occupied = (deviation > factor * thr) | (own & (deviation > _OWN_SHADOW_MIN_DEV))
+        if judged_bleed:
+            occupied &= ~bled
         return np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
 
     # alternative readings of the same evidence, for the count's interval: stronger and
@@ -1034,12 +1067,44 @@ def _classify(
     readings = np.stack(
         [
             decide(dev, _STRICT_FACTOR),
-            decide(dev, _LENIENT_FACTOR),
+            decide(dev, _LENIENT_FACTOR, judged_bleed=False),
             decide(dev_ballast),
         ]
     )
     biggest = np.bincount(groups).argmax()
     return decide(dev), dev_raw.astype("float32"), refs[biggest].astype("float32"), readings
+
+
+def _neighbour_positions(strips) -> np.ndarray | None:
+    """For each (track, along) position, the flat index of the nearest centreline position
+    on another track within ``_BLEED_RADIUS_M`` (and beyond 2 m: a turnout), else -1.
+
+    None when the strips carry no sample coordinates.
+    """
+    from scipy.spatial import cKDTree
+
+    if "x_sample" not in strips.coords or strips.sizes["track"] < 2:
+        return None
+    mid = strips.sizes["across"] // 2
+    xs = np.asarray(strips["x_sample"].values[..., mid], "float64")
+    ys = np.asarray(strips["y_sample"].values[..., mid], "float64")
+    n_k, n_a = xs.shape
+    pts = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    track = np.repeat(np.arange(n_k), n_a)
+    good = np.flatnonzero(np.isfinite(pts).all(axis=1))
+    out = np.full(n_k * n_a, -1, np.int64)
+    if good.size < 2:
+        return out.reshape(n_k, n_a)
+    tree = cKDTree(pts[good])
+    k = min(good.size, 4 * int(np.ceil(_BLEED_RADIUS_M / 0.5)) + 8)
+    dist, idx = tree.query(pts[good], k=k, distance_upper_bound=_BLEED_RADIUS_M)
+    found = np.isfinite(dist)
+    other = np.where(found, good[np.minimum(idx, good.size - 1)], -1)
+    usable = found & (dist > 2.0) & (track[np.maximum(other, 0)] != track[good][:, None])
+    first = np.where(usable.any(axis=1), usable.argmax(axis=1), -1)
+    rows = np.flatnonzero(first >= 0)
+    out[good[rows]] = other[rows, first[rows]]
+    return out.reshape(n_k, n_a)
 
 
 def _per_scene(fn, n_t: int) -> None:
@@ -1137,6 +1202,12 @@ _LIT = 0.7
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
 _NEIGHBOUR_SHADOW_SCALE = (0.9, 1.15)
+# a position is a neighbour's car seen through the blur when the nearest position on
+# another track (within _BLEED_RADIUS_M) deviates this many times more, and it deviates
+# less than this many thresholds itself
+_BLEED_RATIO = 2.0
+_BLEED_MAX_DEV = 2.0
+_BLEED_RADIUS_M = 6.5
 # the ballast-like appearance mode replaces the temporal median when it holds this many
 # scenes and lies less than this share of the median's distance from the ballast
 _MODE_MIN_SCENES = 3
