@@ -69,10 +69,13 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.733 of 708 detected cars that match a truth
-    # car and are given one of the five kinds (others go to "other")
-    assert len(real) > 500
-    assert share >= 0.70
+    # measured (2 seeds, 20 scenes): 0.697 of 1406 detected cars that match a truth
+    # car and are given one of the five kinds (others go to "other"). Before the
+    # ballast-like mode of the occupancy step it was 0.707 of 1288: the mode finds 118
+    # more real cars (parked ones), which are classified less well, while the cars
+    # found both ways are classified better (0.743 against 0.730 on 790 of them).
+    assert len(real) > 1350
+    assert share >= 0.69
 
 
 def test_per_kind_counts_of_the_detected_cars(held_out):
