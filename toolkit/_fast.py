@@ -506,28 +506,6 @@ def _fmax(x, y):  # pragma: no cover - compiled
     return max(x, y)
 
 
-@njit(cache=True, parallel=True)
-def scene_band_medians(v):  # pragma: no cover - compiled
-    """``nanmedian(v.reshape(T, -1, B), axis=1)`` in float64: (T, B) from (T, K, A, C, B)."""
-    n_t = v.shape[0]
-    n_b = v.shape[-1]
-    flat = v.reshape(n_t, -1, n_b)
-    m_all = flat.shape[1]
-    out = np.empty((n_t, n_b), np.float64)
-    for tb in prange(n_t * n_b):
-        t = tb // n_b
-        b = tb % n_b
-        buf = np.empty(m_all, v.dtype)
-        m = 0
-        for i in range(m_all):
-            x = flat[t, i, b]
-            if not np.isnan(x):
-                buf[m] = x
-                m += 1
-        out[t, b] = _select_median(buf[:m])
-    return out
-
-
 @njit(cache=True, nogil=True)
 def running_median_rows(a, size):  # pragma: no cover - compiled
     """``ndimage.median_filter(a, size=(1, size), mode="nearest")`` for a 2-D array, odd size.

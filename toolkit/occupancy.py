@@ -42,7 +42,6 @@ from toolkit._fast import (
     nanmedian_axis0,
     nanmedian_flat,
     running_median_rows,
-    scene_band_medians,
     scene_distances,
     shadow_candidates,
 )
@@ -954,7 +953,8 @@ def _classify(
     left, right = across_i[np.arange(across_i.size) < mid], across_i[np.arange(across_i.size) > mid]
     halves_idx = [left, right] if left.size and right.size else [across_i]
     with np.errstate(all="ignore"):
-        scene_med = scene_band_medians(np.ascontiguousarray(v))  # (time, band)
+        # (time, band): the strided view is read in place, in its own precision
+        scene_med = nanmedian_axis0(np.moveaxis(v.reshape(n_t, -1, n_b), 1, 0))
         groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
             thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
