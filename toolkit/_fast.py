@@ -469,7 +469,7 @@ def brighter_margin(n, lo_idx, hi_idx):  # pragma: no cover - compiled
             for b in range(n_b):
                 x = s1[b] if pick_hi else s0[b]
                 if np.isnan(x):
-                    x = _fmax(s0[b], s1[b])
+                    x = np.fmax(s0[b], s1[b])
                 out[t, k, a, b] = x
     return out
 
@@ -495,15 +495,6 @@ def _finite_mean(v):  # pragma: no cover - compiled
             s += x
             m += 1
     return s / m if m > 0 else np.nan
-
-
-@njit(cache=True)
-def _fmax(x, y):  # pragma: no cover - compiled
-    if np.isnan(x):
-        return y
-    if np.isnan(y):
-        return x
-    return max(x, y)
 
 
 @njit(cache=True, nogil=True)
