@@ -254,17 +254,8 @@ def estimate_occupancy(
     )
 
     def clean(o):
-        return xr.apply_ufunc(
-            _clean_runs,
-            o,
-            input_core_dims=[["along"]],
-            output_core_dims=[["along"]],
-            kwargs={
-                "max_gap": int(round(max_gap_m / step)),
-                "min_run": int(round(min_run_m / step)),
-            },
-            dask="parallelized",
-            output_dtypes=["int8"],
+        return _cleaned(
+            o, max_gap=int(round(max_gap_m / step)), min_run=int(round(min_run_m / step))
         )
 
     out = xr.Dataset(
@@ -381,15 +372,7 @@ def counts_from_occupancy(
     low, high = res.isel(stat=1), res.isel(stat=2)
     # a run shorter than any railcar (a partial car at a cloud edge, a glint, a shadow) is a
     # doubtful car: the low bound leaves such runs out
-    whole = xr.apply_ufunc(
-        _clean_runs,
-        occ,
-        input_core_dims=[["along"]],
-        output_core_dims=[["along"]],
-        kwargs={"max_gap": 0, "min_run": int(round(_SHORTEST_CAR_M / step))},
-        dask="parallelized",
-        output_dtypes=["int8"],
-    )
+    whole = _cleaned(occ, max_gap=0, min_run=int(round(_SHORTEST_CAR_M / step)))
     low = np.fmin(low, count(whole).isel(stat=0))
     if "occupancy_readings" in occupancy:
         # the count under the alternative readings of the evidence widens the bounds
@@ -616,6 +599,7 @@ def load_counts_cache(
     >>> counts = load_counts_cache("../data/cache", cube)  # doctest: +SKIP
     """
     names = ["counts.nc", "occupancy.nc"] if occupancy else ["counts.nc"]
+    current = source_fingerprint()
     out = []
     for name in names:
         path = Path(directory) / name
@@ -625,7 +609,7 @@ def load_counts_cache(
             ds = xr.load_dataset(path)
         except Exception:  # a damaged cache is not an error: it is recomputed
             return None
-        if ds.attrs.get("toolkit_source") != source_fingerprint():
+        if ds.attrs.get("toolkit_source") != current:
             return None
         if "scene" in ds.coords and "scene" in cube.coords:
             if not np.array_equal(ds["scene"].values, cube["scene"].values):
@@ -990,12 +974,11 @@ def _classify(
                 reached = np.zeros((n_k, n_a), bool)
                 ratios = None
                 if (use_shadow and own_shadows) or light_changes:
-                    ratios = _margin_ratios(n[t], r, margin, smooth)
+                    ratios = margin_ratios[t] = _margin_ratios(n[t], r, margin, smooth)
                 if use_shadow and own_shadows:
                     # where a neighbour's shadow reaches this track (its margin towards
                     # the sun is dark), let the shadow's depth vary a little: penumbra
                     # and blur change its depth, not its colour
-                    margin_ratios[t] = ratios
                     reached = _sun_side_dark(ratios, shadow_side[t], n[t])
                 light = _light_factors(ratios if light_changes else None, (n_k, n_a, n_c))
                 explain[t] = (
@@ -1096,7 +1079,10 @@ def _neighbour_positions(strips) -> np.ndarray | None:
     if good.size < 2:
         return out.reshape(n_k, n_a)
     tree = cKDTree(pts[good])
-    k = min(good.size, 4 * int(np.ceil(_BLEED_RADIUS_M / 0.5)) + 8)
+    # enough neighbours to get past this track's own samples within reach (2R / step of
+    # them), with room for turnouts and crossings
+    step = float(strips.attrs.get("step_m", 0.5))
+    k = min(good.size, 4 * int(np.ceil(_BLEED_RADIUS_M / step)) + 8)
     dist, idx = tree.query(pts[good], k=k, distance_upper_bound=_BLEED_RADIUS_M)
     found = np.isfinite(dist)
     other = np.where(found, good[np.minimum(idx, good.size - 1)], -1)
@@ -1446,6 +1432,19 @@ def _nanmedian(a, axis=None):
         a = a.reshape(-1)
         axis = 0
     return nanmedian_axis0(np.moveaxis(a, axis, 0))
+
+
+def _cleaned(occ: xr.DataArray, *, max_gap: int, min_run: int) -> xr.DataArray:
+    """:func:`_clean_runs` along ``along`` of an occupancy array (lazy when it is)."""
+    return xr.apply_ufunc(
+        _clean_runs,
+        occ,
+        input_core_dims=[["along"]],
+        output_core_dims=[["along"]],
+        kwargs={"max_gap": max_gap, "min_run": min_run},
+        dask="parallelized",
+        output_dtypes=["int8"],
+    )
 
 
 def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
