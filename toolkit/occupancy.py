@@ -134,9 +134,15 @@ def estimate_occupancy(
         the sun is lit, something stands on the track, so a position that
         differs from the empty track by at least 2 noise units counts as
         occupied even below ``threshold`` (grey cars, tarps and open wagons
-        can look like ballast from above). The sun's position is computed
-        from each scene's time and the site's location; scenes with the sun
-        too high or along the track are judged without it.
+        can look like ballast from above). The same cue finds railcars parked
+        in most scenes, which enter the temporal reference with their shadow:
+        where a scene deviates over at least a railcar's length (11 m) and
+        its margin away from the sun is more than 1/0.75 times as bright as
+        the reference's while the margin towards the sun matches it, the
+        scene shows the empty track, and the median of such scenes becomes
+        the reference there. The sun's position is computed from each
+        scene's time and the site's location; scenes with the sun too high
+        or along the track are judged without it.
     light_changes : bool, default True
         Explain a core that is brighter or darker than the empty track by
         the same factor as both strip margins (each 0.85-1.5 times the empty
@@ -190,7 +196,8 @@ def estimate_occupancy(
     Temporal-median background per appearance group (snow scenes apart), with
     ballast from the strip margins where a place is rarely free and, at 1 m or
     finer, the ballast-like one of two appearance modes where a car stood in
-    most scenes; shadow, haze, cloud-shadow and smooth light-change
+    most scenes, and the scenes whose own-shadow margin has lifted where a car
+    stood in all others; shadow, haze, cloud-shadow and smooth light-change
     explanations; per-scene gains and noise from the free positions,
     re-estimated twice. The error against the
     simulator's truth is asserted in ``tests/test_occupancy.py``; the method
@@ -247,6 +254,7 @@ def estimate_occupancy(
             "margin_px": int(round(cloud_margin_m / step)),
             "modes": modes,
             "neighbours": _neighbour_positions(strips) if bleed else None,
+            "min_car": max(int(round(_SHORTEST_CAR_M / step)), 1),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],
@@ -907,6 +915,7 @@ def _classify(
     light_changes: bool = True,
     modes: bool = False,
     neighbours: np.ndarray | None = None,
+    min_car: int = 1,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -947,10 +956,13 @@ def _classify(
         n = None
         free = known.copy()
         lit = np.ones(valid.shape, bool)
-        for _ in range(n_iter):
+        lifted = None  # scenes showing the empty track under a parked car (from the last pass)
+        for it in range(n_iter):
             n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
             pairs = {
-                g: _reference(n, free, lit, core, margin, scenes=groups == g, modes=modes)
+                g: _reference(
+                    n, free, lit, core, margin, scenes=groups == g, modes=modes, lifted=lifted
+                )
                 for g in np.unique(groups)
             }
             refs = {g: pair[0] for g, pair in pairs.items()}
@@ -1007,6 +1019,8 @@ def _classify(
 
             _per_scene(judge, n_t)
             free = known & (dev <= thr)
+            if own_shadows and it < n_iter - 1 and (shadow_side != 0).any():
+                lifted = _lifted_shadow(margin_ratios, shadow_side, known & ~free, min_car)
     own = np.zeros(dev.shape, bool)
     if own_shadows and (shadow_side != 0).any():
         # grey cars, tarps and open wagons can look like ballast from above, but anything
@@ -1152,6 +1166,35 @@ def _margin_ratios(nt, r, margin, smooth):
     return out
 
 
+def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
+    """Where a scene shows the empty track under a railcar parked in most scenes.
+
+    A car parked in most scenes enters the temporal reference with its own
+    shadow. A scene without it then deviates in the core, and its margin away
+    from the sun is much brighter than the reference's (more than 1 / _DARK
+    times) while the margin towards the sun matches (within _NEAR_SAME): the
+    reference's shade has lifted. Kept only over runs of at least ``min_run``
+    positions (a railcar's length), as a parked car makes them. ``deviant`` is
+    (time, track, along) bool; returns the same shape.
+    """
+    out = np.zeros(deviant.shape, bool)
+    lo_near, hi_near = _NEAR_SAME
+    for t, ratios in margin_ratios.items():
+        if ratios is None:
+            continue
+        lo, hi = ratios
+        s = shadow_side[t]
+        far = np.where(s > 0, hi, lo)
+        near = np.where(s > 0, lo, hi)
+        out[t] = (s != 0) & deviant[t] & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
+    for row in out.reshape(-1, out.shape[-1]):
+        starts, ends = _runs(row)
+        for a, b in zip(starts, ends, strict=True):
+            if b - a < min_run:
+                row[a:b] = False
+    return out
+
+
 def _sun_side_dark(ratios, side, nt):
     """The margin towards the sun is in shadow: a neighbour's shadow reaches this track."""
     if ratios is None:
@@ -1184,6 +1227,9 @@ def _own_shadow(margin_ratios, shadow_side):
 # 0.3-0.55 of the light), and lit above the second (the near margin may take some blur)
 _DARK = 0.75
 _LIT = 0.7
+# the margin towards the sun matches the reference's within this range when only the far
+# margin's shade has lifted (a parked car left in this scene: see _lifted_shadow)
+_NEAR_SAME = (0.85, 1.18)
 # positions need at least this deviation (noise units) for their own shadow to decide
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
@@ -1322,6 +1368,7 @@ def _reference(
     modes: bool = False,
     odd_k: float = 3.0,
     window: int = 61,
+    lifted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Empty-track appearance (track, along, across, band) from one group of similar scenes.
 
@@ -1340,7 +1387,10 @@ def _reference(
     scene, default all) selects the group's scenes without copying the stack.
     With ``modes``, a place whose scenes fall into two appearance modes takes
     the temporal estimate from the mode nearer the ballast (see
-    :func:`toolkit._fast.ballast_like_mode`), not from the majority.
+    :func:`toolkit._fast.ballast_like_mode`), not from the majority. With
+    ``lifted`` (time, track, along), the places where some of the group's
+    scenes show the empty track under a car parked in the others (see
+    :func:`_lifted_shadow`) take the median of those scenes.
     """
     _, n_k, n_a, n_c, n_b = n.shape
     scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
@@ -1397,6 +1447,14 @@ def _reference(
         if better.any():
             alt = masked_median_over_time(n, members[..., None] & use, better)
             ref[better] = np.where(np.isfinite(alt[better]), alt[better], ref[better])
+    if lifted is not None:
+        # where some scenes show the empty track under a car parked in the others (see
+        # _lifted_shadow), the empty track is their median
+        shown = lifted & scenes[:, None, None]
+        places = shown.any(axis=0)
+        if places.any():
+            alt = masked_median_over_time(n, np.broadcast_to(shown[..., None], use.shape), places)
+            ref[places] = np.where(np.isfinite(alt[places]), alt[places], ref[places])
     return ref, ballast
 
 
