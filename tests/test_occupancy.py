@@ -78,8 +78,8 @@ def test_default_sample_accuracy(sample_counts):
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 0.8 %, bias -0.8 % over the 4 cloud-free scenes with >= 20 cars
-    # (73 on 2023-10-05); track MAE 0.13 (0.06 before the ballast-like mode, which
-    # helps every held-out seed); coverage 98 %, mean interval width 0.61 cars (0.12
+    # (73 on 2023-10-05); track MAE 0.12 (0.06 before the ballast-like mode, which
+    # helps every held-out seed); coverage 98 %, mean interval width 0.59 cars (0.12
     # with the car-length range alone); valid_fraction mean error 0.003, max 0.096. The
     # bounds are the accuracy issue's targets (this is the tuning sample; held-out seeds
     # are tested below).
@@ -130,15 +130,16 @@ def held_out_05m(tmp_path_factory):
 def test_held_out_seed_at_05m(held_out_05m):
     acc = accuracy(held_out_05m[True], min_cars=20)
     print("\n" + acc.summary())
-    # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 3.9 %,
-    # bias -3.9 %, track MAE 0.30 (4.6 %, 0.33 before the ballast-like mode). This seed
-    # got worse when smooth light changes were explained (it was 3.0 %, -1.8 %, 0.42),
-    # while the four other held-out sites improved; the track error meets the target.
-    # Intervals: coverage 90 % (the target, 171 of 190), mean width 0.58 cars (85 %, 0.23
-    # with the car-length range alone).
+    # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 3.1 %,
+    # bias -3.1 %, track MAE 0.31 (3.9 %, 0.30 before the margins of a track were
+    # checked against its typical look; 4.6 %, 0.33 before the ballast-like mode). This
+    # seed got worse when smooth light changes were explained (it was 3.0 %, -1.8 %,
+    # 0.42), while the four other held-out sites improved; the track error meets the
+    # target. Intervals: coverage 90 % (the target, 171 of 190), mean width 0.61 cars
+    # (85 %, 0.23 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.045
-    assert abs(acc.scene_bias) <= 0.045
+    assert acc.scene_mare <= 0.035
+    assert abs(acc.scene_bias) <= 0.035
     assert acc.track_mae <= 0.35
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 0.7
@@ -165,12 +166,13 @@ def held_out_05m_second(tmp_path_factory):
 def test_second_held_out_seed_at_05m(held_out_05m_second):
     acc = held_out_05m_second
     print("\n" + acc.summary())
-    # measured: MARE 7.2 %, bias +7.2 % (over-counts on scenes that hold 8-12 parked
-    # cars), track MAE 0.30 (11.2 %, 0.29 before the ballast-like mode; 14.7 %, 0.44
-    # before smooth light changes were explained). Intervals: coverage 92 %, mean width
-    # 0.72 cars (91 %, 0.15 with the car-length range alone).
+    # measured: MARE 5.3 %, bias +5.3 %, track MAE 0.347 (7.2 %, 0.30 before the
+    # margins of a track were checked against its typical look: the scene error fell,
+    # the track error rose; 11.2 %, 0.29 before the ballast-like mode; 14.7 %, 0.44
+    # before smooth light changes were explained). Intervals: coverage 90.5 %, mean
+    # width 0.77 cars (91 %, 0.15 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.085
+    assert acc.scene_mare <= 0.06
     assert acc.track_mae <= 0.35
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 0.85
@@ -199,21 +201,23 @@ def held_out_3m(tmp_path_factory):
 def test_held_out_seed_at_3m(held_out_3m):
     acc = held_out_3m
     print("\n" + acc.summary())
-    # measured: MARE 13.4 %, bias +13.4 % (cars on a neighbouring track still bleed into
-    # the strip), track MAE 0.67 (17.4 %, 0.74 before the neighbour-bleed rule; 28 %,
-    # 0.90 before smooth light changes were explained). With the earlier defaults (no
-    # co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4; co-registered
-    # with one sample per pixel MARE 57 %. Intervals: coverage 92 % (the target), mean
-    # width 1.86 cars (74 %, 0.76 with the car-length range alone).
+    # measured: MARE 9.2 %, bias +9.2 % (cars on a neighbouring track still bleed into
+    # the strip), track MAE 0.68 (13.4 %, 0.67 before the margins of a track were
+    # checked against its typical look; 17.4 %, 0.74 before the neighbour-bleed rule;
+    # 28 %, 0.90 before smooth light changes were explained). With the earlier defaults
+    # (no co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4;
+    # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 90 % (the
+    # target), mean width 1.81 cars (74 %, 0.76 with the car-length range alone). The
+    # scene-error target at 3 m (12 %) is met; the bias target is not (below).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.15
+    assert acc.scene_mare <= 0.12
     assert acc.track_mae <= 0.75
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 2.0
     assert acc.valid_fraction_mean_error <= 0.02
 
 
-@pytest.mark.xfail(strict=True, reason="3 m accuracy target of the counting issue not met yet")
+@pytest.mark.xfail(strict=True, reason="3 m bias target of the counting issue not met yet")
 def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
     assert held_out_3m.scene_mare <= 0.12 and abs(held_out_3m.scene_bias) <= 0.02
 
@@ -643,3 +647,20 @@ def test_a_car_parked_in_most_scenes_is_found_where_its_shadow_lifts():
     assert (np.abs(n[parked] - 8) <= 1).all(), n  # 120 m of cars: 8 at 15.2 m
     occupied = counts["occupied_m"].values[parked, 0]
     assert (np.abs(occupied - 120.0) <= 3.0).all(), occupied
+
+
+def test_margins_shaded_by_a_neighbours_parked_cars_do_not_make_cars_here():
+    """SYNTHETIC: this track is empty in every scene, but for 100 m a neighbour's cars,
+    parked in 11 of 12 scenes, shade and blur into both strip margins. The ballast
+    estimate read from the margins is then too dark there; the temporal median, which
+    looks like the rest of the track, stays the empty track."""
+    strips = _hand_made_strips()
+    v = strips["value"].values
+    across = strips["across_m"].values
+    margins = np.abs(across) >= 1.9
+    for t in range(1, 12):
+        v[t, 0, 300:500][:, margins] *= 0.7
+    strips["value"].values[:] = v
+    counts = toolkit.counts_from_occupancy(toolkit.estimate_occupancy(strips))
+    assert counts["railcars"].values.sum() == 0, counts["railcars"].values[:, 0]
+    assert counts["railcars_high"].values.max() <= 1

@@ -1379,7 +1379,10 @@ def _reference(
     per scene the brighter margin (the other may lie in a car's shadow), then
     the median over time and a running median along the track. Where the
     temporal estimate is far from the ballast one (a car parked in most
-    scenes, a yard that is never empty) the ballast estimate is used. Groups of
+    scenes, a yard that is never empty) the ballast estimate is used, unless
+    the temporal one is nearer the track's typical look (its median along
+    the track): a neighbour's parked cars shade and blur into the margins the
+    ballast estimate comes from. Groups of
     fewer than five scenes use the ballast estimate everywhere. The ballast
     estimate is scaled across the track by the yard-wide profile of free
     samples (a ballast bed may be narrower than the strip). Returns the
@@ -1429,6 +1432,15 @@ def _reference(
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
+    # ... unless the temporal estimate is the one that looks like the rest of the track
+    # (a neighbour's parked cars shade and blur into the margins the ballast comes from)
+    ref_c = ref[..., core, :].mean(axis=2)  # (K, A, B)
+    ball_c = ballast[..., core, :].mean(axis=2)
+    typical = nanmedian_axis0(np.moveaxis(ref_c, 1, 0))[:, None, :]  # (K, 1, B)
+    d_ref = np.sqrt(np.sum((ref_c - typical) ** 2, axis=-1))
+    d_ball = np.sqrt(np.sum((ball_c - typical) ** 2, axis=-1))
+    kept = odd & (d_ref < d_ball)
+    odd &= ~kept
     ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
     ref[bad] = ballast[bad]
@@ -1455,6 +1467,8 @@ def _reference(
         if places.any():
             alt = masked_median_over_time(n, np.broadcast_to(shown[..., None], use.shape), places)
             ref[places] = np.where(np.isfinite(alt[places]), alt[places], ref[places])
+    # where the margins were found misleading, the ballast reading keeps the temporal one too
+    ballast[kept] = ref[kept]
     return ref, ballast
 
 
