@@ -70,7 +70,7 @@ FREE, OCCUPIED, UNKNOWN = 0, 1, -1
 
 #: The alternative readings of the evidence that :func:`estimate_occupancy` records
 #: (``occupancy_readings``) and :func:`counts_from_occupancy` bounds the count with.
-READINGS = ("strict", "lenient", "ballast_reference")
+READINGS = ("strict", "lenient", "ballast_reference", "temporal_reference")
 
 #: Columns of the ``toolkit count`` CSV, in order (the contract in DESIGN.md).
 CSV_COLUMNS = (
@@ -161,9 +161,13 @@ def estimate_occupancy(
         and a car parked in most of them), take the empty track from the mode
         nearer the ballast beside the track, not from the majority, when that
         mode holds at least three scenes and its centre is less than half as
-        far from the ballast as the temporal median is. Default: on at pixels
-        of 1 m or finer, off at coarser pixels, where the core's colour mixes
-        the neighbouring tracks.
+        far from the ballast as the temporal median is. The same option
+        handles a car parked in every scene: where the temporal median is far
+        from the track's typical look (its median along the track), and the
+        ballast beside the track is less than half as far from it, the
+        ballast is the empty track. Default: on at pixels of 1 m or finer,
+        off at coarser pixels, where the core's colour mixes the neighbouring
+        tracks.
     neighbour_bleed : bool, optional
         At coarse pixels a car on the neighbouring track (4.5-5.5 m away)
         blurs into this track's strip. With this option a position whose
@@ -187,8 +191,9 @@ def estimate_occupancy(
         ``strict`` asks for 1.4 times the threshold, ``lenient`` for 0.8
         times, ``ballast_reference`` compares with the ballast beside the
         track instead of the temporal reference (a car parked in most scenes
-        enters the temporal reference). Their counts bound the count in
-        :func:`counts_from_occupancy`.
+        enters the temporal reference), ``temporal_reference`` with the plain
+        temporal median, as if no rule for parked cars had replaced it. Their
+        counts bound the count in :func:`counts_from_occupancy`.
         attrs record the method and parameters.
 
     Notes
@@ -292,6 +297,7 @@ def estimate_occupancy(
             "flag_meanings": "unknown free occupied",
             "description": f"strict: threshold x {_STRICT_FACTOR}; lenient: threshold x "
             f"{_LENIENT_FACTOR}; ballast_reference: the ballast beside the track as the "
+            "empty track; temporal_reference: the plain temporal median as the "
             "empty track. They bound the count (counts_from_occupancy).",
         }
     )
@@ -334,8 +340,9 @@ def counts_from_occupancy(
         give the low/high bounds, which are widened to hold the counts under
         the alternative readings of the evidence when the occupancy has them
         (``occupancy_readings`` of :func:`estimate_occupancy`): a stricter
-        threshold (low), a more lenient one (high) and the ballast beside the
-        track as the empty track (either way). The low bound also leaves out
+        threshold (low), a more lenient one (high), the ballast beside the
+        track and the plain temporal median as the empty track (either way).
+        The low bound also leaves out
         occupied runs shorter than any railcar (11 m): a car cut by a cloud
         edge, a glint or a shadow.
 
@@ -385,9 +392,12 @@ def counts_from_occupancy(
     if "occupancy_readings" in occupancy:
         # the count under the alternative readings of the evidence widens the bounds
         alt = count(occupancy["occupancy_readings"]).isel(stat=0)
-        by = {r: alt.sel(reading=r, drop=True) for r in READINGS}
-        low = np.fmin(np.fmin(low, by["strict"]), by["ballast_reference"])
-        high = np.fmax(np.fmax(high, by["lenient"]), by["ballast_reference"])
+        for r in alt["reading"].values:  # strict: fewer cars only, lenient: more only
+            n_r = alt.sel(reading=r, drop=True)
+            if r != "lenient":
+                low = np.fmin(low, n_r)
+            if r != "strict":
+                high = np.fmax(high, n_r)
     length = occupancy["length_m"] if "length_m" in occupancy.coords else None
     visible_m = res.isel(stat=4)
     if length is None:
@@ -425,7 +435,8 @@ def counts_from_occupancy(
             "bounds_method": "car-length range and runs shorter than a railcar left out of "
             "the low bound"
             + (
-                ", widened to the counts under the strict, lenient and ballast-reference readings"
+                ", widened to the counts under the strict, lenient, ballast-reference and "
+                "temporal-reference readings"
                 if "occupancy_readings" in occupancy
                 else ""
             ),
@@ -1047,25 +1058,27 @@ def _classify(
         return np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
 
     # alternative readings of the same evidence, for the count's interval: stronger and
-    # weaker evidence asked for, and the ballast beside the track as the empty track (a
-    # car parked in most scenes enters the temporal reference; a track that is seldom
-    # seen empty gives a poor one)
-    dev_ballast = np.full_like(dev, np.nan)
+    # weaker evidence asked for; the ballast beside the track as the empty track (a car
+    # parked in most scenes enters the temporal reference; a track that is seldom seen
+    # empty gives a poor one); and the plain temporal median, whatever the rules for
+    # parked cars made of it
+    dev_alt = {1: np.full_like(dev, np.nan), 2: np.full_like(dev, np.nan)}
 
-    def judge_on_ballast(t):
-        d_b, d_b_plain, _ = scene_distances(n[t], pairs[groups[t]][1], *explain[t])
+    def judge_on(t, which):
+        d_b, d_b_plain, _ = scene_distances(n[t], pairs[groups[t]][which], *explain[t])
         # in the noise units of this reading: the ballast beside the track lacks the
         # rails and the bed's texture, so its distances are larger everywhere
-        dev_ballast[t] = _core_deviation(
+        dev_alt[which][t] = _core_deviation(
             d_b, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_b_plain
         )[0]
 
-    _per_scene(judge_on_ballast, n_t)
+    _per_scene(lambda t: (judge_on(t, 1), judge_on(t, 2)), n_t)
     readings = np.stack(
         [
             decide(dev, _STRICT_FACTOR),
             decide(dev, _LENIENT_FACTOR, judged_bleed=False),
-            decide(dev_ballast),
+            decide(dev_alt[1]),
+            decide(dev_alt[2]),
         ]
     )
     biggest = np.bincount(groups).argmax()
@@ -1369,7 +1382,7 @@ def _reference(
     odd_k: float = 3.0,
     window: int = 61,
     lifted: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Empty-track appearance (track, along, across, band) from one group of similar scenes.
 
     Two estimates are combined. The *temporal* one is the median over time of
@@ -1386,11 +1399,16 @@ def _reference(
     fewer than five scenes use the ballast estimate everywhere. The ballast
     estimate is scaled across the track by the yard-wide profile of free
     samples (a ballast bed may be narrower than the strip). Returns the
-    combined reference and the ballast estimate alone. ``scenes`` (bool per
+    combined reference, the ballast estimate alone (the temporal one where
+    the margins were found misleading) and the plain temporal median (the
+    ballast estimate where no free sample was seen). ``scenes`` (bool per
     scene, default all) selects the group's scenes without copying the stack.
     With ``modes``, a place whose scenes fall into two appearance modes takes
     the temporal estimate from the mode nearer the ballast (see
-    :func:`toolkit._fast.ballast_like_mode`), not from the majority. With
+    :func:`toolkit._fast.ballast_like_mode`), not from the majority, and a
+    place whose temporal estimate is far from the track's typical look (a car
+    parked in every scene) takes the ballast estimate when that is less than
+    half as far from the typical look. With
     ``lifted`` (time, track, along), the places where some of the group's
     scenes show the empty track under a car parked in the others (see
     :func:`_lifted_shadow`) take the median of those scenes.
@@ -1427,8 +1445,9 @@ def _reference(
     shape = np.where(np.isfinite(shape), shape, 1.0)
     ballast = ball[:, :, None, :] * shape[None, None]
     if n_t < 5:
-        return ballast, ballast
+        return ballast, ballast, ballast
     ref = masked_median_over_time(n, use, np.ones((n_k, n_a), bool))  # (K, A, C, B)
+    temporal = np.where(np.isfinite(ref), ref, ballast)
     d = np.sqrt(np.sum((ref[..., core, :] - ballast[..., core, :]) ** 2, axis=-1)).mean(axis=-1)
     spread = 1.4826 * _nanmedian(d)
     odd = ~np.isfinite(d) | (d > odd_k * spread + 0.02)
@@ -1441,6 +1460,11 @@ def _reference(
     d_ball = np.sqrt(np.sum((ball_c - typical) ** 2, axis=-1))
     kept = odd & (d_ref < d_ball)
     odd &= ~kept
+    if modes:
+        # a car parked in every scene: the temporal estimate is far from the track's
+        # typical look (in its own spread along the track), the ballast is much nearer
+        far = d_ref > odd_k * 1.4826 * _nanmedian(d_ref) + 0.02
+        odd |= far & (d_ball < _MODE_GAIN * d_ref)
     ref[odd] = ballast[odd]
     bad = ~np.isfinite(ref)
     ref[bad] = ballast[bad]
@@ -1469,7 +1493,7 @@ def _reference(
             ref[places] = np.where(np.isfinite(alt[places]), alt[places], ref[places])
     # where the margins were found misleading, the ballast reading keeps the temporal one too
     ballast[kept] = ref[kept]
-    return ref, ballast
+    return ref, ballast, temporal
 
 
 def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
