@@ -97,19 +97,20 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place), co-registered (the default): MARE 5.9 %, bias -5.2 %,
-    # track MAE 0.58 (8.5 %, 0.67 before a car parked in every scene was looked for by
-    # the track's typical look; 9.0 %, 0.78 before the ballast-like mode; 0.89 before
-    # smooth light changes were explained). Without co-registration (and before the
-    # light changes): MARE 21 %, track MAE 1.28. The targets (3 %, +-2 %, 0.5) are not
-    # met. Intervals: coverage 89 %, mean width 1.40 cars (82 % before; 65 %, 0.81
-    # with the car-length range alone); the target is 90 %.
+    # looks at each place), co-registered (the default): MARE 5.7 %, bias -2.1 %,
+    # track MAE 0.55 (5.9 %, -5.2 %, 0.58 before the own-shadow cue accepted a far
+    # margin beyond a neighbour's shadow's reach; 8.5 %, 0.67 before a car parked in
+    # every scene was looked for by the track's typical look; 9.0 %, 0.78 before the
+    # ballast-like mode; 0.89 before smooth light changes were explained). Without
+    # co-registration (and before the light changes): MARE 21 %, track MAE 1.28. The
+    # targets (3 %, +-2 %, 0.5) are not met. Intervals: coverage 93 %, mean width 1.36
+    # cars (82 % two changes before; 65 %, 0.81 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert abs(acc.scene_bias) <= 0.065
-    assert acc.scene_mare <= 0.07
-    assert acc.track_mae <= 0.65
-    assert acc.coverage >= 0.88
-    assert acc.mean_interval_width <= 1.5
+    assert abs(acc.scene_bias) <= 0.03
+    assert acc.scene_mare <= 0.065
+    assert acc.track_mae <= 0.6
+    assert acc.coverage >= 0.90
+    assert acc.mean_interval_width <= 1.45
     assert acc.valid_fraction_mean_error <= 0.01
 
 
@@ -136,15 +137,13 @@ def test_held_out_seed_at_05m(held_out_05m):
     # checked against its typical look; 4.6 %, 0.33 before the ballast-like mode). This
     # seed got worse when smooth light changes were explained (it was 3.0 %, -1.8 %,
     # 0.42), while the four other held-out sites improved; the track error meets the
-    # target. Intervals: coverage 89.5 % (170 of 190; 171 before a car parked in every
-    # scene was looked for by the track's typical look, which moved one track-scene out:
-    # the bound moves from 0.90 to 0.89), mean width 0.61 cars (85 %, 0.23 with the
-    # car-length range alone).
+    # target. Intervals: coverage 90 % (171 of 190), mean width 0.61 cars (85 %, 0.23
+    # with the car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.035
     assert abs(acc.scene_bias) <= 0.035
     assert acc.track_mae <= 0.35
-    assert acc.coverage >= 0.89
+    assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 0.7
     assert acc.valid_fraction_mean_error <= 0.01
 
@@ -206,17 +205,19 @@ def held_out_3m(tmp_path_factory):
 def test_held_out_seed_at_3m(held_out_3m):
     acc = held_out_3m
     print("\n" + acc.summary())
-    # measured: MARE 9.2 %, bias +9.2 % (cars on a neighbouring track still bleed into
-    # the strip), track MAE 0.68 (13.4 %, 0.67 before the margins of a track were
-    # checked against its typical look; 17.4 %, 0.74 before the neighbour-bleed rule;
-    # 28 %, 0.90 before smooth light changes were explained). With the earlier defaults
+    # measured: MARE 11.2 %, bias +11.2 % (cars on a neighbouring track still bleed into
+    # the strip), track MAE 0.62 (9.2 %, 0.68 before the own-shadow cue accepted a far
+    # margin beyond a neighbour's shadow's reach; 13.4 %, 0.67 before the margins of a
+    # track were checked against its typical look; 17.4 %, 0.74 before the
+    # neighbour-bleed rule; 28 %, 0.90 before smooth light changes were explained).
+    # With the earlier defaults
     # (no co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4;
-    # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 90 % (the
-    # target), mean width 1.81 cars (74 %, 0.76 with the car-length range alone). The
-    # scene-error target at 3 m (12 %) is met; the bias target is not (below).
+    # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 94 %, mean
+    # width 1.81 cars (74 %, 0.76 with the car-length range alone). The scene-error
+    # target at 3 m (12 %) is met; the bias target is not (below).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.12
-    assert acc.track_mae <= 0.75
+    assert acc.track_mae <= 0.65
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 2.0
     assert acc.valid_fraction_mean_error <= 0.02
@@ -256,12 +257,14 @@ def test_shadow_side_follows_the_sun():
         crs=32652,
     )
     strips = toolkit.track_strips(cube, track)
-    side = _shadow_sides(strips).values[:, 0]
+    side = _shadow_sides(strips).values[:, 0]  # signed reach across the track, m
     north = np.sign(float(strips["y_sample"].values[0, 0, -1] - strips["y_sample"].values[0, 0, 0]))
     # June noon: the sun at 70 degrees, a 4 m car's shadow reaches 1.4 m north
-    assert (side[0] == north).all()
+    assert (np.sign(side[0]) == north).all()
+    assert np.allclose(np.abs(side[0]), 4.0 / np.tan(np.radians(70.0)), atol=0.15)
     # December noon: the sun at 24 degrees, shadows 9 m long, north
-    assert (side[1] == north).all()
+    assert (np.sign(side[1]) == north).all()
+    assert np.allclose(np.abs(side[1]), 4.0 / np.tan(np.radians(24.0)), atol=0.6)
     # night: no sun, no cue
     assert (side[2] == 0).all()
 
@@ -645,7 +648,7 @@ def test_a_car_parked_in_most_scenes_is_found_where_its_shadow_lifts():
         v[t, 0, cars][:, shade] *= 0.45
     strips["value"].values[:] = v
     sides = toolkit.occupancy._shadow_sides(strips).values
-    assert (sides[:, 0] == 1).all()  # the cars' shadows fall to +across, as drawn
+    assert (sides[:, 0] > 0).all()  # the cars' shadows fall to +across, as drawn
     counts = toolkit.counts_from_occupancy(toolkit.estimate_occupancy(strips))
     n = counts["railcars"].values[:, 0]
     assert (n[:2] == 0).all(), n  # the empty scenes read empty, not as eight cars
@@ -694,3 +697,30 @@ def test_a_car_parked_in_every_scene_is_found_by_its_colour():
         n[modes] = toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
     assert (n[True] == 1).all(), n[True]
     assert (n[False] == 0).all(), n[False]  # the car is the empty track for the median
+
+
+@pytest.mark.parametrize(("first", "found"), [("2023-06-01 02:00", 2), ("2023-12-01 02:00", 0)])
+def test_a_dark_car_whose_shadow_no_neighbour_could_cast_is_found(first, found):
+    """SYNTHETIC: in one scene a dark, slightly bluish car (30 m) stands where both strip
+    margins are in shadow (its own shadow on the far side, a neighbour's on the near
+    side), and 300 m of the track lie in a neighbour's shadow that sets the scene's
+    shadow colour. Under the high June sun a railcar's shadow reaches 1.3 m across, so
+    no neighbour can shade the far margin: something on this track does, and the car is
+    counted. Under the low December sun (9 m) a neighbour's shadow could cover the whole
+    strip, and the dark car stays explained as shaded ballast. The shaded stretch is
+    never counted."""
+    strips = _with_geometry(_hand_made_strips(n_along=1600))
+    strips = strips.assign_coords(time=pd.date_range(first, periods=12, freq="7D"))
+    v = strips["value"].values
+    body = np.abs(strips["across_m"].values) <= 1.7
+    v[5, 0, 400:460] *= 0.45
+    v[5, 0, 400:460][:, body] *= np.array([1.0, 1.06, 1.15])
+    v[5, 0, 1000:1600] *= 0.45
+    strips["value"].values[:] = v
+    reach = np.abs(toolkit.occupancy._shadow_sides(strips).values[5, 0])
+    assert (reach < 5.35).all() if found else (reach > 5.35).all()
+    occ = toolkit.estimate_occupancy(strips)
+    n = toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
+    assert n[5] == found, n
+    assert n[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].sum() == 0, n
+    assert not (occ["occupancy"].values[5, 0, 1000:1600] == OCCUPIED).any()

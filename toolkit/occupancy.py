@@ -131,7 +131,9 @@ def estimate_occupancy(
     own_shadows : bool, default True
         Use the shadow a railcar casts beside itself as evidence: where the
         strip margin away from the sun is in shadow while the margin towards
-        the sun is lit, something stands on the track, so a position that
+        the sun is lit, or while the sun stands too high for a railcar on the
+        neighbouring track to shade it (its shadow reaches less than 5.35 m
+        across), something stands on the track, so a position that
         differs from the empty track by at least 2 noise units counts as
         occupied even below ``threshold`` (grey cars, tarps and open wagons
         can look like ballast from above). The same cue finds railcars parked
@@ -1218,11 +1220,15 @@ def _sun_side_dark(ratios, side, nt):
 
 
 def _own_shadow(margin_ratios, shadow_side):
-    """Where the track casts its own shadow: the margin away from the sun dark, the sunny one lit.
+    """Where the track casts its own shadow: the margin away from the sun dark, and either the
+    sunny one lit or the far margin beyond the reach of a neighbour's shadow.
 
     A shadow on the far margin that does not cross the near one must come from
-    something standing on the track itself. ``margin_ratios`` maps each scene
-    to its :func:`_margin_ratios`.
+    something standing on the track itself; so must one that a railcar on the
+    nearest neighbouring track could not cast (its shadow reaches less than
+    _NEIGHBOUR_REACH_M across). ``margin_ratios`` maps each scene to its
+    :func:`_margin_ratios`; ``shadow_side`` is the signed reach of
+    :func:`_shadow_sides`.
     """
     out = np.zeros(shadow_side.shape, bool)
     for t, ratios in margin_ratios.items():
@@ -1232,7 +1238,7 @@ def _own_shadow(margin_ratios, shadow_side):
         s = shadow_side[t]
         far = np.where(s > 0, hi, lo)
         near = np.where(s > 0, lo, hi)
-        out[t] = (s != 0) & (far < _DARK) & (near > _LIT)
+        out[t] = (s != 0) & (far < _DARK) & ((near > _LIT) | (np.abs(s) < _NEIGHBOUR_REACH_M))
     return out
 
 
@@ -1240,6 +1246,10 @@ def _own_shadow(margin_ratios, shadow_side):
 # 0.3-0.55 of the light), and lit above the second (the near margin may take some blur)
 _DARK = 0.75
 _LIT = 0.7
+# a railcar's shadow (4 m high) on the sunward neighbouring track, 4.5 m away at the
+# closest, starts 4.5 - 1.65 m from this centreline: reaching this strip's far margin
+# (2.5 m beyond it) takes this much reach across
+_NEIGHBOUR_REACH_M = 4.5 - 1.65 + 2.5
 # the margin towards the sun matches the reference's within this range when only the far
 # margin's shade has lifted (a parked car left in this scene: see _lifted_shadow)
 _NEAR_SAME = (0.85, 1.18)
@@ -1265,11 +1275,12 @@ _LENIENT_FACTOR = 0.8
 
 
 def _shadow_sides(strips, *, enabled: bool = True):
-    """Which side of each track its railcars' shadows fall on, per scene: +1, -1 or 0.
+    """Which side of each track its railcars' shadows fall on, and how far, per scene.
 
     From the sun's position at the acquisition time (computed, not read) and
-    the track's direction; 0 where the sun is too high or too nearly along
-    the track for a 4 m high car's shadow to reach 1 m across beyond its side.
+    the track's direction: the reach across the track (m) of a 4 m high car's
+    shadow beyond its side, signed by the side (+ towards +across); 0 where
+    the sun is too high or too nearly along the track for it to reach 1 m.
     """
     import pandas as pd
     from pyproj import Transformer
@@ -1277,7 +1288,7 @@ def _shadow_sides(strips, *, enabled: bool = True):
     from toolkit._sun import sun_position
 
     shape = (strips.sizes["time"], strips.sizes["track"], strips.sizes["along"])
-    none = xr.DataArray(np.zeros(shape, "int8"), dims=("time", "track", "along"))
+    none = xr.DataArray(np.zeros(shape, "float32"), dims=("time", "track", "along"))
     if not enabled or not np.issubdtype(strips["time"].dtype, np.datetime64):
         return none
     times = pd.DatetimeIndex(strips["time"].values)
@@ -1296,7 +1307,7 @@ def _shadow_sides(strips, *, enabled: bool = True):
         return none
     if not (np.isfinite(lon) and np.isfinite(lat)):
         return none
-    out = np.zeros(shape, "int8")
+    out = np.zeros(shape, "float32")
     for i, t in enumerate(times):
         if pd.isna(t):
             continue
@@ -1306,7 +1317,7 @@ def _shadow_sides(strips, *, enabled: bool = True):
         sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
         c = sx * nx + sy * ny
         reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
-        out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c), 0).astype("int8")
+        out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c) * reach, 0.0)
     return xr.DataArray(out, dims=("time", "track", "along"))
 
 
