@@ -1194,13 +1194,7 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
     """
     out = np.zeros(deviant.shape, bool)
     lo_near, hi_near = _NEAR_SAME
-    for t, ratios in margin_ratios.items():
-        if ratios is None:
-            continue
-        lo, hi = ratios
-        s = shadow_side[t]
-        far = np.where(s > 0, hi, lo)
-        near = np.where(s > 0, lo, hi)
+    for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
         out[t] = (s != 0) & deviant[t] & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
     for row in out.reshape(-1, out.shape[-1]):
         starts, ends = _runs(row)
@@ -1231,15 +1225,20 @@ def _own_shadow(margin_ratios, shadow_side):
     :func:`_shadow_sides`.
     """
     out = np.zeros(shadow_side.shape, bool)
+    for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
+        out[t] = (s != 0) & (far < _DARK) & ((near > _LIT) | (np.abs(s) < _NEIGHBOUR_REACH_M))
+    return out
+
+
+def _far_and_near(margin_ratios, shadow_side):
+    """Per scene with margin ratios: the scene, its signed shadow reach and the ratios of
+    the margin away from the sun (far) and towards it (near)."""
     for t, ratios in margin_ratios.items():
         if ratios is None:
             continue
         lo, hi = ratios
         s = shadow_side[t]
-        far = np.where(s > 0, hi, lo)
-        near = np.where(s > 0, lo, hi)
-        out[t] = (s != 0) & (far < _DARK) & ((near > _LIT) | (np.abs(s) < _NEIGHBOUR_REACH_M))
-    return out
+        yield t, s, np.where(s > 0, hi, lo), np.where(s > 0, lo, hi)
 
 
 # a margin is in shadow below this share of its empty-track brightness (shadows keep
