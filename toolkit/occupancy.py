@@ -1593,45 +1593,72 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
 
     Returns ``(start_m, end_m, n, low, high)`` per segment. Where ``gaps`` is
     true (pixels fine enough to see a 1 m coupler gap), runs are first cut at
-    coupler gaps: dips of the colour deviation to less than half of the run's
-    median, at least 11 m apart (no car is shorter than 12 m). Each segment
-    then holds ``round(length / mean_len)`` cars, with bounds from the
-    shortest and longest plausible mean car length; a segment 11-21 m long
-    between two seen gaps is exactly one car.
+    coupler gaps: narrow dips of the colour deviation, to less than half of
+    its highest value within 2 m on either side, at least 11 m apart (no car
+    is shorter than 12 m). Each segment then holds ``round(length /
+    mean_len)`` cars, with bounds from the shortest and longest plausible mean
+    car length; a segment 11-21 m long between two seen gaps is exactly one
+    car. A run's bounds also hold its count with the gaps found the broader
+    way (dips to less than half the run's median deviation), which reads a
+    car's own dimmer stretches as gaps more often.
     """
     starts, ends = _runs(row == OCCUPIED)
     out = []
     min_sep = max(int(round(_SHORTEST_CAR_M / step)), 1)
     for s, e in zip(starts, ends, strict=True):
         cuts = [s, e]
+        n_alt = None
         if gaps and e - s > 2 * min_sep:
             d = np.nan_to_num(dev[s:e], nan=0.0)
-            level = np.median(d)
-            cand = (
-                np.flatnonzero((d[1:-1] < d[:-2]) & (d[1:-1] <= d[2:]) & (d[1:-1] < 0.5 * level))
-                + 1
-            )
-            inner = []
-            for c in sorted(cand, key=lambda j: d[j]):
-                pos = s + c
-                if pos - s < min_sep * 0.9 or e - pos < min_sep * 0.9:
-                    continue
-                if all(abs(pos - q) >= min_sep for q in inner):
-                    inner.append(pos)
-            cuts = [s, *sorted(inner), e]
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            length = (b - a) * step
-            bounded = gaps and len(cuts) > 2
-            if bounded and _SHORTEST_CAR_M <= length <= 21.0:
-                n = lo = hi = 1
-            else:
-                n = max(int(np.round(length / mean_len)), 1)
-                lo = max(int(np.floor(length / hi_len + 0.5)), 1)
-                hi = max(int(np.ceil(length / lo_len - 0.5)), 1)
-            lo, hi = min(lo, n), max(hi, n)  # the bounds always hold the estimate
+            dips = (d[1:-1] < d[:-2]) & (d[1:-1] <= d[2:])
+            # a coupler gap is a narrow dip: the car bodies on both sides, within 2 m,
+            # deviate at least twice as much (a car's own dimmer stretches are broader)
+            w = max(int(round(2.0 / step)), 1)
+            padded = np.concatenate([np.full(w, np.inf), d, np.full(w, np.inf)])
+            peak = np.lib.stride_tricks.sliding_window_view(padded, w).max(axis=-1)
+            left, right = peak[1 : d.size - 1], peak[w + 2 : w + d.size]
+            narrow = dips & (d[1:-1] < 0.5 * left) & (d[1:-1] < 0.5 * right)
+            broad = dips & (d[1:-1] < 0.5 * np.median(d))
+            cuts = _cuts_at(np.flatnonzero(narrow) + 1, d, s, e, min_sep)
+            alt = _cuts_at(np.flatnonzero(broad) + 1, d, s, e, min_sep)
+            n_alt = sum(seg[0] for seg in _segments(alt, step, mean_len, lo_len, hi_len, gaps))
+        segs = _segments(cuts, step, mean_len, lo_len, hi_len, gaps)
+        n_run = sum(seg[0] for seg in segs)
+        lo_run, hi_run = sum(seg[1] for seg in segs), sum(seg[2] for seg in segs)
+        if n_alt is not None:
+            lo_run, hi_run = min(lo_run, n_alt), max(hi_run, n_alt)
+        for (n, _, _), a, length in zip(segs, cuts[:-1], np.diff(cuts) * step, strict=True):
             edges = a * step + np.linspace(0.0, length, n + 1)
             for k in range(n):
-                out.append((edges[k], edges[k + 1], 1, lo / n, hi / n))
+                out.append((edges[k], edges[k + 1], 1, lo_run / n_run, hi_run / n_run))
+    return out
+
+
+def _cuts_at(cand, d, s, e, min_sep):
+    """Cut positions of a run [s, e) at the candidate gaps ``cand`` (offsets into ``d``),
+    deepest first, at least ``min_sep`` apart and from the run's ends."""
+    inner = []
+    for c in sorted(cand, key=lambda j: d[j]):
+        pos = s + c
+        if pos - s < min_sep * 0.9 or e - pos < min_sep * 0.9:
+            continue
+        if all(abs(pos - q) >= min_sep for q in inner):
+            inner.append(pos)
+    return [s, *sorted(inner), e]
+
+
+def _segments(cuts, step, mean_len, lo_len, hi_len, gaps):
+    """``(n, low, high)`` railcars of each segment between consecutive cuts."""
+    out = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        length = (b - a) * step
+        if gaps and len(cuts) > 2 and _SHORTEST_CAR_M <= length <= 21.0:
+            out.append((1, 1, 1))
+            continue
+        n = max(int(np.round(length / mean_len)), 1)
+        lo = max(int(np.floor(length / hi_len + 0.5)), 1)
+        hi = max(int(np.ceil(length / lo_len - 0.5)), 1)
+        out.append((n, min(lo, n), max(hi, n)))  # the bounds always hold the estimate
     return out
 
 
