@@ -1266,8 +1266,9 @@ _BLEED_RADIUS_M = 6.5
 # scenes and lies less than this share of the median's distance from the ballast
 _MODE_MIN_SCENES = 3
 _MODE_GAIN = 0.5
-# no railcar is shorter than this over its couplers (m): the shortest run counted whole
+# no railcar is shorter than the first over its couplers (m), none longer than the second
 _SHORTEST_CAR_M = 11.0
+_LONGEST_CAR_M = 21.0
 # the threshold's multiples for the stricter and the more lenient reading (the interval)
 _STRICT_FACTOR = 1.4
 _LENIENT_FACTOR = 0.8
@@ -1598,7 +1599,7 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
     is shorter than 12 m). Each segment then holds ``round(length /
     mean_len)`` cars, with bounds from the shortest and longest plausible mean
     car length; a segment 11-21 m long between two seen gaps is exactly one
-    car. A run's bounds also hold its count with the gaps found the broader
+    car, and a longer one at least two. A run's bounds also hold its count with the gaps found the broader
     way (dips to less than half the run's median deviation), which reads a
     car's own dimmer stretches as gaps more often.
     """
@@ -1650,12 +1651,15 @@ def _cuts_at(cand, d, s, e, min_sep):
 def _segments(cuts, step, mean_len, lo_len, hi_len, gaps):
     """``(n, low, high)`` railcars of each segment between consecutive cuts."""
     out = []
+    between_gaps = gaps and len(cuts) > 2
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         length = (b - a) * step
-        if gaps and len(cuts) > 2 and _SHORTEST_CAR_M <= length <= 21.0:
+        if between_gaps and _SHORTEST_CAR_M <= length <= _LONGEST_CAR_M:
             out.append((1, 1, 1))
             continue
         n = max(int(np.round(length / mean_len)), 1)
+        if between_gaps and length > _LONGEST_CAR_M:
+            n = max(n, 2)  # longer than any railcar: a gap between two was not seen
         lo = max(int(np.floor(length / hi_len + 0.5)), 1)
         hi = max(int(np.ceil(length / lo_len - 0.5)), 1)
         out.append((n, min(lo, n), max(hi, n)))  # the bounds always hold the estimate
