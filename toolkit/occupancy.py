@@ -261,7 +261,7 @@ def estimate_occupancy(
             "margin_px": int(round(cloud_margin_m / step)),
             "modes": modes,
             "neighbours": _neighbour_positions(strips) if bleed else None,
-            "min_car": max(int(round(_SHORTEST_CAR_M / step)), 1),
+            "shortest_car_samples": max(int(round(_SHORTEST_CAR_M / step)), 1),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],
@@ -344,9 +344,8 @@ def counts_from_occupancy(
         (``occupancy_readings`` of :func:`estimate_occupancy`): a stricter
         threshold (low), a more lenient one (high), the ballast beside the
         track and the plain temporal median as the empty track (either way).
-        The low bound also leaves out
-        occupied runs shorter than any railcar (11 m): a car cut by a cloud
-        edge, a glint or a shadow.
+        The low bound also leaves out occupied runs shorter than any railcar
+        (11 m): a car cut by a cloud edge, a glint or a shadow.
 
     Returns
     -------
@@ -928,7 +927,7 @@ def _classify(
     light_changes: bool = True,
     modes: bool = False,
     neighbours: np.ndarray | None = None,
-    min_car: int = 1,
+    shortest_car_samples: int = 1,
     snow_factor: float = 2.0,
     n_iter: int = 2,
 ):
@@ -1033,7 +1032,9 @@ def _classify(
             _per_scene(judge, n_t)
             free = known & (dev <= thr)
             if own_shadows and it < n_iter - 1 and (shadow_side != 0).any():
-                lifted = _lifted_shadow(margin_ratios, shadow_side, known & ~free, min_car)
+                lifted = _lifted_shadow(
+                    margin_ratios, shadow_side, known & ~free, shortest_car_samples
+                )
     own = np.zeros(dev.shape, bool)
     if own_shadows and (shadow_side != 0).any():
         # grey cars, tarps and open wagons can look like ballast from above, but anything
@@ -1404,25 +1405,24 @@ def _reference(
     the median over time and a running median along the track. Where the
     temporal estimate is far from the ballast one (a car parked in most
     scenes, a yard that is never empty) the ballast estimate is used, unless
-    the temporal one is nearer the track's typical look (its median along
-    the track): a neighbour's parked cars shade and blur into the margins the
-    ballast estimate comes from. Groups of
-    fewer than five scenes use the ballast estimate everywhere. The ballast
-    estimate is scaled across the track by the yard-wide profile of free
-    samples (a ballast bed may be narrower than the strip). Returns the
-    combined reference, the ballast estimate alone (the temporal one where
-    the margins were found misleading) and the plain temporal median (the
-    ballast estimate where no free sample was seen). ``scenes`` (bool per
-    scene, default all) selects the group's scenes without copying the stack.
-    With ``modes``, a place whose scenes fall into two appearance modes takes
-    the temporal estimate from the mode nearer the ballast (see
-    :func:`toolkit._fast.ballast_like_mode`), not from the majority, and a
-    place whose temporal estimate is far from the track's typical look (a car
-    parked in every scene) takes the ballast estimate when that is less than
-    half as far from the typical look. With
-    ``lifted`` (time, track, along), the places where some of the group's
-    scenes show the empty track under a car parked in the others (see
-    :func:`_lifted_shadow`) take the median of those scenes.
+    the temporal one is nearer the track's typical look (its median along the
+    track): a neighbour's parked cars shade and blur into the margins the
+    ballast estimate comes from. Groups of fewer than five scenes use the
+    ballast estimate everywhere. The ballast estimate is scaled across the
+    track by the yard-wide profile of free samples (a ballast bed may be
+    narrower than the strip). Returns the combined reference, the ballast
+    estimate alone (the temporal one where the margins were found misleading)
+    and the plain temporal median (the ballast estimate where no free sample
+    was seen). ``scenes`` (bool per scene, default all) selects the group's
+    scenes without copying the stack. With ``modes``, a place whose scenes
+    fall into two appearance modes takes the temporal estimate from the mode
+    nearer the ballast (see :func:`toolkit._fast.ballast_like_mode`), not from
+    the majority, and a place whose temporal estimate is far from the track's
+    typical look (a car parked in every scene) takes the ballast estimate when
+    that is less than half as far from the typical look. With ``lifted``
+    (time, track, along), the places where some of the group's scenes show the
+    empty track under a car parked in the others (see :func:`_lifted_shadow`)
+    take the median of those scenes.
     """
     _, n_k, n_a, n_c, n_b = n.shape
     scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
