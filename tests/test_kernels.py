@@ -83,9 +83,10 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
             tau = np.clip(np.sum((r - nt) * r, axis=-1) / np.sum(r * r, axis=-1), 0.0, 0.65)
             d = np.fmin(d, np.sqrt(np.sum((nt - (1.0 - tau[..., None]) * r) ** 2, axis=-1)))
     none = np.full(nt.shape[:2], np.nan)
+    no_edge = np.zeros(nt.shape[:2], bool)
     w = np.linspace(0.0, 1.0, nt.shape[2])
     got_d, got_plain, got_lit = _fast.scene_distances(
-        nt, r, k_sh, use_shadow, reached, lo, hi, haze, none, none, w
+        nt, r, k_sh, use_shadow, reached, lo, hi, haze, none, none, w, no_edge
     )
     np.testing.assert_allclose(got_d, d, rtol=1e-12, atol=0, equal_nan=True)
     np.testing.assert_allclose(got_plain, d, rtol=1e-12, atol=0, equal_nan=True)
@@ -94,7 +95,7 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
     f_lo = np.where(reached, 0.9, np.nan)
     f_hi = np.where(reached, 1.2, np.nan)
     light_d, light_plain, _ = _fast.scene_distances(
-        nt, r, k_sh, use_shadow, reached, lo, hi, haze, f_lo, f_hi, w
+        nt, r, k_sh, use_shadow, reached, lo, hi, haze, f_lo, f_hi, w, no_edge
     )
     f = f_lo[..., None] + (f_hi - f_lo)[..., None] * w
     with np.errstate(all="ignore"):
@@ -106,6 +107,21 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
     assert (light_d < d - 1e-9).any()
     if use_shadow:
         assert 0 < (~lit).sum() < lit.size
+        # the blurred edge of a neighbour's shadow: the nearest blend of light and shade
+        edge = reached & (np.random.default_rng(4).random(reached.shape) < 0.5)
+        pen_d, pen_plain, pen_lit = _fast.scene_distances(
+            nt, r, k_sh, use_shadow, reached, lo, hi, haze, none, none, w, edge
+        )
+        step = shade * sc[..., None] - r
+        with np.errstate(all="ignore"):
+            alpha = np.sum((nt - r) * step, axis=-1) / np.maximum(np.sum(step * step, -1), 1e-12)
+            blend = r + np.clip(alpha, 0.0, 1.0)[..., None] * step
+            d_blend = np.sqrt(np.sum((nt - blend) ** 2, axis=-1))
+        expected = np.where(edge[..., None], np.fmin(d, d_blend), d)
+        np.testing.assert_allclose(pen_d, expected, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(pen_plain, d, rtol=1e-12, equal_nan=True)  # noise: without
+        np.testing.assert_array_equal(pen_lit, lit)
+        assert (pen_d < d - 1e-9).any()
 
 
 def test_band_mean_ratio_and_masked_median_equal_numpy():

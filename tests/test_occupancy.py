@@ -97,20 +97,24 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place), co-registered (the default): MARE 5.7 %, bias -2.1 %,
-    # track MAE 0.55 (5.9 %, -5.2 %, 0.58 before the own-shadow cue accepted a far
+    # looks at each place), co-registered (the default): MARE 5.7 %, bias -3.6 %,
+    # track MAE 0.52 (5.7 %, -2.1 %, 0.55 before the blurred edge of a neighbour's
+    # shadow was explained: that removed false cars on four track-scenes and left
+    # one car more unseen, so the misses that the false cars had offset now show
+    # in the bias; the bias bound moves from 3 % to 4 %;
+    # 5.9 %, -5.2 %, 0.58 before the own-shadow cue accepted a far
     # margin beyond a neighbour's shadow's reach; 8.5 %, 0.67 before a car parked in
     # every scene was looked for by the track's typical look; 9.0 %, 0.78 before the
     # ballast-like mode; 0.89 before smooth light changes were explained). Without
     # co-registration (and before the light changes): MARE 21 %, track MAE 1.28. The
-    # targets (3 %, +-2 %, 0.5) are not met. Intervals: coverage 93 %, mean width 1.36
-    # cars (82 % two changes before; 65 %, 0.81 with the car-length range alone).
+    # targets (3 %, +-2 %, 0.5) are not met. Intervals: coverage 93 %, mean width 1.28
+    # cars (82 % three changes before; 65 %, 0.81 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert abs(acc.scene_bias) <= 0.03
+    assert abs(acc.scene_bias) <= 0.04
     assert acc.scene_mare <= 0.065
-    assert acc.track_mae <= 0.6
+    assert acc.track_mae <= 0.55
     assert acc.coverage >= 0.90
-    assert acc.mean_interval_width <= 1.45
+    assert acc.mean_interval_width <= 1.4
     assert acc.valid_fraction_mean_error <= 0.01
 
 
@@ -132,21 +136,32 @@ def held_out_05m(tmp_path_factory):
 def test_held_out_seed_at_05m(held_out_05m):
     acc = accuracy(held_out_05m[True], min_cars=20)
     print("\n" + acc.summary())
-    # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 2.4 %,
-    # bias -2.4 %, track MAE 0.28 (3.1 %, 0.31 before coupler gaps had to be narrow
+    # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 3.2 %,
+    # bias -3.2 %, track MAE 0.25 (2.4 %, -2.4 %, 0.28 before the blurred edge of a
+    # neighbour's shadow was explained: that removed a false car on each of five
+    # track-scenes and changed no other, so railcars that the false ones had offset
+    # in the scene totals now show as misses; the scene-error bound moves from the
+    # 3 % target to 3.5 % and the target is checked separately below;
+    # 3.1 %, 0.31 before coupler gaps had to be narrow
     # dips; 3.9 %, 0.30 before the margins of a track were checked against its typical
     # look; 4.6 %, 0.33 before the ballast-like mode). This seed got worse when smooth
     # light changes were explained (it was 3.0 %, -1.8 %, 0.42), while the four other
-    # held-out sites improved. The scene-error (3 %) and track-error (0.5) targets are
-    # met, the bias target (2 %) is not. Intervals: coverage 90.5 % (172 of 190), mean
-    # width 0.56 cars (85 %, 0.23 with the car-length range alone).
+    # held-out sites improved. The track-error target (0.5) is met, the scene-error (3 %)
+    # and bias (2 %) targets are not. Intervals: coverage 90.5 % (172 of 190), mean
+    # width 0.54 cars (85 %, 0.23 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.03
-    assert abs(acc.scene_bias) <= 0.03
-    assert acc.track_mae <= 0.3
+    assert acc.scene_mare <= 0.035
+    assert abs(acc.scene_bias) <= 0.035
+    assert acc.track_mae <= 0.27
     assert acc.coverage >= 0.90
-    assert acc.mean_interval_width <= 0.65
+    assert acc.mean_interval_width <= 0.6
     assert acc.valid_fraction_mean_error <= 0.01
+
+
+@pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
+def test_held_out_05m_meets_the_accuracy_target(held_out_05m):
+    acc = accuracy(held_out_05m[True], min_cars=20)
+    assert acc.scene_mare <= 0.03 and abs(acc.scene_bias) <= 0.02 and acc.track_mae <= 0.5
 
 
 def test_own_shadows_find_the_cars_that_look_like_ballast(held_out_05m):
@@ -169,20 +184,20 @@ def held_out_05m_second(tmp_path_factory):
 def test_second_held_out_seed_at_05m(held_out_05m_second):
     acc = held_out_05m_second
     print("\n" + acc.summary())
-    # measured: MARE 2.0 %, bias +2.0007 %, track MAE 0.30 (2.9 %, 0.33 before coupler
+    # measured: MARE 2.0 %, bias +2.0007 %, track MAE 0.25 (2.0 %, 0.30 before the
+    # blurred edge of a neighbour's shadow was explained; 2.9 %, 0.33 before coupler
     # gaps had to be narrow dips; 5.3 %, 0.347 before a car parked in every scene was
     # looked for by the track's typical look; 7.2 %, 0.30 before the margins of a track
     # were checked against its typical look; 11.2 %, 0.29 before the ballast-like mode;
     # 14.7 %, 0.44 before smooth light changes were explained). The scene-error target
     # (3 %) is met, the bias target (2 %) missed by 0.0007 points. Intervals: coverage
-    # 87.9 % (167 of 190; 89.5 % before the narrow-gap rule, 90.5 % two changes before:
-    # the bound moves from 0.89 to 0.87), mean width 0.71 cars (0.15 with the car-length
-    # range alone).
+    # 88.4 % (87.9 % before the shadow edge; 89.5 % before the narrow-gap rule, 90.5 %
+    # two changes before), mean width 0.66 cars (0.15 with the car-length range alone).
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.025
-    assert acc.track_mae <= 0.32
+    assert acc.track_mae <= 0.27
     assert acc.coverage >= 0.87
-    assert acc.mean_interval_width <= 0.8
+    assert acc.mean_interval_width <= 0.72
 
 
 @pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
@@ -208,21 +223,23 @@ def held_out_3m(tmp_path_factory):
 def test_held_out_seed_at_3m(held_out_3m):
     acc = held_out_3m
     print("\n" + acc.summary())
-    # measured: MARE 11.2 %, bias +11.2 % (cars on a neighbouring track still bleed into
-    # the strip), track MAE 0.62 (9.2 %, 0.68 before the own-shadow cue accepted a far
+    # measured: MARE 5.5 %, bias +4.6 % (cars on a neighbouring track still bleed into
+    # the strip), track MAE 0.45 (11.2 %, +11.2 %, 0.62 before the blurred edge of a
+    # neighbour's shadow was explained, which removed a false car on 13 track-scenes
+    # and changed no other; 9.2 %, 0.68 before the own-shadow cue accepted a far
     # margin beyond a neighbour's shadow's reach; 13.4 %, 0.67 before the margins of a
     # track were checked against its typical look; 17.4 %, 0.74 before the
     # neighbour-bleed rule; 28 %, 0.90 before smooth light changes were explained).
     # With the earlier defaults
     # (no co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4;
-    # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 94 %, mean
-    # width 1.81 cars (74 %, 0.76 with the car-length range alone). The scene-error
+    # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 96 %, mean
+    # width 1.66 cars (74 %, 0.76 with the car-length range alone). The scene-error
     # target at 3 m (12 %) is met; the bias target is not (below).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.12
-    assert acc.track_mae <= 0.65
+    assert acc.scene_mare <= 0.07
+    assert acc.track_mae <= 0.5
     assert acc.coverage >= 0.90
-    assert acc.mean_interval_width <= 2.0
+    assert acc.mean_interval_width <= 1.8
     assert acc.valid_fraction_mean_error <= 0.02
 
 
@@ -426,16 +443,18 @@ def test_coregister_option_is_checked(default_sample):
         toolkit.count_railcars(cube, default_sample.tracks_path, coregister="yes")
 
 
-def _hand_made_strips(*, n_time=12, n_along=1000, seed=0):
-    """SYNTHETIC strips: one 500 m track at 0.5 m, ballast with sensor noise, no cars."""
+def _hand_made_strips(*, n_time=12, n_along=1000, seed=0, step_m=0.5):
+    """SYNTHETIC strips: one track of ``n_along`` samples every ``step_m`` (0.5 or 1 m),
+    ballast with sensor noise, no cars."""
     rng = np.random.default_rng(seed)
-    across = np.arange(-2.5, 2.51, 0.5)
+    across = np.arange(-2.5, 2.51, step_m)
+    n_c = across.size
     ballast = np.array([0.42, 0.40, 0.37])[None, None, :] * (
-        1 + 0.05 * rng.random((n_along, 11, 1))
+        1 + 0.05 * rng.random((n_along, n_c, 1))
     )
-    value = np.broadcast_to(ballast, (n_time, 1, n_along, 11, 3)).copy()
+    value = np.broadcast_to(ballast, (n_time, 1, n_along, n_c, 3)).copy()
     value += rng.normal(0.0, 0.006, value.shape)
-    along = np.arange(n_along) * 0.5
+    along = np.arange(n_along) * step_m
     strips = xr.Dataset(
         {
             "value": (("time", "track", "along", "across", "band"), value.astype("float32")),
@@ -452,7 +471,7 @@ def _hand_made_strips(*, n_time=12, n_along=1000, seed=0):
             "on_track": (("track", "along"), np.ones((1, n_along), bool)),
             "length_m": ("track", [along[-1]]),
         },
-        attrs={"step_m": 0.5, "half_width_m": 2.5, "pixel_size_m": 0.5},
+        attrs={"step_m": step_m, "half_width_m": 2.5, "pixel_size_m": step_m},
     )
     return strips
 
@@ -749,3 +768,36 @@ def test_a_dark_car_whose_shadow_no_neighbour_could_cast_is_found(first, found):
     assert n[5] == found, n
     assert n[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].sum() == 0, n
     assert not (occ["occupancy"].values[5, 0, 1000:1600] == OCCUPIED).any()
+
+
+def test_the_blurred_edge_of_a_neighbours_shadow_across_the_core_is_not_a_car():
+    """SYNTHETIC, 1 m strips: in one scene a neighbour's shadow covers this track's
+    sunward margin and half of its core for 60 m, its edge on the centreline and blurred
+    over a pixel, while the far margin is lit; 300 m elsewhere lie wholly in shadow (the
+    scene's shadow colour). The core samples at the edge are blends of shade and light,
+    which neither the lit nor the shaded empty track explains: without the blend they
+    read as 5 cars. A reddish car under the same edge, whose colour is no blend of the
+    ballast's, is still counted."""
+    from scipy.special import ndtr
+
+    strips = _with_geometry(_hand_made_strips(n_along=1000, step_m=1.0))
+    strips = strips.assign_coords(time=pd.date_range("2023-09-01 02:00", periods=12, freq="7D"))
+    v = strips["value"].values
+    across = strips["across_m"].values
+    # shadows fall to +across: a neighbour on the -across side shades up to the centreline
+    keep = 1.0 - 0.55 * ndtr((0.0 - across) / 0.6)  # share of light kept, 0.45 in shade
+    v[5, 0, 100:160] *= keep[None, :, None]
+    v[5, 0, 700:1000] *= 0.45
+    body = np.abs(across) <= 1.7
+    car = slice(500, 515)  # 500-515 m, under the same edge
+    v[5, 0, car] *= keep[None, :, None]
+    v[5, 0, car][:, body] = np.array([0.40, 0.22, 0.16]) * keep[body][:, None]
+    strips["value"].values[:] = v
+    sides = toolkit.occupancy._shadow_sides(strips).values[5, 0]
+    assert (sides > 1.0).all()  # the sun is on the -across side, as drawn
+    occ = toolkit.estimate_occupancy(strips)
+    n = toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
+    assert not (occ["occupancy"].values[5, 0, 100:160] == OCCUPIED).any()
+    assert (occ["occupancy"].values[5, 0, car] == OCCUPIED).all()
+    assert n[5] == 1, n
+    assert n[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].sum() == 0, n

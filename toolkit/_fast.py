@@ -168,7 +168,18 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def scene_distances(
-    nt, r, k_sh, use_shadow, reached, scale_lo, scale_hi, haze, light_lo, light_hi, across_w
+    nt,
+    r,
+    k_sh,
+    use_shadow,
+    reached,
+    scale_lo,
+    scale_hi,
+    haze,
+    light_lo,
+    light_hi,
+    across_w,
+    penumbra,
 ):  # pragma: no cover - compiled
     """Colour distance of each sample to the empty track, lit or explained: (d, d_plain, lit).
 
@@ -180,8 +191,11 @@ def scene_distances(
     times its mean (share 0-0.6) and to ballast dimmed uniformly (0-0.65).
     That is ``d_plain``; ``d`` is also the distance to ``f * r`` with the
     light factor ``f = light_lo + (light_hi - light_lo) * across_w[c]``
-    interpolated across the strip, where ``light_lo[k, a]`` is finite.
-    NaN samples give NaN distances and count as lit.
+    interpolated across the strip, where ``light_lo[k, a]`` is finite, and,
+    with ``use_shadow`` where ``penumbra[k, a]``, the distance to the nearest
+    blend ``r + alpha * (sc * shade - r)`` (least-squares ``alpha`` clipped to
+    0-1) of the lit and the shaded empty track: the blurred edge of a
+    neighbour's shadow. NaN samples give NaN distances and count as lit.
     """
     n_k, n_a, n_c, n_b = nt.shape
     d = np.empty((n_k, n_a, n_c), np.float64)
@@ -192,12 +206,14 @@ def scene_distances(
         a = ka % n_a
         sh = np.empty(n_b, np.float64)
         seg = np.empty(n_b, np.float64)
+        edge = np.empty(n_b, np.float64)
         for c in range(n_c):
             s = 0.0
             for b in range(n_b):
                 s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) ** 2
             d_lit = np.sqrt(s)
             best = d_lit
+            d_pen = np.inf
             if use_shadow:
                 num = 0.0
                 den = 0.0
@@ -219,6 +235,19 @@ def scene_distances(
                 if d_sh < d_lit:
                     lit[k, a, c] = False
                 best = _fmin(d_lit, d_sh)
+                if penumbra[k, a]:
+                    # the edge of a neighbour's shadow: a blend of the shade and the light
+                    num = 0.0
+                    den = 0.0
+                    for b in range(n_b):
+                        edge[b] = sc * sh[b] - r[k, a, c, b]
+                        num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * edge[b]
+                        den += edge[b] * edge[b]
+                    al = _clip(num / max(den, 1e-12), 0.0, 1.0)
+                    s = 0.0
+                    for b in range(n_b):
+                        s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - al * edge[b]) ** 2
+                    d_pen = np.sqrt(s)
             if haze:
                 mean_r = 0.0
                 m = 0
@@ -249,6 +278,8 @@ def scene_distances(
                     s += (np.float64(nt[k, a, c, b]) - (1.0 - tau) * r[k, a, c, b]) ** 2
                 best = _fmin(best, np.sqrt(s))
             d_plain[k, a, c] = best
+            if d_pen < best:
+                best = d_pen
             if np.isfinite(light_lo[k, a]):
                 f = light_lo[k, a] + (light_hi[k, a] - light_lo[k, a]) * across_w[c]
                 s = 0.0

@@ -1012,6 +1012,7 @@ def _classify(
                     *(_NEIGHBOUR_SHADOW_SCALE if own_shadows else (1.0, 1.0)),
                     bool(haze_scene[t]),
                     *light,
+                    _penumbra(reached, ratios, shadow_side[t]),
                 )
                 d, d_plain, lit_t = scene_distances(n[t], r, *explain[t])
                 if use_shadow:
@@ -1212,6 +1213,24 @@ def _sun_side_dark(ratios, side, nt):
     lo, hi = ratios
     near = np.where(side > 0, lo, hi)  # shadows fall towards +across: the sun is on the - side
     return np.where(side != 0, near < _DARK, (lo < _DARK) & (hi < _DARK))
+
+
+def _penumbra(reached, ratios, side):
+    """Where a neighbour's shadow ends inside this strip: its edge may cross the core.
+
+    The margin towards the sun is in a neighbour's shadow (``reached``, see
+    :func:`_sun_side_dark`) and the margin away from it is not dark: the
+    shadow's edge, blurred over a pixel or two, lies between them, and core
+    samples there are a blend of the shaded and the lit empty track (see
+    :func:`toolkit._fast.scene_distances`). Where the whole strip is shaded
+    the plain shadow explanation holds. ``ratios`` is :func:`_margin_ratios`
+    of the scene, ``side`` its signed shadow reach (K, A); returns (K, A) bool.
+    """
+    if ratios is None:
+        return np.zeros(reached.shape, bool)
+    lo, hi = ratios
+    far = np.where(side > 0, hi, lo)
+    return reached & (side != 0) & (far > _DARK)
 
 
 def _own_shadow(margin_ratios, shadow_side):
