@@ -1190,18 +1190,22 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
     shadow. A scene without it then deviates in the core, and its margin away
     from the sun is much brighter than the reference's (more than 1 / _DARK
     times) while the margin towards the sun matches (within _NEAR_SAME): the
-    reference's shade has lifted. Kept only over runs of at least ``min_run``
-    positions (a railcar's length), as a parked car makes them. ``deviant`` is
-    (time, track, along) bool; returns the same shape.
+    reference's shade has lifted. Kept over runs of the lifted margin at least
+    ``min_run`` positions long (a railcar's length, as a parked car makes
+    them) of which at least _LIFT_DEVIANT_SHARE deviate: the core may match a
+    car that looks like ballast in places, and noise breaks the deviation
+    into pieces. ``deviant`` is (time, track, along) bool; returns the same
+    shape.
     """
     out = np.zeros(deviant.shape, bool)
     lo_near, hi_near = _NEAR_SAME
     for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
-        out[t] = (s != 0) & deviant[t] & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
-    for row in out.reshape(-1, out.shape[-1]):
+        out[t] = (s != 0) & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
+    rows = zip(out.reshape(-1, out.shape[-1]), deviant.reshape(-1, out.shape[-1]), strict=True)
+    for row, deviant_row in rows:
         starts, ends = _runs(row)
         for a, b in zip(starts, ends, strict=True):
-            if b - a < min_run:
+            if b - a < min_run or deviant_row[a:b].mean() < _LIFT_DEVIANT_SHARE:
                 row[a:b] = False
     return out
 
@@ -1272,6 +1276,8 @@ _NEIGHBOUR_REACH_M = 4.5 - 1.65 + 2.5
 # the margin towards the sun matches the reference's within this range when only the far
 # margin's shade has lifted (a parked car left in this scene: see _lifted_shadow)
 _NEAR_SAME = (0.85, 1.18)
+# ... and the core deviates over at least this share of the lifted run
+_LIFT_DEVIANT_SHARE = 0.5
 # positions need at least this deviation (noise units) for their own shadow to decide
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
