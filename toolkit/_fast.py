@@ -237,17 +237,9 @@ def scene_distances(
                 best = _fmin(d_lit, d_sh)
                 if penumbra[k, a]:
                     # the edge of a neighbour's shadow: a blend of the shade and the light
-                    num = 0.0
-                    den = 0.0
                     for b in range(n_b):
                         edge[b] = sc * sh[b] - r[k, a, c, b]
-                        num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * edge[b]
-                        den += edge[b] * edge[b]
-                    al = _clip(num / max(den, 1e-12), 0.0, 1.0)
-                    s = 0.0
-                    for b in range(n_b):
-                        s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - al * edge[b]) ** 2
-                    d_pen = np.sqrt(s)
+                    d_pen = _blend_distance(nt, r, k, a, c, edge, 1.0)
             if haze:
                 mean_r = 0.0
                 m = 0
@@ -256,17 +248,9 @@ def scene_distances(
                         mean_r += r[k, a, c, b]
                         m += 1
                 mean_r = mean_r / m if m > 0 else np.nan
-                num = 0.0
-                den = 0.0
                 for b in range(n_b):
                     seg[b] = 3.0 * mean_r - r[k, a, c, b]
-                    num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * seg[b]
-                    den += seg[b] * seg[b]
-                tau = _clip(num / max(den, 1e-12), 0.0, 0.6)
-                s = 0.0
-                for b in range(n_b):
-                    s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - tau * seg[b]) ** 2
-                best = _fmin(best, np.sqrt(s))
+                best = _fmin(best, _blend_distance(nt, r, k, a, c, seg, 0.6))
                 num = 0.0
                 den = 0.0
                 for b in range(n_b):
@@ -288,6 +272,22 @@ def scene_distances(
                 best = _fmin(best, np.sqrt(s))
             d[k, a, c] = best
     return d, d_plain, lit
+
+
+@njit(cache=True)
+def _blend_distance(nt, r, k, a, c, step, t_max):  # pragma: no cover - compiled
+    """Distance from ``nt[k, a, c]`` to the nearest ``r[k, a, c] + t * step`` with the
+    least-squares ``t`` clipped to ``[0, t_max]``."""
+    num = 0.0
+    den = 0.0
+    for b in range(step.size):
+        num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * step[b]
+        den += step[b] * step[b]
+    t = _clip(num / max(den, 1e-12), 0.0, t_max)
+    s = 0.0
+    for b in range(step.size):
+        s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - t * step[b]) ** 2
+    return np.sqrt(s)
 
 
 @njit(cache=True)
