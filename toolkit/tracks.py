@@ -9,6 +9,7 @@ geometry.
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -291,28 +292,39 @@ def track_strips(
         data = da.asarray(data).rechunk({0: 1, 1: -1, 2: -1, 3: -1})
         vdata = da.asarray(vdata).rechunk({0: 1, 1: -1, 2: -1})
         off = da.asarray(offsets).rechunk((data.chunks[0], 2))
-        values = da.map_blocks(
-            _sample_block,
+        # one task per scene samples it; its value and valid arrays are taken apart
+        # without copies, each contiguous (the occupancy step joins them along time)
+        pairs = da.blockwise(
+            _sample_pair,
+            "tkas",
             data,
-            vdata[:, None],
-            off[:, :, None, None],
+            "tbyx",
+            vdata,
+            "tyx",
+            off,
+            "tz",
+            new_axes={"k": shape_pts[0], "a": shape_pts[1], "s": shape_pts[2]},
+            concatenate=True,
             coords_rc=coords_rc,
             dtype="float32",
-            chunks=(data.chunks[0], *shape_pts, (n_band + 1,)),
-            drop_axis=[1, 2, 3],
-            new_axis=[1, 2, 3, 4],
+            meta=np.empty((0, 0, 0, 0), "float32"),
+        )
+        value = da.map_blocks(
+            operator.getitem,
+            pairs,
+            0,
+            new_axis=4,
+            chunks=(*pairs.chunks, (n_band,)),
+            dtype="float32",
             meta=np.empty((0, 0, 0, 0, 0), "float32"),
         )
-        value = values[..., :n_band]
-        ok = values[..., n_band] > 0.5
-    else:
-        out = _sample_block(
-            np.asarray(data),
-            np.asarray(vdata)[:, None],
-            np.asarray(offsets)[:, :, None, None],
-            coords_rc=coords_rc,
+        ok = da.map_blocks(
+            operator.getitem, pairs, 1, dtype=bool, meta=np.empty((0, 0, 0, 0), bool)
         )
-        value, ok = out[..., :n_band], out[..., n_band] > 0.5
+    else:
+        value, ok = _sample_pair(
+            np.asarray(data), np.asarray(vdata), np.asarray(offsets), coords_rc=coords_rc
+        )
 
     track_ids = np.asarray(t.index, dtype=object)
     ds = xr.Dataset(
@@ -369,9 +381,32 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
     """Per-scene (row, column) sampling offsets in pixels and the window padding they need."""
     if shifts_m is None:
         return np.zeros((n_time, 2)), 0
+    dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
     if isinstance(shifts_m, xr.Dataset):
         if "shift_x_m" not in shifts_m or "shift_y_m" not in shifts_m:
             raise TrackError("shifts_m: expected a Dataset with shift_x_m and shift_y_m")
+        east, north = shifts_m["shift_x_m"].data, shifts_m["shift_y_m"].data
+        if isinstance(east, da.Array) or isinstance(north, da.Array):
+            # lazy shifts (coregister's): one small task per scene block, not a matrix
+            # product's chain of them
+            east, north = da.asarray(east), da.asarray(north)
+            if east.shape != (n_time,) or north.shape != (n_time,):
+                raise TrackError(
+                    f"shifts_m: expected {n_time} (east, north) pairs in metres, one per "
+                    f"scene; got shape {(*east.shape, 2)}"
+                )
+            offsets = da.map_blocks(
+                _offsets_block,
+                east,
+                north.rechunk(east.chunks),
+                dx=dx,
+                dy=dy,
+                new_axis=1,
+                chunks=(east.chunks[0], (2,)),
+                dtype="float64",
+                meta=np.empty((0, 0), "float64"),
+            )
+            return offsets, int(np.ceil(_MAX_SHIFT_M / min(abs(dx), abs(dy)))) + 1
         shifts_m = xr.concat([shifts_m["shift_x_m"], shifts_m["shift_y_m"]], "xy").T.data
     sh = shifts_m if isinstance(shifts_m, da.Array) else np.asarray(shifts_m, dtype="float64")
     if tuple(sh.shape) != (n_time, 2):
@@ -379,7 +414,6 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
             f"shifts_m: expected {n_time} (east, north) pairs in metres, one per scene; "
             f"got shape {tuple(sh.shape)}"
         )
-    dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
     # content moved east by s lies s / pixel-width columns further (rows count southwards)
     scale = np.array([[0.0, 1.0 / dx], [1.0 / dy, 0.0]])
     offsets = sh @ scale  # (time, [row, col]): row = north / dy, col = east / dx
@@ -396,21 +430,40 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
 _MAX_SHIFT_M = 12.0
 
 
-def _sample_block(img, valid, offsets, *, coords_rc):
-    """Bilinear samples of one or more time steps: returns (time, *pts, band + 1)."""
+def _offsets_block(east, north, *, dx, dy):
+    """(row, column) offsets in pixels of scenes shifted ``east`` and ``north`` metres.
+
+    The numbers of ``[east, north] @ [[0, 1/dx], [1/dy, 0]]`` as dask forms that
+    product from single-column blocks: each term on its own, then the two added.
+    """
+    out = np.empty((east.shape[0], 2))
+    out[:, 0] = east * 0.0 + north * (1.0 / dy)
+    out[:, 1] = east * (1.0 / dx) + north * 0.0
+    return out
+
+
+def _sample_pair(img, valid, offsets, *, coords_rc):
+    """Bilinear samples of one or more time steps, and their validity.
+
+    ``img`` (time, band, y, x), ``valid`` (time, y, x), ``offsets`` (time, 2): each
+    scene's (row, column) sampling offset in pixels. Returns ``value`` (time,
+    *pts, band) float32 and ``valid`` (time, *pts) bool, both contiguous.
+    """
     from toolkit._fast import bilinear_samples
 
     n_t, n_b = img.shape[0], img.shape[1]
-    out = np.empty((n_t, *coords_rc.shape[1:], n_b + 1), "float32")
+    pts = coords_rc.shape[1:]
+    value = np.empty((n_t, *pts, n_b), "float32")
+    ok = np.empty((n_t, *pts), bool)
     rows0 = coords_rc[0].reshape(-1)
     cols0 = coords_rc[1].reshape(-1)
     for k in range(n_t):
-        off = np.asarray(offsets[k, :, 0, 0], "float64")
-        bad = ~np.asarray(valid[k, 0], bool)
-        out[k] = bilinear_samples(
-            np.ascontiguousarray(img[k]), bad, rows0 + off[0], cols0 + off[1]
-        ).reshape(out.shape[1:])
-    return out
+        off = np.asarray(offsets[k], "float64")
+        bad = ~np.asarray(valid[k], bool)
+        out = bilinear_samples(img[k], bad, rows0 + off[0], cols0 + off[1])
+        value[k] = out[:, :n_b].reshape(*pts, n_b)
+        ok[k] = (out[:, n_b] > 0.5).reshape(pts)
+    return value, ok
 
 
 def _valid_of(cube: xr.DataArray) -> xr.DataArray:
