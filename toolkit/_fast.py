@@ -91,16 +91,28 @@ def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
     good (``bad`` false), else 0.0; outside the image it is 0.0. Non-finite
     coordinates count as outside.
     """
-    n_b, h, w = img.shape
+    n_b = img.shape[0]
     n = rows.size
     out = np.empty((n, n_b + 1), np.float32)
+    ok = np.empty(n, np.bool_)
+    bilinear_samples_into(img, bad, rows, cols, out[:, :n_b], ok)
+    for i in range(n):
+        out[i, n_b] = 1.0 if ok[i] else 0.0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def bilinear_samples_into(img, bad, rows, cols, value, ok):  # pragma: no cover - compiled
+    """:func:`bilinear_samples` written into ``value`` (point, band) float32 and ``ok`` (point,) bool."""
+    n_b, h, w = img.shape
+    n = rows.size
     for i in range(n):
         r = rows[i]
         c = cols[i]
         if not (r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1):
             for b in range(n_b):
-                out[i, b] = np.nan
-            out[i, n_b] = 0.0
+                value[i, b] = np.nan
+            ok[i] = False
             continue
         r0 = min(int(np.floor(r)), h - 1)
         c0 = min(int(np.floor(c)), w - 1)
@@ -113,7 +125,7 @@ def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
         w10 = fr * (1.0 - fc)
         w11 = fr * fc
         for b in range(n_b):
-            out[i, b] = (
+            value[i, b] = (
                 w00 * np.float64(img[b, r0, c0])
                 + w01 * np.float64(img[b, r0, c1])
                 + w10 * np.float64(img[b, r1, c0])
@@ -128,8 +140,7 @@ def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
             share += w10
         if bad[r1, c1]:
             share += w11
-        out[i, n_b] = 1.0 if share < 1e-6 else 0.0
-    return out
+        ok[i] = share < 1e-6
 
 
 # --------------------------------------------------------------------------- occupancy kernels

@@ -449,7 +449,7 @@ def _sample_pair(img, valid, offsets, *, coords_rc):
     scene's (row, column) sampling offset in pixels. Returns ``value`` (time,
     *pts, band) float32 and ``valid`` (time, *pts) bool, both contiguous.
     """
-    from toolkit._fast import bilinear_samples
+    from toolkit._fast import bilinear_samples_into
 
     n_t, n_b = img.shape[0], img.shape[1]
     pts = coords_rc.shape[1:]
@@ -460,9 +460,14 @@ def _sample_pair(img, valid, offsets, *, coords_rc):
     for k in range(n_t):
         off = np.asarray(offsets[k], "float64")
         bad = ~np.asarray(valid[k], bool)
-        out = bilinear_samples(img[k], bad, rows0 + off[0], cols0 + off[1])
-        value[k] = out[:, :n_b].reshape(*pts, n_b)
-        ok[k] = (out[:, n_b] > 0.5).reshape(pts)
+        bilinear_samples_into(
+            np.ascontiguousarray(img[k]),
+            bad,
+            rows0 + off[0],
+            cols0 + off[1],
+            value[k].reshape(-1, n_b),
+            ok[k].reshape(-1),
+        )
     return value, ok
 
 
