@@ -138,13 +138,17 @@ def estimate_occupancy(
         occupied even below ``threshold`` (grey cars, tarps and open wagons
         can look like ballast from above). The same cue finds railcars parked
         in most scenes, which enter the temporal reference with their shadow:
-        where a scene deviates over at least a railcar's length (11 m) and
-        its margin away from the sun is more than 1/0.75 times as bright as
-        the reference's while the margin towards the sun matches it, the
-        scene shows the empty track, and the median of such scenes becomes
-        the reference there. The sun's position is computed from each
-        scene's time and the site's location; scenes with the sun too high
-        or along the track are judged without it.
+        where, over at least a railcar's length (11 m), a scene's margin away
+        from the sun is more than 1/0.75 times as bright as the reference's
+        while the margin towards the sun matches it, and at least half of
+        that stretch deviates, the scene shows the empty track, and the
+        median of such scenes becomes the reference there. With this option
+        the blurred edge of a neighbour's shadow crossing the core (the
+        margin towards the sun shaded, the one away from it not) is
+        explained as a blend of the shaded and the lit empty track. The sun's
+        position is computed from each scene's time and the site's location;
+        scenes with the sun too high or along the track are judged without
+        it.
     light_changes : bool, default True
         Explain a core that is brighter or darker than the empty track by
         the same factor as both strip margins (each 0.85-1.5 times the empty
