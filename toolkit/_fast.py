@@ -79,31 +79,19 @@ def nanmedian_rows(a: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def bilinear_samples(img, bad, rows, cols):  # pragma: no cover - compiled
-    """Bilinear samples of every band of ``img`` (band, y, x) at (rows, cols), and validity.
+def bilinear_samples(img, bad, rows, cols, value, ok):  # pragma: no cover - compiled
+    """Bilinear samples of every band of ``img`` (band, y, x) at (rows, cols), and validity,
+    written into ``value`` (point, band) float32 and ``ok`` (point,) bool.
 
     Serial, and releases the GIL: it runs once per scene inside the scheduler's
     parallel threads.
 
     The same numbers as ``scipy.ndimage.map_coordinates(..., order=1,
-    mode="constant")`` per band: points outside ``[0, n - 1]`` give NaN. The
-    last output column is 1.0 where every pixel with a share in the sample is
-    good (``bad`` false), else 0.0; outside the image it is 0.0. Non-finite
-    coordinates count as outside.
+    mode="constant")`` per band: points outside ``[0, n - 1]`` give NaN.
+    ``ok`` is true where every pixel with a share in the sample is good
+    (``bad`` false); outside the image it is false. Non-finite coordinates
+    count as outside.
     """
-    n_b = img.shape[0]
-    n = rows.size
-    out = np.empty((n, n_b + 1), np.float32)
-    ok = np.empty(n, np.bool_)
-    bilinear_samples_into(img, bad, rows, cols, out[:, :n_b], ok)
-    for i in range(n):
-        out[i, n_b] = 1.0 if ok[i] else 0.0
-    return out
-
-
-@njit(cache=True, nogil=True)
-def bilinear_samples_into(img, bad, rows, cols, value, ok):  # pragma: no cover - compiled
-    """:func:`bilinear_samples` written into ``value`` (point, band) float32 and ``ok`` (point,) bool."""
     n_b, h, w = img.shape
     n = rows.size
     for i in range(n):

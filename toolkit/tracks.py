@@ -449,7 +449,7 @@ def _sample_pair(img, valid, offsets, *, coords_rc):
     scene's (row, column) sampling offset in pixels. Returns ``value`` (time,
     *pts, band) float32 and ``valid`` (time, *pts) bool, both contiguous.
     """
-    from toolkit._fast import bilinear_samples_into
+    from toolkit._fast import bilinear_samples
 
     n_t, n_b = img.shape[0], img.shape[1]
     pts = coords_rc.shape[1:]
@@ -460,7 +460,7 @@ def _sample_pair(img, valid, offsets, *, coords_rc):
     for k in range(n_t):
         off = np.asarray(offsets[k], "float64")
         bad = ~np.asarray(valid[k], bool)
-        bilinear_samples_into(
+        bilinear_samples(
             np.ascontiguousarray(img[k]),
             bad,
             rows0 + off[0],
