@@ -1219,7 +1219,7 @@ def _sun_side_dark(ratios, side, nt):
     if ratios is None:
         return np.zeros(nt.shape[:2], bool)
     lo, hi = ratios
-    near = np.where(side > 0, lo, hi)  # shadows fall towards +across: the sun is on the - side
+    _, near = _far_near(ratios, side)
     return np.where(side != 0, near < _DARK, (lo < _DARK) & (hi < _DARK))
 
 
@@ -1236,8 +1236,7 @@ def _penumbra(reached, ratios, side):
     """
     if ratios is None:
         return np.zeros(reached.shape, bool)
-    lo, hi = ratios
-    far = np.where(side > 0, hi, lo)
+    far, _ = _far_near(ratios, side)
     return reached & (side != 0) & (far > _DARK)
 
 
@@ -1262,11 +1261,15 @@ def _far_and_near(margin_ratios, shadow_side):
     """Per scene with margin ratios: the scene, its signed shadow reach and the ratios of
     the margin away from the sun (far) and towards it (near)."""
     for t, ratios in margin_ratios.items():
-        if ratios is None:
-            continue
-        lo, hi = ratios
-        s = shadow_side[t]
-        yield t, s, np.where(s > 0, hi, lo), np.where(s > 0, lo, hi)
+        if ratios is not None:
+            yield t, shadow_side[t], *_far_near(ratios, shadow_side[t])
+
+
+def _far_near(ratios, side):
+    """The ratios of the margin away from the sun and of the one towards it, given the
+    signed shadow reach ``side`` (shadows fall towards +across where it is positive)."""
+    lo, hi = ratios
+    return np.where(side > 0, hi, lo), np.where(side > 0, lo, hi)
 
 
 # a margin is in shadow below this share of its empty-track brightness (shadows keep
