@@ -1631,9 +1631,10 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
     is shorter than 12 m). Each segment then holds ``round(length /
     mean_len)`` cars, with bounds from the shortest and longest plausible mean
     car length; a segment 11-21 m long between two seen gaps is exactly one
-    car, and a longer one at least two. A run's bounds also hold its count with the gaps found the broader
-    way (dips to less than half the run's median deviation), which reads a
-    car's own dimmer stretches as gaps more often.
+    car, and a longer one at least two. A run's bounds also hold its count
+    with the gaps found the broader way (dips to less than half the run's
+    median deviation), which reads a car's own dimmer stretches as gaps more
+    often.
     """
     starts, ends = _runs(row == OCCUPIED)
     out = []
