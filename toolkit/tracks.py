@@ -431,15 +431,9 @@ _MAX_SHIFT_M = 12.0
 
 
 def _offsets_block(east, north, *, dx, dy):
-    """(row, column) offsets in pixels of scenes shifted ``east`` and ``north`` metres.
-
-    The numbers of ``[east, north] @ [[0, 1/dx], [1/dy, 0]]`` as dask forms that
-    product from single-column blocks: each term on its own, then the two added.
-    """
-    out = np.empty((east.shape[0], 2))
-    out[:, 0] = east * 0.0 + north * (1.0 / dy)
-    out[:, 1] = east * (1.0 / dx) + north * 0.0
-    return out
+    """(row, column) offsets in pixels of scenes shifted ``east`` and ``north`` metres: the
+    numbers of ``[east, north] @ [[0, 1/dx], [1/dy, 0]]`` for finite shifts."""
+    return np.stack([north * (1.0 / dy), east * (1.0 / dx)], axis=-1)
 
 
 def _sample_pair(img, valid, offsets, *, coords_rc):
