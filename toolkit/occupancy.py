@@ -1299,6 +1299,7 @@ _BLEED_RADIUS_M = 6.5
 # scenes and lies less than this share of the median's distance from the ballast
 _MODE_MIN_SCENES = 3
 _MODE_GAIN = 0.5
+_MODE_MIN_SHARE = 0.5
 # no railcar is shorter than the first over its couplers (m), none longer than the second
 _SHORTEST_CAR_M = 11.0
 _LONGEST_CAR_M = 21.0
@@ -1523,6 +1524,13 @@ def _reference(
             _MODE_MIN_SCENES,
             _MODE_GAIN,
         )
+        if better.any():
+            # ... judged from most of the scenes that show the place: where the last pass
+            # found most of them occupied, the few left may share a car's look
+            ci = np.flatnonzero(core)
+            judged = use[..., ci].any(axis=-1).sum(axis=0)
+            shown = (np.isfinite(n[..., ci, 0]).any(axis=-1) & scenes[:, None, None]).sum(axis=0)
+            better &= judged >= _MODE_MIN_SHARE * shown
         if better.any():
             alt = masked_median_over_time(n, members[..., None] & use, better)
             ref[better] = np.where(np.isfinite(alt[better]), alt[better], ref[better])
