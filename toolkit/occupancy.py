@@ -16,8 +16,8 @@ Method (see ``Notes`` of :func:`estimate_occupancy`):
    separately, the less deviant one counts, the result is smoothed along the
    track and compared with the scene's noise: occupied, free, or unknown
    (nodata, cloud, cloud shadow). Short gaps are closed, short runs dropped.
-5. Occupied runs are split into cars at visible coupler gaps (pixels of
-   0.6 m or finer) and by length; low/high bounds from the shortest and
+5. Occupied runs are split into cars at visible coupler gaps (strips sampled
+   every 1 m or finer) and by length; low/high bounds from the shortest and
    longest plausible car lengths.
 """
 
@@ -381,7 +381,7 @@ def counts_from_occupancy(
                 "mean_len": car_length_m,
                 "lo_len": lo_len,
                 "hi_len": hi_len,
-                "gaps": step <= 0.6,
+                "gaps": step <= _GAP_MAX_STEP_M,
             },
             dask="parallelized",
             output_dtypes=["float64"],
@@ -700,7 +700,7 @@ def car_outlines(
             mean_len=mean_len,
             lo_len=12.5,
             hi_len=19.5,
-            gaps=step <= 0.6,
+            gaps=step <= _GAP_MAX_STEP_M,
         )
         for s0, s1, *_ in cars:
             i0, i1 = int(round(s0 / step)), min(int(round(s1 / step)), cx.size - 1)
@@ -1285,6 +1285,11 @@ _NEIGHBOUR_REACH_M = 4.5 - 1.65 + 2.5
 _NEAR_SAME = (0.85, 1.18)
 # ... and the core deviates over at least this share of the lifted run
 _LIFT_DEVIANT_SHARE = 0.5
+# coupler gaps (about 1 m between car bodies) are looked for in strips sampled this
+# finely: at 1 m a gap is one blurred sample, still a narrow dip of the deviation
+_GAP_MAX_STEP_M = 1.0
+# ... and seen sharp (over two samples or more) at this step or finer
+_GAP_SHARP_STEP_M = 0.6
 # positions need at least this deviation (noise units) for their own shadow to decide
 _OWN_SHADOW_MIN_DEV = 2.0
 # depth range of a neighbour's shadow on this track, relative to the scene's shadow factor
@@ -1642,7 +1647,9 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
     car, and a longer one at least two. A run's bounds also hold its count
     with the gaps found the broader way (dips to less than half the run's
     median deviation), which reads a car's own dimmer stretches as gaps more
-    often.
+    often. Where a gap spans a single sample (strips sampled more coarsely than
+    ``_GAP_SHARP_STEP_M``), the bounds also hold those of the run read by its
+    length alone.
     """
     starts, ends = _runs(row == OCCUPIED)
     out = []
@@ -1669,6 +1676,11 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
         lo_run, hi_run = sum(seg[1] for seg in segs), sum(seg[2] for seg in segs)
         if n_alt is not None:
             lo_run, hi_run = min(lo_run, n_alt), max(hi_run, n_alt)
+        if gaps and step > _GAP_SHARP_STEP_M and len(cuts) > 2:
+            # a gap seen in one blurred sample may be a car's own feature: the bounds
+            # also hold those of the run read by its length alone
+            ((_, lo_whole, hi_whole),) = _segments([s, e], step, mean_len, lo_len, hi_len, False)
+            lo_run, hi_run = min(lo_run, lo_whole), max(hi_run, hi_whole)
         for (n, _, _), a, length in zip(segs, cuts[:-1], np.diff(cuts) * step, strict=True):
             edges = a * step + np.linspace(0.0, length, n + 1)
             for k in range(n):
