@@ -102,6 +102,13 @@ class CountAccuracy:
         Mean of high - low (railcars) per track-scene.
     valid_fraction_max_error : float
         Largest |estimated - true| visible fraction over track-scenes.
+    valid_fraction_mean_error : float
+        Mean |estimated - true| visible fraction over track-scenes.
+    valid_fraction_within : float
+        Share of track-scenes whose visible fraction is within
+        ``valid_fraction_tolerance`` of the truth.
+    valid_fraction_tolerance : float
+        That tolerance (0.05 by default, the issue's target).
     table : pandas.DataFrame
         The per-scene totals.
     """
@@ -114,6 +121,8 @@ class CountAccuracy:
     mean_interval_width: float
     valid_fraction_max_error: float
     valid_fraction_mean_error: float
+    valid_fraction_within: float
+    valid_fraction_tolerance: float
     table: pd.DataFrame = field(repr=False)
 
     def summary(self) -> str:
@@ -126,7 +135,9 @@ class CountAccuracy:
                 f"  intervals: coverage {100 * self.coverage:.0f}%, "
                 f"mean width {self.mean_interval_width:.2f} railcars",
                 f"  valid_fraction error: mean {self.valid_fraction_mean_error:.3f}, "
-                f"max {self.valid_fraction_max_error:.3f}",
+                f"max {self.valid_fraction_max_error:.3f}, "
+                f"{100 * self.valid_fraction_within:.1f}% of track-scenes within "
+                f"{self.valid_fraction_tolerance:g}",
             ]
         )
 
@@ -135,7 +146,11 @@ class CountAccuracy:
 
 
 def accuracy(
-    table: pd.DataFrame, *, min_cars: int = 20, max_cloud_fraction: float = 0.0
+    table: pd.DataFrame,
+    *,
+    min_cars: int = 20,
+    max_cloud_fraction: float = 0.0,
+    valid_fraction_tolerance: float = 0.05,
 ) -> CountAccuracy:
     """Accuracy figures from :func:`compare_with_truth`'s table.
 
@@ -146,7 +161,12 @@ def accuracy(
         Scenes with fewer true railcars are left out of the relative errors.
     max_cloud_fraction : float, default 0
         A scene is cloud-free when no track has more than this cloud fraction.
+    valid_fraction_tolerance : float, default 0.05
+        A track-scene's visible fraction is right when within this of the truth.
     """
+    tol = valid_fraction_tolerance
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
+        raise InputError(f"valid_fraction_tolerance: expected a number in (0, 1), got {tol!r}")
     t = table.dropna(subset=["estimate"])
     by = t.groupby("time")
     scenes = pd.DataFrame(
@@ -166,9 +186,12 @@ def accuracy(
     rel = (sel["estimate"] - sel["true"]) / sel["true"]
     inside = (t["true"] >= t["low"]) & (t["true"] <= t["high"])
     if "true_visible_fraction" in t.columns:
-        vf_err = (table["valid_fraction"] - table["true_visible_fraction"]).abs()
+        vf_err = (table["valid_fraction"] - table["true_visible_fraction"]).abs().dropna()
     else:
         vf_err = pd.Series([np.nan])
+    vf_within = (
+        float((vf_err <= valid_fraction_tolerance).mean()) if vf_err.notna().any() else np.nan
+    )
     return CountAccuracy(
         scene_mare=float(rel.abs().mean()) if len(rel) else float("nan"),
         scene_bias=float(rel.mean()) if len(rel) else float("nan"),
@@ -178,5 +201,7 @@ def accuracy(
         mean_interval_width=float((t["high"] - t["low"]).mean()),
         valid_fraction_max_error=float(vf_err.max()),
         valid_fraction_mean_error=float(vf_err.mean()),
+        valid_fraction_within=vf_within,
+        valid_fraction_tolerance=float(valid_fraction_tolerance),
         table=scenes.reset_index(),
     )
