@@ -101,8 +101,10 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
-    # looks at each place), co-registered (the default): MARE 6.3 %, bias -4.2 %,
-    # track MAE 0.48, which meets the 0.5 target (5.7 %, -3.6 %, 0.52 before runs were
+    # looks at each place), co-registered (the default): MARE 5.9 %, bias -2.6 %,
+    # track MAE 0.47, which meets the 0.5 target (6.3 %, -4.2 %, 0.48 before a far
+    # margin at 0.75-0.85 of the light counted as a car's own shadow at 1 m pixels;
+    # 5.7 %, -3.6 %, 0.52 before runs were
     # cut at coupler gaps at 1 m too: the track error fell, the scene totals got worse
     # and the bias bound moves from 4 % to 4.5 %; 5.7 %, -2.1 %, 0.55 before the
     # blurred edge of a neighbour's
@@ -114,11 +116,11 @@ def test_held_out_seed_at_1m(held_out_1m):
     # every scene was looked for by the track's typical look; 9.0 %, 0.78 before the
     # ballast-like mode; 0.89 before smooth light changes were explained). Without
     # co-registration (and before the light changes): MARE 21 %, track MAE 1.28. The
-    # scene targets (3 %, +-2 %) are not met. Intervals: coverage 93 %, mean width 1.28
+    # scene targets (3 %, +-2 %) are not met. Intervals: coverage 93 %, mean width 1.26
     # cars (82 % three changes before; 65 %, 0.81 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert abs(acc.scene_bias) <= 0.045
-    assert acc.scene_mare <= 0.065
+    assert abs(acc.scene_bias) <= 0.03
+    assert acc.scene_mare <= 0.062
     assert acc.track_mae <= 0.5
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 1.4
@@ -932,3 +934,27 @@ def test_accuracy_reports_the_share_of_visible_fractions_within_the_tolerance():
     assert accuracy(table, valid_fraction_tolerance=0.1).valid_fraction_within == 0.75
     with pytest.raises(toolkit.InputError, match="valid_fraction_tolerance"):
         accuracy(table, valid_fraction_tolerance=-0.05)
+
+
+@pytest.mark.parametrize(("pixel_m", "found"), [(1.0, 1), (0.5, 0)])
+def test_a_low_cars_blurred_shadow_is_its_own_at_1m(pixel_m, found):
+    """SYNTHETIC 1 m strips: in one scene a 16 m car that looks almost like the ballast
+    (2.5 % darker) stands on the track; its shadow is 1-2 m wide, so the far margin's
+    pixels read 0.8 of the empty track's light, not the 0.3-0.55 of a whole shadow.
+    From 1 m pixels that is the car's own shadow (the threshold there is 0.85) and the
+    car is counted; strips that claim 0.5 m pixels, which would see the shadow whole,
+    ask for 0.75 and leave the faint car uncounted."""
+    strips = _with_geometry(_hand_made_strips(step_m=1.0, n_along=500))
+    strips = strips.assign_coords(time=pd.date_range("2023-06-01 02:00", periods=12, freq="7D"))
+    strips.attrs["pixel_size_m"] = pixel_m
+    v = strips["value"].values
+    across = strips["across_m"].values
+    body = np.abs(across) <= 1.7
+    far = across >= 2.0  # north of the car, away from the late-morning sun
+    v[5, 0, 200:216][:, body] *= 0.975
+    v[5, 0, 200:216][:, far] *= 0.8
+    strips["value"].values[:] = v
+    assert (toolkit.occupancy._shadow_sides(strips).values[5, 0] > 0).all()
+    n = toolkit.counts_from_occupancy(toolkit.estimate_occupancy(strips))["railcars"].values
+    assert n[5, 0] == found, n[:, 0]
+    assert n[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11], 0].sum() == 0, n[:, 0]

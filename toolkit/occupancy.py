@@ -133,7 +133,9 @@ def estimate_occupancy(
         strip margin away from the sun is in shadow while the margin towards
         the sun is lit, or while the sun stands too high for a railcar on the
         neighbouring track to shade it (its shadow reaches less than 5.35 m
-        across), something stands on the track, so a position that
+        across), something stands on the track (in shadow: under 0.75 of the
+        empty track's light, under 0.85 at pixels of 0.6-1.5 m, which see a
+        low car's 1-2 m wide shadow only in part), so a position that
         differs from the empty track by at least 2 noise units counts as
         occupied even below ``threshold`` (grey cars, tarps and open wagons
         can look like ballast from above). The same cue finds railcars parked
@@ -266,6 +268,7 @@ def estimate_occupancy(
             "modes": modes,
             "neighbours": _neighbour_positions(strips) if bleed else None,
             "shortest_car_samples": max(int(round(_SHORTEST_CAR_M / step)), 1),
+            "own_dark": _own_shadow_dark(float(strips.attrs.get("pixel_size_m", step))),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],
@@ -933,6 +936,7 @@ def _classify(
     neighbours: np.ndarray | None = None,
     shortest_car_samples: int = 1,
     snow_factor: float = 2.0,
+    own_dark: float | None = None,
     n_iter: int = 2,
 ):
     """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
@@ -1047,7 +1051,7 @@ def _classify(
         for t in range(n_t):
             if t not in margin_ratios:
                 margin_ratios[t] = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
-        own = _own_shadow(margin_ratios, shadow_side)
+        own = _own_shadow(margin_ratios, shadow_side, dark=own_dark)
 
     bled = np.zeros(dev.shape, bool)
     if neighbours is not None and (neighbours >= 0).any():
@@ -1240,7 +1244,18 @@ def _penumbra(reached, ratios, side):
     return reached & (side != 0) & (far > _DARK)
 
 
-def _own_shadow(margin_ratios, shadow_side):
+def _own_shadow_dark(pixel_m: float) -> float:
+    """The far margin's brightness (share of the empty track's) under which a railcar's
+    own shadow is seen, for a pixel size: _DARK, or _DARK_BLURRED at pixels of 0.6-1.5 m.
+
+    A railcar's shadow beside it is 1-2 m wide. At such pixels it fills only part
+    of the far margin's pixels and reads 0.75-0.85 of the light; finer pixels see
+    it whole, and coarser ones mix the neighbouring track into the margin.
+    """
+    return _DARK_BLURRED if 0.6 < pixel_m <= 1.5 else _DARK
+
+
+def _own_shadow(margin_ratios, shadow_side, *, dark=None):
     """Where the track casts its own shadow: the margin away from the sun dark, and either the
     sunny one lit or the far margin beyond the reach of a neighbour's shadow.
 
@@ -1249,11 +1264,13 @@ def _own_shadow(margin_ratios, shadow_side):
     nearest neighbouring track could not cast (its shadow reaches less than
     _NEIGHBOUR_REACH_M across). ``margin_ratios`` maps each scene to its
     :func:`_margin_ratios`; ``shadow_side`` is the signed reach of
-    :func:`_shadow_sides`.
+    :func:`_shadow_sides`; ``dark`` the far margin's threshold (default _DARK,
+    see :func:`_own_shadow_dark`).
     """
+    dark = _DARK if dark is None else dark
     out = np.zeros(shadow_side.shape, bool)
     for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
-        out[t] = (s != 0) & (far < _DARK) & ((near > _LIT) | (np.abs(s) < _NEIGHBOUR_REACH_M))
+        out[t] = (s != 0) & (far < dark) & ((near > _LIT) | (np.abs(s) < _NEIGHBOUR_REACH_M))
     return out
 
 
@@ -1275,6 +1292,8 @@ def _far_near(ratios, side):
 # a margin is in shadow below this share of its empty-track brightness (shadows keep
 # 0.3-0.55 of the light), and lit above the second (the near margin may take some blur)
 _DARK = 0.75
+# ... and the far margin's threshold for a railcar's own shadow at 0.6-1.5 m pixels
+_DARK_BLURRED = 0.85
 _LIT = 0.7
 # a railcar's shadow (4 m high) on the sunward neighbouring track, 4.5 m away at the
 # closest, starts 4.5 - 1.65 m from this centreline: reaching this strip's far margin
