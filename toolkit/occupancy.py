@@ -169,7 +169,10 @@ def estimate_occupancy(
         and a car parked in most of them), take the empty track from the mode
         nearer the ballast beside the track, not from the majority, when that
         mode holds at least three scenes and its centre is less than half as
-        far from the ballast as the temporal median is. The same option
+        far from the ballast as the temporal median is, and where the last
+        pass judged at least half of the scenes that show the place free (the
+        few left where most were judged occupied may share a car's look). The
+        same option
         handles a car parked in every scene: where the temporal median is far
         from the track's typical look (its median along the track), and the
         ballast beside the track is less than half as far from it, the
@@ -1474,7 +1477,8 @@ def _reference(
     scenes without copying the stack. With ``modes``, a place whose scenes
     fall into two appearance modes takes the temporal estimate from the mode
     nearer the ballast (see :func:`toolkit._fast.ballast_like_mode`), not from
-    the majority, and a place whose temporal estimate is far from the track's
+    the majority, where at least _MODE_MIN_SHARE of the scenes showing it are
+    ``free``, and a place whose temporal estimate is far from the track's
     typical look (a car parked in every scene) takes the ballast estimate when
     that is less than half as far from the typical look. With ``lifted``
     (time, track, along), the places where some of the group's scenes show the
