@@ -1326,6 +1326,8 @@ _BLEED_RADIUS_M = 6.5
 # scenes and lies less than this share of the median's distance from the ballast
 _MODE_MIN_SCENES = 3
 _MODE_GAIN = 0.5
+# ... and is looked for where the last pass judged at least this share of the scenes that
+# show a place free
 _MODE_MIN_SHARE = 0.5
 # no railcar is shorter than the first over its couplers (m), none longer than the second
 _SHORTEST_CAR_M = 11.0
