@@ -73,15 +73,31 @@ def test_event_scene_of_the_default_sample(sample_counts):
     assert 15 <= before["estimate"].max() <= 25, before["estimate"].max()
 
 
+def test_snow_scenes_of_the_default_sample(sample_counts, default_sample):
+    """SYNTHETIC: the sample's 8 cloud-free snow scenes (80 track-scenes), few cars. Snow
+    lies on roofs and on the bed, and patchy snow splits a place's looks into two modes,
+    so the mode like the ballast beside the track is not taken as the empty track there."""
+    _, _, _, table = sample_counts
+    truth = pd.read_csv(default_sample.truth_path)
+    snow_days = set(pd.to_datetime(truth.loc[truth["snow"], "time"]).dt.normalize())
+    days = pd.to_datetime(table["time"]).dt.normalize()
+    snow = table[days.isin(snow_days)].dropna(subset=["estimate"])
+    assert snow["time"].nunique() == 8
+    # measured: 8 railcars of error over 80 track-scenes (MAE 0.10); 19 (0.24) while
+    # the mode was also taken among snow scenes
+    assert snow["error"].abs().mean() <= 0.15, snow["error"].abs().sum()
+
+
 def test_default_sample_accuracy(sample_counts):
     _, _, _, table = sample_counts
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 0 %, bias 0 % over the 4 cloud-free scenes with >= 20 cars
-    # (73 on 2023-10-05); track MAE 0.056 (0.11 while the ballast-like mode was also
+    # (73 on 2023-10-05); track MAE 0.036 (0.056 while the ballast-like mode was also
+    # looked for among snow scenes; 0.11 while it was also
     # looked for where the last pass left few scenes free: 10 m of track 03 took a flat
     # car's look as the empty track, and read a false car in most scenes; 0.06 before
-    # the ballast-like mode); coverage 98 %, mean interval width 0.53 cars (0.12
+    # the ballast-like mode); coverage 98 %, mean interval width 0.49 cars (0.12
     # with the car-length range alone); valid_fraction mean error 0.003, max 0.096. The
     # bounds are the accuracy issue's targets (this is the tuning sample; held-out seeds
     # are tested below).
@@ -572,7 +588,11 @@ def test_alternative_readings_nest_and_bound_the_count(sample_counts):
         inside = (counts["railcars_low"] <= n) & (n <= counts["railcars_high"])
         assert bool(inside.where(seen, True).all()), r
     # the readings disagree somewhere on five years of scenes, and the interval says so
-    assert int((per_reading["lenient"] > counts["railcars"]).sum()) > 0
+    # (measured: the ballast reading on 172 track-scenes; the lenient one adds 40
+    # occupied positions but, since the sample's snow scenes read cleaner, no car)
+    differs = sum((n != counts["railcars"]).where(seen, False) for n in per_reading.values())
+    assert int((differs > 0).sum()) > 0
+    assert bool((counts["railcars_high"] > counts["railcars_low"]).where(differs > 0, True).all())
     assert "widened to the counts under the strict" in counts.attrs["bounds_method"]
 
 

@@ -176,9 +176,11 @@ def estimate_occupancy(
         handles a car parked in every scene: where the temporal median is far
         from the track's typical look (its median along the track), and the
         ballast beside the track is less than half as far from it, the
-        ballast is the empty track. Default: on at pixels of 1 m or finer,
-        off at coarser pixels, where the core's colour mixes the neighbouring
-        tracks.
+        ballast is the empty track. Neither is looked for among snow scenes,
+        where snow on roofs and on the bed makes a parked car and the empty
+        track look alike and patchy snow splits a place's looks into modes.
+        Default: on at pixels of 1 m or finer, off at coarser pixels, where
+        the core's colour mixes the neighbouring tracks.
     neighbour_bleed : bool, optional
         At coarse pixels a car on the neighbouring track (4.5-5.5 m away)
         blurs into this track's strip. With this option a position whose
@@ -982,9 +984,19 @@ def _classify(
         lifted = None  # scenes showing the empty track under a parked car (from the last pass)
         for it in range(n_iter):
             n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
+            # snow on roofs and on the bed makes a parked car and the empty track look
+            # alike, and patchy snow splits a place's looks into modes: among snow scenes
+            # (group 1) the appearance modes say nothing about parked cars
             pairs = {
                 g: _reference(
-                    n, free, lit, core, margin, scenes=groups == g, modes=modes, lifted=lifted
+                    n,
+                    free,
+                    lit,
+                    core,
+                    margin,
+                    scenes=groups == g,
+                    modes=modes and g == 0,
+                    lifted=lifted,
                 )
                 for g in np.unique(groups)
             }
