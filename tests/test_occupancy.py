@@ -122,7 +122,7 @@ def test_held_out_seed_at_1m(held_out_1m):
     # margin at 0.75-0.85 of the light counted as a car's own shadow at 1 m pixels;
     # 5.7 %, -3.6 %, 0.52 before runs were
     # cut at coupler gaps at 1 m too: the track error fell, the scene totals got worse
-    # and the bias bound moves from 4 % to 4.5 %; 5.7 %, -2.1 %, 0.55 before the
+    # and the bias bound was 4.5 % until the own-shadow change; 5.7 %, -2.1 %, 0.55 before the
     # blurred edge of a neighbour's
     # shadow was explained: that removed false cars on four track-scenes and left
     # one car more unseen, so the misses that the false cars had offset now show
