@@ -236,8 +236,9 @@ def estimate_occupancy(
             f"(strip half-width {strips.attrs.get('half_width_m')} m, step {step} m)"
         )
     dims = ["time", "track", "along"]
+    pixel_m = float(strips.attrs.get("pixel_size_m", step))
     if ballast_like_mode is None:
-        modes = float(strips.attrs.get("pixel_size_m", step)) <= 1.0
+        modes = pixel_m <= 1.0
     elif isinstance(ballast_like_mode, (bool, np.bool_)):
         modes = bool(ballast_like_mode)
     else:
@@ -245,7 +246,7 @@ def estimate_occupancy(
             f"ballast_like_mode: expected True, False or None, got {ballast_like_mode!r}"
         )
     if neighbour_bleed is None:
-        bleed = float(strips.attrs.get("pixel_size_m", step)) > 2.0
+        bleed = pixel_m > 2.0
     elif isinstance(neighbour_bleed, (bool, np.bool_)):
         bleed = bool(neighbour_bleed)
     else:
@@ -273,7 +274,7 @@ def estimate_occupancy(
             "modes": modes,
             "neighbours": _neighbour_positions(strips) if bleed else None,
             "shortest_car_samples": max(int(round(_SHORTEST_CAR_M / step)), 1),
-            "own_dark": _own_shadow_dark(float(strips.attrs.get("pixel_size_m", step))),
+            "own_dark": _own_shadow_dark(pixel_m),
         },
         dask="parallelized",
         output_dtypes=["int8", "float32", "float32", "int8"],

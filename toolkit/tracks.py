@@ -382,6 +382,7 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
     if shifts_m is None:
         return np.zeros((n_time, 2)), 0
     dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+    lazy_pad = int(np.ceil(_MAX_SHIFT_M / min(abs(dx), abs(dy)))) + 1  # shifts not known yet
     if isinstance(shifts_m, xr.Dataset):
         if "shift_x_m" not in shifts_m or "shift_y_m" not in shifts_m:
             raise TrackError("shifts_m: expected a Dataset with shift_x_m and shift_y_m")
@@ -390,11 +391,8 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
             # lazy shifts (coregister's): one small task per scene block, not a matrix
             # product's chain of them
             east, north = da.asarray(east), da.asarray(north)
-            if east.shape != (n_time,) or north.shape != (n_time,):
-                raise TrackError(
-                    f"shifts_m: expected {n_time} (east, north) pairs in metres, one per "
-                    f"scene; got shape {(*east.shape, 2)}"
-                )
+            for part in (east, north):
+                _check_shift_pairs((*part.shape, 2), n_time)
             offsets = da.map_blocks(
                 _offsets_block,
                 east,
@@ -406,24 +404,29 @@ def _scene_offsets(shifts_m, n_time, xs, ys):
                 dtype="float64",
                 meta=np.empty((0, 0), "float64"),
             )
-            return offsets, int(np.ceil(_MAX_SHIFT_M / min(abs(dx), abs(dy)))) + 1
+            return offsets, lazy_pad
         shifts_m = xr.concat([shifts_m["shift_x_m"], shifts_m["shift_y_m"]], "xy").T.data
     sh = shifts_m if isinstance(shifts_m, da.Array) else np.asarray(shifts_m, dtype="float64")
-    if tuple(sh.shape) != (n_time, 2):
-        raise TrackError(
-            f"shifts_m: expected {n_time} (east, north) pairs in metres, one per scene; "
-            f"got shape {tuple(sh.shape)}"
-        )
+    _check_shift_pairs(sh.shape, n_time)
     # content moved east by s lies s / pixel-width columns further (rows count southwards)
     scale = np.array([[0.0, 1.0 / dx], [1.0 / dy, 0.0]])
     offsets = sh @ scale  # (time, [row, col]): row = north / dy, col = east / dx
     if isinstance(sh, da.Array):
-        pad = int(np.ceil(_MAX_SHIFT_M / min(abs(dx), abs(dy)))) + 1
+        pad = lazy_pad
     else:
         if not np.isfinite(sh).all():
             raise TrackError("shifts_m: shifts must be finite numbers of metres")
         pad = int(np.ceil(np.abs(offsets).max())) if offsets.size else 0
     return offsets, pad
+
+
+def _check_shift_pairs(shape, n_time):
+    """Shifts come as one (east, north) pair per scene."""
+    if tuple(shape) != (n_time, 2):
+        raise TrackError(
+            f"shifts_m: expected {n_time} (east, north) pairs in metres, one per scene; "
+            f"got shape {tuple(shape)}"
+        )
 
 
 # the largest georeferencing error the strips are padded for when shifts are lazy
