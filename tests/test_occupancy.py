@@ -18,7 +18,7 @@ import xarray as xr
 
 import toolkit
 from toolkit.occupancy import OCCUPIED, UNKNOWN, _segment_row
-from toolkit.validation import accuracy, compare_with_truth
+from toolkit.validation import accuracy, compare_with_truth, mask_visible_fraction
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,31 @@ def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
 def _coregistered_counts(site):
     cube = toolkit.load_cube(site.path / "scenes")
     counts = toolkit.count_railcars(cube, site.tracks_path, coregister=True).compute()
-    return compare_with_truth(counts, site.truth_path)
+    return _with_mask_share(compare_with_truth(counts, site.truth_path), site)
+
+
+def _with_mask_share(table, site):
+    """The table with the usable-data mask's own visible share of each track at its true
+    place (:func:`toolkit.validation.mask_visible_fraction`)."""
+    own = mask_visible_fraction(site.path / "scenes", site.tracks_path, site.truth_path)
+    out = table.merge(own, on=["time", "track_id"], how="left")
+    assert out["mask_visible_fraction"].notna().all() and len(out) == len(table)
+    return out
+
+
+def _assert_valid_fraction_as_good_as_the_mask(table, *, max_departure, mask_off):
+    """The visible fraction departs from the mask's own share at the true track by at most
+    ``max_departure`` anywhere, and every track-scene off the truth by more than the
+    target's 0.05 is one where the mask itself is off by at least ``mask_off``: what is
+    left is the mask's error (blurred, noisy and offset by design, like a PlanetScope
+    UDM), which a count that trusts the mask cannot remove."""
+    ours, own = table["valid_fraction"], table["mask_visible_fraction"]
+    true = table["true_visible_fraction"]
+    departure = (ours - own).abs()
+    assert departure.max() <= max_departure, departure.max()
+    misses = (ours - true).abs() > 0.05
+    mask_error = (own - true).abs()[misses]
+    assert (mask_error >= mask_off).all(), table[misses]
 
 
 def test_event_scene_of_the_default_sample(sample_counts):
@@ -141,9 +165,12 @@ def test_held_out_seed_at_1m(held_out_1m):
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 1.4
     assert acc.valid_fraction_mean_error <= 0.01
-    # 95.0 % of 140 track-scenes within 0.05 of the true visible fraction (max 0.128: the
-    # usable-data mask is blurred and offset by design)
+    # 95.0 % of 140 track-scenes within 0.05 of the true visible fraction (max 0.128); the
+    # usable-data mask itself, read at the true tracks, also 95.0 %. Measured: at most
+    # 0.009 from the mask's own share; the mask is off by >= 0.051 at each of the 7 misses
     assert acc.valid_fraction_within >= 0.94
+    assert acc.valid_fraction_within >= acc.mask_valid_fraction_within
+    _assert_valid_fraction_as_good_as_the_mask(held_out_1m, max_departure=0.02, mask_off=0.04)
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +228,11 @@ def test_own_shadows_find_the_cars_that_look_like_ballast(held_out_05m):
 def held_out_05m_second(tmp_path_factory):
     """A second held-out seed at 0.5 m (never looked at while tuning): last 20 acquisitions."""
     site = _held_out_site(tmp_path_factory, seed=31, resolution_m=0.5, last=20)
-    return accuracy(_coregistered_counts(site), min_cars=20)
+    return _coregistered_counts(site)
 
 
 def test_second_held_out_seed_at_05m(held_out_05m_second):
-    acc = held_out_05m_second
+    acc = accuracy(held_out_05m_second, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 3.3 %, bias +3.3 %, track MAE 0.16 (5.1 %, +5.1 %, 0.20 while the
     # ballast-like mode was also looked for where the last pass left few scenes free;
@@ -227,13 +254,19 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     assert acc.track_mae <= 0.18
     assert acc.coverage >= 0.93
     assert acc.mean_interval_width <= 0.72
-    # 97.0 % of 200 track-scenes within 0.05 of the true visible fraction (max 0.105)
+    # 97.0 % of 200 track-scenes within 0.05 of the true visible fraction (max 0.105); the
+    # usable-data mask itself, read at the true tracks, 96.0 %. Measured: at most 0.012
+    # from the mask's own share; the mask is off by >= 0.052 at each of the 6 misses
     assert acc.valid_fraction_within >= 0.96
+    assert acc.valid_fraction_within >= acc.mask_valid_fraction_within
+    _assert_valid_fraction_as_good_as_the_mask(
+        held_out_05m_second, max_departure=0.02, mask_off=0.04
+    )
 
 
 @pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
 def test_second_held_out_05m_meets_the_accuracy_target(held_out_05m_second):
-    acc = held_out_05m_second
+    acc = accuracy(held_out_05m_second, min_cars=20)
     assert acc.scene_mare <= 0.03 and abs(acc.scene_bias) <= 0.02 and acc.track_mae <= 0.5
 
 
@@ -248,11 +281,11 @@ def held_out_3m(tmp_path_factory):
     cube = toolkit.load_cube(site.path / "scenes")
     counts = toolkit.count_railcars(cube, site.tracks_path)
     assert counts.attrs["step_m"] == 1.5
-    return accuracy(compare_with_truth(counts.compute(), site.truth_path), min_cars=20)
+    return _with_mask_share(compare_with_truth(counts.compute(), site.truth_path), site)
 
 
 def test_held_out_seed_at_3m(held_out_3m):
-    acc = held_out_3m
+    acc = accuracy(held_out_3m, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 5.5 %, bias +4.6 % (cars on a neighbouring track still bleed into
     # the strip), track MAE 0.45 (11.2 %, +11.2 %, 0.62 before the blurred edge of a
@@ -272,13 +305,19 @@ def test_held_out_seed_at_3m(held_out_3m):
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 1.8
     assert acc.valid_fraction_mean_error <= 0.02
-    # 94.3 % of 140 track-scenes within 0.05 of the true visible fraction (max 0.096)
+    # 94.3 % of 140 track-scenes within 0.05 of the true visible fraction (max 0.096); the
+    # usable-data mask itself, read at the true tracks, 95.0 % (3 m pixels blur the
+    # mask's edges into the strips). Measured: at most 0.021 from the mask's own share;
+    # the mask is off by >= 0.040 at each of the 8 misses
     assert acc.valid_fraction_within >= 0.93
+    assert acc.valid_fraction_within >= acc.mask_valid_fraction_within - 0.01
+    _assert_valid_fraction_as_good_as_the_mask(held_out_3m, max_departure=0.03, mask_off=0.03)
 
 
 @pytest.mark.xfail(strict=True, reason="3 m bias target of the counting issue not met yet")
 def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
-    assert held_out_3m.scene_mare <= 0.12 and abs(held_out_3m.scene_bias) <= 0.02
+    acc = accuracy(held_out_3m, min_cars=20)
+    assert acc.scene_mare <= 0.12 and abs(acc.scene_bias) <= 0.02
 
 
 def test_shadow_side_follows_the_sun():
@@ -951,9 +990,68 @@ def test_accuracy_reports_the_share_of_visible_fractions_within_the_tolerance():
     assert acc.valid_fraction_within == 0.5
     assert acc.valid_fraction_max_error == pytest.approx(0.2)
     assert "50.0% of track-scenes within 0.05" in acc.summary()
+    assert np.isnan(acc.mask_valid_fraction_within) and "mask itself" not in acc.summary()
+    # the mask's own shares, off by 0.01, 0, 0.06 and 0.2: half within, as reported
+    with_mask = accuracy(table.assign(mask_visible_fraction=[0.99, 1.0, 0.5, 0.3]))
+    assert with_mask.mask_valid_fraction_within == 0.5
+    assert "the usable-data mask itself, at the true tracks: 50.0%" in with_mask.summary()
     assert accuracy(table, valid_fraction_tolerance=0.1).valid_fraction_within == 0.75
     with pytest.raises(toolkit.InputError, match="valid_fraction_tolerance"):
         accuracy(table, valid_fraction_tolerance=-0.05)
+
+
+def test_the_masks_own_visible_share_is_read_at_the_true_track(tmp_path):
+    """SYNTHETIC: a 100 m straight track along a row of a 1 m mask whose cloud covers
+    x < 631740 m. At its true place the track is 40 % clouded; the scene's content is
+    shifted 20 m east, so the mask there (in the scene's own grid) covers 20 % of it,
+    and a track moved off the mask's rows reads nothing clear."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.transform import from_origin
+    from shapely.geometry import LineString
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    mask = np.zeros((40, 200), np.uint8)
+    mask[:, :40] = 1  # cloud west of 631740 m
+    profile = dict(driver="GTiff", width=200, height=40, count=1, dtype="uint8")
+    with rasterio.open(
+        scenes / "20231005T020000_s.mask.tif",
+        "w",
+        crs="EPSG:32652",
+        transform=from_origin(631700.0, 4697740.0, 1.0, 1.0),
+        **profile,
+    ) as dst:
+        dst.write(mask[None])
+    y = 4697720.5
+    tracks = gpd.GeoDataFrame(
+        {"track_id": ["01", "02"]},
+        geometry=[
+            LineString([(631700.0, y), (631800.0, y)]),
+            LineString([(631700.0, y + 60), (631800.0, y + 60)]),
+        ],
+        crs="EPSG:32652",
+    )
+    truth = pd.DataFrame(
+        {
+            "time": ["2023-10-05T02:00:00"] * 2,
+            "scene": ["20231005T020000_s.tif"] * 2,
+            "track_id": ["01", "02"],
+            "shift_x_m": [20.0, 20.0],
+            "shift_y_m": [0.0, 0.0],
+        }
+    )
+    own = mask_visible_fraction(scenes, tracks, truth).set_index("track_id")
+    assert own.loc["01", "mask_visible_fraction"] == pytest.approx(0.8)
+    assert own.loc["02", "mask_visible_fraction"] == 0.0  # off the mask: nothing seen
+    unshifted = mask_visible_fraction(scenes, tracks, truth.assign(shift_x_m=0.0))
+    assert unshifted.set_index("track_id").loc["01", "mask_visible_fraction"] == pytest.approx(0.6)
+    with pytest.raises(toolkit.InputError, match="shift_x_m"):
+        mask_visible_fraction(scenes, tracks, truth.drop(columns="shift_x_m"))
+    with pytest.raises(toolkit.InputError, match=r"other\.mask\.tif"):
+        mask_visible_fraction(scenes, tracks, truth.assign(scene="other.tif"))
+    with pytest.raises(toolkit.InputError, match="no track '03'"):
+        mask_visible_fraction(scenes, tracks, truth.assign(track_id="03"))
 
 
 @pytest.mark.parametrize(("pixel_m", "found"), [(1.0, 1), (0.5, 0)])

@@ -15,7 +15,7 @@ import xarray as xr
 
 from toolkit.errors import InputError
 
-__all__ = ["compare_with_truth", "accuracy", "CountAccuracy"]
+__all__ = ["compare_with_truth", "accuracy", "CountAccuracy", "mask_visible_fraction"]
 
 
 def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
@@ -40,18 +40,10 @@ def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
         ``valid_fraction`` (estimated) and ``true_visible_fraction`` when
         known, ``cloud_fraction`` when known.
     """
-    if not isinstance(truth, pd.DataFrame):
-        path = os.fspath(truth)
-        try:
-            truth = pd.read_csv(path, dtype={"track_id": str})
-        except FileNotFoundError:
-            raise InputError(f"{path}: truth file not found") from None
-    truth = truth.copy()
+    truth = _read_truth(truth)
     for col in ("time", "track_id", "railcars"):
         if col not in truth.columns:
             raise InputError(f"truth table lacks the column {col!r}")
-    truth["time"] = pd.to_datetime(truth["time"])
-    truth["track_id"] = truth["track_id"].astype(str)
     est = counts[["railcars", "railcars_low", "railcars_high", "valid_fraction"]]
     est = est.to_dataframe().reset_index()
     est["track_id"] = est["track"].astype(str)
@@ -79,6 +71,100 @@ def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
     if "cloud_fraction" in m.columns:
         out["cloud_fraction"] = m["cloud_fraction"].to_numpy()
     return out.sort_values(["time", "track_id"]).reset_index(drop=True)
+
+
+def mask_visible_fraction(scenes, tracks, truth, *, step_m: float = 0.5) -> pd.DataFrame:
+    """The usable-data mask's own visible share of each track, read at the true track.
+
+    The best ``valid_fraction`` a count that trusts the mask can report: each
+    track's centreline, sampled every ``step_m`` metres and moved by the
+    scene's true georeferencing shift (the truth's ``shift_x_m`` and
+    ``shift_y_m``), is looked up in the scene's ``<stem>.mask.tif`` (0 =
+    clear). Where this share is itself far from the true visible share, the
+    mask (blurred, noisy and offset, like a PlanetScope UDM) is what is wrong.
+    For the simulator's sites, whose truth holds the shifts.
+
+    Parameters
+    ----------
+    scenes : path
+        The folder of scenes and their ``.mask.tif`` sidecars.
+    tracks : path or GeoDataFrame
+        Track centrelines with ``track_id``.
+    truth : path or pandas.DataFrame
+        The simulator's ``truth.csv`` (``time``, ``scene``, ``track_id``,
+        ``shift_x_m``, ``shift_y_m``).
+    step_m : float, default 0.5
+        Spacing of the centreline samples (the truth's own is 0.5 m).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``time``, ``track_id``, ``mask_visible_fraction``, one row per row of
+        the truth.
+
+    Examples
+    --------
+    >>> import toolkit
+    >>> from toolkit.validation import mask_visible_fraction
+    >>> site = toolkit.simulate_site("/tmp/site", dates=["2023-09-04"])  # doctest: +SKIP
+    >>> own = mask_visible_fraction(site.path / "scenes", site.tracks_path, site.truth_path)  # doctest: +SKIP
+    >>> own["mask_visible_fraction"].between(0, 1).all()  # doctest: +SKIP
+    True
+    """
+    import rasterio
+    import shapely
+
+    from toolkit.tracks import _name, read_tracks
+
+    if not (isinstance(step_m, (int, float)) and not isinstance(step_m, bool) and step_m > 0):
+        raise InputError(f"step_m: expected a positive number of metres, got {step_m!r}")
+    truth = _read_truth(truth)
+    need = {"time", "scene", "track_id", "shift_x_m", "shift_y_m"} - set(truth.columns)
+    if need:
+        raise InputError(f"truth table lacks the columns {sorted(need)} (a simulator's truth.csv)")
+    folder = os.fspath(scenes)
+    lines = read_tracks(tracks)
+    rows = []
+    for scene, group in truth.groupby("scene", sort=False):
+        stem = str(scene).rsplit(".", 1)[0]
+        path = os.path.join(folder, stem + ".mask.tif")
+        try:
+            with rasterio.open(path) as src:
+                mask, to_px, crs = src.read(1), ~src.transform, src.crs
+        except rasterio.errors.RasterioIOError as err:
+            raise InputError(f"{path}: cannot read the usable-data mask ({err})") from None
+        placed = lines.to_crs(crs)  # indexed by track_id
+        for rec in group.itertuples():
+            if rec.track_id not in placed.index:
+                raise InputError(f"{_name(tracks)}: no track {rec.track_id!r} (in the truth)")
+            line = placed.geometry.loc[rec.track_id]
+            pts = shapely.line_interpolate_point(line, np.arange(0.0, line.length, step_m))
+            col, row = to_px * (
+                shapely.get_x(pts) + rec.shift_x_m,
+                shapely.get_y(pts) + rec.shift_y_m,
+            )
+            col, row = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+            inside = (col >= 0) & (col < mask.shape[1]) & (row >= 0) & (row < mask.shape[0])
+            clear = inside.copy()
+            clear[inside] = mask[row[inside], col[inside]] == 0
+            rows.append((rec.time, rec.track_id, float(clear.mean()) if clear.size else np.nan))
+    return pd.DataFrame(rows, columns=["time", "track_id", "mask_visible_fraction"])
+
+
+def _read_truth(truth) -> pd.DataFrame:
+    if isinstance(truth, pd.DataFrame):
+        out = truth.copy()
+    else:
+        path = os.fspath(truth)
+        try:
+            out = pd.read_csv(path, dtype={"track_id": str})
+        except FileNotFoundError:
+            raise InputError(f"{path}: truth file not found") from None
+    if "time" in out.columns:
+        out["time"] = pd.to_datetime(out["time"])
+    if "track_id" in out.columns:
+        out["track_id"] = out["track_id"].astype(str)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +195,10 @@ class CountAccuracy:
         ``valid_fraction_tolerance`` of the truth.
     valid_fraction_tolerance : float
         That tolerance (0.05 by default, the issue's target).
+    mask_valid_fraction_within : float
+        The same share for the usable-data mask's own visible fraction at the
+        true tracks, where the table has :func:`mask_visible_fraction`'s
+        column (NaN otherwise): how far trusting the mask can get.
     table : pandas.DataFrame
         The per-scene totals.
     """
@@ -123,6 +213,7 @@ class CountAccuracy:
     valid_fraction_mean_error: float
     valid_fraction_within: float
     valid_fraction_tolerance: float
+    mask_valid_fraction_within: float = float("nan")
     table: pd.DataFrame = field(repr=False)
 
     def summary(self) -> str:
@@ -137,7 +228,13 @@ class CountAccuracy:
                 f"  valid_fraction error: mean {self.valid_fraction_mean_error:.3f}, "
                 f"max {self.valid_fraction_max_error:.3f}, "
                 f"{100 * self.valid_fraction_within:.1f}% of track-scenes within "
-                f"{self.valid_fraction_tolerance:g}",
+                f"{self.valid_fraction_tolerance:g}"
+                + (
+                    f" (the usable-data mask itself, at the true tracks: "
+                    f"{100 * self.mask_valid_fraction_within:.1f}%)"
+                    if np.isfinite(self.mask_valid_fraction_within)
+                    else ""
+                ),
             ]
         )
 
@@ -163,6 +260,9 @@ def accuracy(
         A scene is cloud-free when no track has more than this cloud fraction.
     valid_fraction_tolerance : float, default 0.05
         A track-scene's visible fraction is right when within this of the truth.
+        With a ``mask_visible_fraction`` column (:func:`mask_visible_fraction`
+        merged on ``time`` and ``track_id``), the mask's own share within it is
+        reported too.
     """
     tol = valid_fraction_tolerance
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
@@ -192,6 +292,11 @@ def accuracy(
     vf_within = (
         float((vf_err <= valid_fraction_tolerance).mean()) if vf_err.notna().any() else np.nan
     )
+    mask_within = float("nan")
+    if {"mask_visible_fraction", "true_visible_fraction"} <= set(table.columns):
+        own = (table["mask_visible_fraction"] - table["true_visible_fraction"]).abs().dropna()
+        if len(own):
+            mask_within = float((own <= tol).mean())
     return CountAccuracy(
         scene_mare=float(rel.abs().mean()) if len(rel) else float("nan"),
         scene_bias=float(rel.mean()) if len(rel) else float("nan"),
@@ -203,5 +308,6 @@ def accuracy(
         valid_fraction_mean_error=float(vf_err.mean()),
         valid_fraction_within=vf_within,
         valid_fraction_tolerance=float(valid_fraction_tolerance),
+        mask_valid_fraction_within=mask_within,
         table=scenes.reset_index(),
     )
