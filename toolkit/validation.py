@@ -124,6 +124,7 @@ def mask_visible_fraction(scenes, tracks, truth, *, step_m: float = 0.5) -> pd.D
         raise InputError(f"truth table lacks the columns {sorted(need)} (a simulator's truth.csv)")
     folder = os.fspath(scenes)
     lines = read_tracks(tracks)
+    samples_by_crs: dict = {}  # the centreline samples, once per CRS the masks use
     rows = []
     for scene, group in truth.groupby("scene", sort=False):
         stem = str(scene).rsplit(".", 1)[0]
@@ -133,12 +134,16 @@ def mask_visible_fraction(scenes, tracks, truth, *, step_m: float = 0.5) -> pd.D
                 mask, to_px, crs = src.read(1), ~src.transform, src.crs
         except rasterio.errors.RasterioIOError as err:
             raise InputError(f"{path}: cannot read the usable-data mask ({err})") from None
-        placed = lines.to_crs(crs)  # indexed by track_id
+        if crs not in samples_by_crs:
+            samples_by_crs[crs] = {
+                tid: shapely.line_interpolate_point(line, np.arange(0.0, line.length, step_m))
+                for tid, line in lines.to_crs(crs).geometry.items()  # indexed by track_id
+            }
+        samples = samples_by_crs[crs]
         for rec in group.itertuples():
-            if rec.track_id not in placed.index:
+            if rec.track_id not in samples:
                 raise InputError(f"{_name(tracks)}: no track {rec.track_id!r} (in the truth)")
-            line = placed.geometry.loc[rec.track_id]
-            pts = shapely.line_interpolate_point(line, np.arange(0.0, line.length, step_m))
+            pts = samples[rec.track_id]
             col, row = to_px * (
                 shapely.get_x(pts) + rec.shift_x_m,
                 shapely.get_y(pts) + rec.shift_y_m,
