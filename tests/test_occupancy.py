@@ -142,7 +142,8 @@ def test_held_out_seed_at_1m(held_out_1m):
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty
     # looks at each place), co-registered (the default): MARE 5.9 %, bias -2.6 %,
-    # track MAE 0.47, which meets the 0.5 target (6.3 %, -4.2 %, 0.48 before a far
+    # track MAE 0.45, which meets the 0.5 target (0.47 before short strong runs on a
+    # quiet track were left out of the estimate; 6.3 %, -4.2 %, 0.48 before a far
     # margin at 0.75-0.85 of the light counted as a car's own shadow at 1 m pixels;
     # 5.7 %, -3.6 %, 0.52 before runs were
     # cut at coupler gaps at 1 m too: the track error fell, the scene totals got worse
@@ -161,7 +162,7 @@ def test_held_out_seed_at_1m(held_out_1m):
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.03
     assert acc.scene_mare <= 0.062
-    assert acc.track_mae <= 0.5
+    assert acc.track_mae <= 0.47
     assert acc.coverage >= 0.90
     assert acc.mean_interval_width <= 1.4
     assert acc.valid_fraction_mean_error <= 0.01
@@ -192,7 +193,8 @@ def test_held_out_seed_at_05m(held_out_05m):
     acc = accuracy(held_out_05m[True], min_cars=20)
     print("\n" + acc.summary())
     # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 1.8 %,
-    # bias -0.6 %, track MAE 0.18 (3.2 %, -3.2 %, 0.25 before a lifted shadow counted
+    # bias -0.6 %, track MAE 0.17 (0.18 before short strong runs on a quiet track were
+    # left out of the estimate; 3.2 %, -3.2 %, 0.25 before a lifted shadow counted
     # where most of its run deviates, not only a railcar-long deviating piece: 13
     # track-scenes better, none worse; 2.4 %, -2.4 %, 0.28 before the blurred edge of
     # a neighbour's shadow was explained, which removed a false car on each of five
@@ -206,7 +208,7 @@ def test_held_out_seed_at_05m(held_out_05m):
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.03
     assert abs(acc.scene_bias) <= 0.02
-    assert acc.track_mae <= 0.2
+    assert acc.track_mae <= 0.19
     assert acc.coverage >= 0.93
     assert acc.mean_interval_width <= 0.6
     assert acc.valid_fraction_mean_error <= 0.01
@@ -234,7 +236,9 @@ def held_out_05m_second(tmp_path_factory):
 def test_second_held_out_seed_at_05m(held_out_05m_second):
     acc = accuracy(held_out_05m_second, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 3.3 %, bias +3.3 %, track MAE 0.16 (5.1 %, +5.1 %, 0.20 while the
+    # measured: MARE 2.6 %, bias +2.6 %, track MAE 0.14 (3.3 %, +3.3 %, 0.16 before
+    # short strong runs on a quiet track were left out of the estimate: false cars on
+    # empty stretches; 5.1 %, +5.1 %, 0.20 while the
     # ballast-like mode was also looked for where the last pass left few scenes free;
     # 2.0 %, +2.0007 %, 0.25 before a
     # lifted shadow counted where most of its run deviates: 13 track-scenes better, one
@@ -244,14 +248,15 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     # gaps had to be narrow dips; 5.3 %, 0.347 before a car parked in every scene was
     # looked for by the track's typical look; 7.2 %, 0.30 before the margins of a track
     # were checked against its typical look; 11.2 %, 0.29 before the ballast-like mode;
-    # 14.7 %, 0.44 before smooth light changes were explained). The scene-error and bias
-    # targets (3 %, 2 %) are not met, the track-error and coverage targets are.
+    # 14.7 %, 0.44 before smooth light changes were explained). The bias target (2 %)
+    # is not met, the scene-error, track-error and coverage targets are.
     # Intervals: coverage 94.7 % (93.2 % before the mode rule; 88.4 % before the
     # lifted-shadow share, 87.9 % before the shadow edge; 89.5 % before the narrow-gap
     # rule), mean width 0.69 cars (0.15 with the car-length range alone).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.035
-    assert acc.track_mae <= 0.18
+    assert acc.scene_mare <= 0.03
+    assert abs(acc.scene_bias) <= 0.03
+    assert acc.track_mae <= 0.16
     assert acc.coverage >= 0.93
     assert acc.mean_interval_width <= 0.72
     # 97.0 % of 200 track-scenes within 0.05 of the true visible fraction (max 0.105); the
@@ -707,6 +712,61 @@ def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):
     (tmp_path / "counts.nc").write_bytes(b"not netcdf")
     assert toolkit.load_counts_cache(tmp_path, cube) is None
     assert len(toolkit.occupancy.source_fingerprint()) == 16
+
+
+def _profile_dataset(rows, devs, *, step):
+    """A hand-made occupancy Dataset: one date, a track per row."""
+    rows, devs = np.asarray(rows, "int8"), np.asarray(devs, "float32")
+    n_k, n_a = rows.shape
+    return xr.Dataset(
+        {
+            "occupancy": (("time", "track", "along"), rows[None]),
+            "deviation": (("time", "track", "along"), devs[None]),
+        },
+        coords={
+            "time": [np.datetime64("2023-10-05")],
+            "track": [f"{k + 1:02d}" for k in range(n_k)],
+            "along": np.arange(n_a) * step,
+        },
+        attrs={"step_m": step, "threshold": 5.0},
+    ).assign_coords(length_m=("track", [n_a * step] * n_k))
+
+
+def test_a_short_strong_run_on_a_quiet_track_is_left_out_of_the_estimate():
+    """SYNTHETIC 0.5 m profiles, 100 m long. An 8 m run (shorter than any railcar) with
+    free track on both sides, deviating 14 noise units (above twice the threshold of 5),
+    on a track with no railcar-long run: the estimate leaves it out (0 cars) and the
+    interval still holds it (0-1; the low bound leaves every run shorter than a railcar out). The same run is counted (1 car) where it deviates only
+    8 units, where it touches unknown track (a car cut by a cloud edge), or where the
+    track also holds a 32 m cut (a busy track: a car seen in part); and in 1.5 m strips
+    (3 m pixels), where a car is a few samples long."""
+    step = 0.5
+    n_a = 200
+    quiet = np.zeros(n_a, "int8")
+    quiet[80:96] = OCCUPIED  # 8 m
+    strong = np.where(quiet == OCCUPIED, 14.0, 1.0)
+    weak = np.where(quiet == OCCUPIED, 8.0, 1.0)
+    cut = quiet.copy()
+    cut[70:80] = UNKNOWN  # a cloud edge just before the run
+    busy = quiet.copy()
+    busy[120:184] = OCCUPIED  # a 32 m cut of two cars further along
+    dev_busy = np.where(busy == OCCUPIED, 14.0, 1.0)
+    counts = toolkit.counts_from_occupancy(
+        _profile_dataset([quiet, quiet, cut, busy], [strong, weak, strong, dev_busy], step=step)
+    ).isel(time=0)
+    assert counts["railcars"].values.tolist() == [0.0, 1.0, 1.0, 3.0]
+    assert counts["railcars_low"].values.tolist() == [0.0, 0.0, 0.0, 2.0]
+    assert counts["railcars_high"].values.tolist() == [1.0, 1.0, 1.0, 4.0]
+    # the occupied length is the occupancy's: the run is in doubt, not free
+    assert counts["occupied_m"].values[0] == 8.0
+    # car outlines and kinds hold the same cars as the estimate
+    from toolkit.occupancy import _counted_row, _doubt_dev
+
+    occ = _profile_dataset([quiet], [strong], step=step)
+    assert not (_counted_row(quiet, strong, step=step, doubt_dev=_doubt_dev(occ)) == OCCUPIED).any()
+    coarse = _profile_dataset([quiet[::3]], [strong[::3]], step=1.5)
+    assert _doubt_dev(coarse) is None
+    assert toolkit.counts_from_occupancy(coarse)["railcars"].values.ravel().tolist() == [1.0]
 
 
 def test_count_bounds_are_whole_numbers():

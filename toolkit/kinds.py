@@ -42,7 +42,7 @@ import xarray as xr
 from scipy import ndimage
 
 from toolkit.errors import InputError
-from toolkit.occupancy import FREE, OCCUPIED, _segment_row
+from toolkit.occupancy import FREE, OCCUPIED, _counted_row, _doubt_dev, _segment_row
 
 __all__ = [
     "KINDS",
@@ -200,9 +200,10 @@ def railcar_features(
     trim = max(int(round(0.5 / step)), 0)  # coupler gap and run-edge blur
     end_n = max(int(round(3.5 / step)), 1)
     smooth = max(int(round(3.0 / step)) | 1, 3)
+    doubt = _doubt_dev(occupancy)  # the cars the count's estimate holds
     for t in range(value.shape[0]):
         for k in range(value.shape[1]):
-            row = occ[t, k]
+            row = _counted_row(occ[t, k], dev[t, k], step=step, doubt_dev=doubt)
             if not (row == OCCUPIED).any():
                 continue
             cars = _segment_row(
@@ -610,12 +611,14 @@ def _cars_only(strips, occupancy, car_length_m, car_length_range_m) -> pd.DataFr
     times = pd.DatetimeIndex(occupancy["time"].values)
     tracks = [str(t) for t in occupancy["track"].values]
     rows = []
+    doubt = _doubt_dev(occupancy)  # the cars the count's estimate holds
     for t in range(occ.shape[0]):
         for k in range(occ.shape[1]):
-            if not (occ[t, k] == OCCUPIED).any():
+            row = _counted_row(occ[t, k], dev[t, k], step=step, doubt_dev=doubt)
+            if not (row == OCCUPIED).any():
                 continue
             cars = _segment_row(
-                occ[t, k],
+                row,
                 dev[t, k],
                 step=step,
                 mean_len=car_length_m,
