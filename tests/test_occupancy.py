@@ -325,6 +325,44 @@ def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
     assert acc.scene_mare <= 0.12 and abs(acc.scene_bias) <= 0.02
 
 
+@pytest.fixture(scope="module")
+def held_out_dense_05m(tmp_path_factory):
+    """A yard 60-90 % full on every date (history "dense": cars packed afresh each date,
+    a colour per batch), held out (never looked at while tuning): seed 113 at 0.5 m, 12
+    dates spread over the five years."""
+    times = list(toolkit.five_year_history(seed=113)["time"])
+    site = toolkit.simulate_site(
+        tmp_path_factory.mktemp("held_out_dense") / "site",
+        resolution_m=0.5,
+        seed=113,
+        history="dense",
+        dates=times[:: len(times) // 12][:12],
+    )
+    cube = toolkit.load_cube(site.path / "scenes")
+    counts = toolkit.count_railcars(cube, site.tracks_path).compute()
+    return compare_with_truth(counts, site.truth_path)
+
+
+def test_held_out_dense_yard_at_05m(held_out_dense_05m):
+    acc = accuracy(held_out_dense_05m, min_cars=20)
+    print("\n" + acc.summary())
+    # measured: MARE 20.1 %, bias -19.7 %, track MAE 4.6, coverage 37 %, mean width 5.8
+    # (46.6 %, -46.6 %, 8.9, 2.5 % before a busy scene's noise was read from its free
+    # track: the positions judged free held the cars and hid them). The empty-track
+    # reference still comes from scenes that mostly show cars; the targets are not met.
+    assert acc.n_scenes >= 8
+    assert acc.scene_mare <= 0.22
+    assert abs(acc.scene_bias) <= 0.22
+    assert acc.track_mae <= 5.0
+    assert acc.coverage >= 0.33
+
+
+@pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
+def test_held_out_dense_yard_meets_the_accuracy_target(held_out_dense_05m):
+    acc = accuracy(held_out_dense_05m, min_cars=20)
+    assert acc.scene_mare <= 0.03 and abs(acc.scene_bias) <= 0.02 and acc.track_mae <= 0.5
+
+
 def test_shadow_side_follows_the_sun():
     """At noon in the northern mid-latitudes shadows fall north: on the track's north side."""
     import geopandas as gpd
@@ -767,6 +805,57 @@ def test_a_short_strong_run_on_a_quiet_track_is_left_out_of_the_estimate():
     coarse = _profile_dataset([quiet[::3]], [strong[::3]], step=1.5)
     assert _doubt_dev(coarse) is None
     assert toolkit.counts_from_occupancy(coarse)["railcars"].values.ravel().tolist() == [1.0]
+
+
+def _distances(rng, shape, scale):
+    """Chi-distributed colour distances (3 bands) of the given scale."""
+    return np.sqrt((rng.normal(0.0, scale, (*shape, 3)) ** 2).sum(-1))
+
+
+def test_a_busy_scene_is_read_with_the_noise_of_its_free_track():
+    """SYNTHETIC distances, 4 tracks x 500 positions x 9 samples across (the outer two
+    on each side are the margins beside any car body), noise 0.01. In a busy scene 70 %
+    of the positions hold cars (core distances 0.05-0.4 higher, a colour per car) and, as
+    in the first pass, every position is taken as free: the median over them reads the
+    cars as noise (sigma over 8 times too large; under half of the car positions stand
+    out). Read with the margins, which fit as well as the free track, the sigma is within
+    a factor 2.5 of the free track's (the lowest tenth of all positions is the free
+    track's lowest third) and over 90 % of the car positions stand out. A scene that fits
+    poorly everywhere, margins too (patchy snow on a lone snow date), keeps its larger
+    sigma, and so does a quiet scene."""
+    from toolkit.occupancy import _core_deviation
+
+    rng = np.random.default_rng(5)
+    shape = (4, 500, 9)
+    margin = np.zeros(9, bool)
+    margin[[0, 1, 7, 8]] = True
+    halves = [np.array([2, 3]), np.array([5, 6])]
+    known = np.ones(shape[:2], bool)
+    chi_med = 1.54
+
+    def sigma(d, **kw):
+        return _core_deviation(d, known, known, halves, 1, chi_med, d_noise=d, **kw)[2]
+
+    quiet = _distances(rng, shape, 0.01)
+    car_id = np.arange(500) // 30
+    cars = car_id % 10 < 7  # 70 % of the track in 15 m cars
+    busy = quiet.copy()
+    look = rng.uniform(0.05, 0.4, (4, car_id.max() + 1))  # each car its own colour
+    busy[:, cars, 2:7] += look[:, car_id[cars], None]
+    true_sigma = sigma(quiet)
+    assert sigma(busy) > 8 * true_sigma
+    s_busy = sigma(busy, margin=margin)
+    assert true_sigma <= s_busy <= 2.5 * true_sigma
+    dev = _core_deviation(busy, known, known, halves, 1, chi_med, d_noise=busy, margin=margin)[0]
+    found = (dev[:, cars] > 5).mean()
+    assert found > 0.9 and (dev[:, ~cars] > 5).mean() < 0.01, found
+    plain = _core_deviation(busy, known, known, halves, 1, chi_med, d_noise=busy)[0]
+    assert (plain[:, cars] > 5).mean() < 0.5
+    # poor fit everywhere, a tenth of the track fitting: the margins say so
+    misfit = _distances(rng, shape, 0.05)
+    misfit[:, :50] = quiet[:, :50]
+    assert sigma(misfit, margin=margin) == sigma(misfit)
+    assert sigma(quiet, margin=margin) == true_sigma
 
 
 def test_count_bounds_are_whole_numbers():

@@ -1058,7 +1058,14 @@ def _classify(
                 # the noise level comes from the distances without the light explanation,
                 # which would otherwise lower it and make every other place look deviant
                 dc, dc_raw, s_t = _core_deviation(
-                    d, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_plain
+                    d,
+                    known[t],
+                    free[t],
+                    halves_idx,
+                    smooth,
+                    chi_med,
+                    d_noise=d_plain,
+                    margin=margin,
                 )
                 sigma[t] = s_t
                 dev[t] = dc
@@ -1356,6 +1363,14 @@ _MODE_GAIN = 0.5
 # ... and is looked for where the last pass judged at least this share of the scenes that
 # show a place free
 _MODE_MIN_SHARE = 0.5
+# the noise sigma is at most the _NOISE_LOW_Q quantile of the distances of all known
+# positions over this share of the median: on the tuning sites the lowest tenth of the
+# free positions' distances lies at 0.53-0.68 of their median (1 m and 0.5 m), so only a
+# scene whose positions judged free hold many cars is read with the lower sigma
+_NOISE_LOW_Q = 0.1
+_NOISE_LOW_RATIO = 0.45
+_NOISE_BUSY_SPREAD = 1.5
+_NOISE_MARGIN_FIT = 1.1
 # a run shorter than a railcar on a quiet track, deviating more than this many times the
 # occupancy threshold, is left out of the count's estimate (see _counted_row)
 _DOUBT_FACTOR = 2.0
@@ -1414,17 +1429,39 @@ def _shadow_sides(strips, *, enabled: bool = True):
     return xr.DataArray(out, dims=("time", "track", "along"))
 
 
-def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None):
+def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None, margin=None):
     """Per-position deviation in noise units from per-sample distances (track, along, across).
 
     A car covers both halves of the core; a neighbour's shadow edge or a glint
     covers one: the less deviant half counts. Returns the smoothed and the raw
     deviation, and the noise sigma (from the positions judged free, measured
     on ``d_noise`` when given, else on ``d``).
+
+    With ``margin`` (bool over ``across``: the strip's margins, beside any car
+    body), a busy scene is read with a lower sigma. Where most of the track is
+    occupied, the positions judged free hold many cars, whose distances inflate
+    the noise and hide the cars (a yard that is full on every date). Such a
+    scene shows it in two ways: the ballast beside the track fits its reference
+    better than the track's core does (by ``_NOISE_MARGIN_FIT``; in a scene
+    whose empty track fits, the margins fit worse than the core, which has
+    the rails), and the core's distances spread widely (upper quartile at least
+    ``_NOISE_BUSY_SPREAD`` times the median). There the sigma is at most the one
+    read from the lowest tenth of all known positions (see
+    ``_NOISE_LOW_RATIO``). A scene that fits poorly everywhere (patchy snow on
+    a lone snow date, haze) keeps its larger sigma: its margins fit as poorly.
     """
     dc_raw, dc = _core_profiles(d, known, halves_idx, smooth)
     noise = dc if d_noise is None else _core_profiles(d_noise, known, halves_idx, smooth)[1]
     s = nanmedian_flat(np.where(free, noise, np.nan)) / chi_med
+    if margin is not None and margin.any() and np.isfinite(s):
+        low = noise[known]
+        low = low[np.isfinite(low)]
+        beside = (d if d_noise is None else d_noise)[..., margin]
+        s_beside = nanmedian_flat(np.where(known[..., None], beside, np.nan)) / chi_med
+        if low.size >= 50 and s_beside < _NOISE_MARGIN_FIT * s:
+            q_low, q_mid, q_high = np.quantile(low, [_NOISE_LOW_Q, 0.5, 0.75])
+            if q_high >= _NOISE_BUSY_SPREAD * q_mid:
+                s = min(s, q_low / (_NOISE_LOW_RATIO * chi_med))
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
     return dc / sigma, dc_raw / sigma, sigma
