@@ -70,7 +70,7 @@ FREE, OCCUPIED, UNKNOWN = 0, 1, -1
 
 #: The alternative readings of the evidence that :func:`estimate_occupancy` records
 #: (``occupancy_readings``) and :func:`counts_from_occupancy` bounds the count with.
-READINGS = ("strict", "lenient", "ballast_reference", "temporal_reference")
+READINGS = ("strict", "lenient", "ballast_reference", "temporal_reference", "busy_noise")
 
 #: Columns of the ``toolkit count`` CSV, in order (the contract in DESIGN.md).
 CSV_COLUMNS = (
@@ -205,8 +205,11 @@ def estimate_occupancy(
         times, ``ballast_reference`` compares with the ballast beside the
         track instead of the temporal reference (a car parked in most scenes
         enters the temporal reference), ``temporal_reference`` with the plain
-        temporal median, as if no rule for parked cars had replaced it. Their
-        counts bound the count in :func:`counts_from_occupancy`.
+        temporal median, as if no rule for parked cars had replaced it,
+        ``busy_noise`` with half the noise sigma in a busy scene (where the
+        positions judged free may still hold cars, see below; elsewhere the
+        same as the estimate). Their counts bound the count in
+        :func:`counts_from_occupancy`.
         attrs record the method and parameters.
 
     Notes
@@ -313,7 +316,8 @@ def estimate_occupancy(
             "description": f"strict: threshold x {_STRICT_FACTOR}; lenient: threshold x "
             f"{_LENIENT_FACTOR}; ballast_reference: the ballast beside the track as the "
             "empty track; temporal_reference: the plain temporal median as the "
-            "empty track. They bound the count (counts_from_occupancy).",
+            f"empty track; busy_noise: a busy scene's noise sigma x {_BUSY_NOISE_FACTOR}. "
+            "They bound the count (counts_from_occupancy).",
         }
     )
     out.attrs.update(
@@ -418,9 +422,9 @@ def counts_from_occupancy(
     if "occupancy_readings" in occupancy:
         # the count under the alternative readings of the evidence widens the bounds
         alt = count(occupancy["occupancy_readings"]).isel(stat=0)
-        for r in alt["reading"].values:  # strict: fewer cars only, lenient: more only
+        for r in alt["reading"].values:  # strict: fewer cars only; lenient, busy: more only
             n_r = alt.sel(reading=r, drop=True)
-            if r != "lenient":
+            if r not in ("lenient", "busy_noise"):
                 low = np.fmin(low, n_r)
             if r != "strict":
                 high = np.fmax(high, n_r)
@@ -462,8 +466,8 @@ def counts_from_occupancy(
             "bounds_method": "car-length range and runs shorter than a railcar left out of "
             "the low bound"
             + (
-                ", widened to the counts under the strict, lenient, ballast-reference and "
-                "temporal-reference readings"
+                ", widened to the counts under the strict, lenient, ballast-reference, "
+                "temporal-reference and busy-noise readings"
                 if "occupancy_readings" in occupancy
                 else ""
             ),
@@ -1019,6 +1023,7 @@ def _classify(
             dev = np.full((n_t, n_k, n_a), np.nan, "float32")
             dev_raw = np.full((n_t, n_k, n_a), np.nan, "float32")
             sigma = np.ones(n_t)
+            sigma_busy = np.ones(n_t)
             # margin brightness against the empty track, per scene, for the shadow cues
             # (kept from the last pass: the own-shadow test below reads the same values)
             margin_ratios = {}
@@ -1027,9 +1032,13 @@ def _classify(
             # one scene against the reference: its distances, noise, deviation and gains
             # (the arrays this pass fills are bound here; each scene writes its own rows)
             def judge(
-                t, n=n, refs=refs, free=free, out=(dev, dev_raw, sigma, margin_ratios, explain)
+                t,
+                n=n,
+                refs=refs,
+                free=free,
+                out=(dev, dev_raw, sigma, sigma_busy, margin_ratios, explain),
             ):
-                dev, dev_raw, sigma, margin_ratios, explain = out
+                dev, dev_raw, sigma, sigma_busy, margin_ratios, explain = out
                 r = refs[groups[t]]
                 k_sh = _shadow_factor(n[t], r) if shadows else np.full(n_b, np.nan)
                 use_shadow = bool(np.isfinite(k_sh).all())
@@ -1057,7 +1066,7 @@ def _classify(
                     lit[t] = lit_t
                 # the noise level comes from the distances without the light explanation,
                 # which would otherwise lower it and make every other place look deviant
-                dc, dc_raw, s_t = _core_deviation(
+                dc, dc_raw, s_t, sigma_busy[t] = _core_deviation(
                     d,
                     known[t],
                     free[t],
@@ -1128,6 +1137,7 @@ def _classify(
             decide(dev, _LENIENT_FACTOR, judged_bleed=False),
             decide(dev_alt[1]),
             decide(dev_alt[2]),
+            decide(dev * (sigma / sigma_busy)[:, None, None]),
         ]
     )
     biggest = np.bincount(groups).argmax()
@@ -1371,6 +1381,9 @@ _NOISE_LOW_Q = 0.1
 _NOISE_LOW_RATIO = 0.45
 _NOISE_BUSY_SPREAD = 1.5
 _NOISE_MARGIN_FIT = 1.1
+# the busy_noise reading: a busy scene's sigma times this (no lower than the floor), as the
+# lowest tenth may still hold cars (a yard 60-90 % full)
+_BUSY_NOISE_FACTOR = 0.5
 # a run shorter than a railcar on a quiet track, deviating more than this many times the
 # occupancy threshold, is left out of the count's estimate (see _counted_row)
 _DOUBT_FACTOR = 2.0
@@ -1453,6 +1466,7 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
     dc_raw, dc = _core_profiles(d, known, halves_idx, smooth)
     noise = dc if d_noise is None else _core_profiles(d_noise, known, halves_idx, smooth)[1]
     s = nanmedian_flat(np.where(free, noise, np.nan)) / chi_med
+    busy = False
     if margin is not None and margin.any() and np.isfinite(s):
         low = noise[known]
         low = low[np.isfinite(low)]
@@ -1461,10 +1475,16 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
         if low.size >= 50 and s_beside < _NOISE_MARGIN_FIT * s:
             q_low, q_mid, q_high = np.quantile(low, [_NOISE_LOW_Q, 0.5, 0.75])
             if q_high >= _NOISE_BUSY_SPREAD * q_mid:
+                busy = True
                 s = min(s, q_low / (_NOISE_LOW_RATIO * chi_med))
     # a noise-free background (s == 0) gets the floor, not the no-information default
     sigma = max(s, 0.01) if np.isfinite(s) else 1.0
-    return dc / sigma, dc_raw / sigma, sigma
+    return (
+        dc / sigma,
+        dc_raw / sigma,
+        sigma,
+        (max(_BUSY_NOISE_FACTOR * sigma, 0.01) if busy else sigma),
+    )
 
 
 def _core_profiles(dist, known, halves_idx, smooth):
