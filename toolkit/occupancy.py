@@ -220,7 +220,9 @@ def estimate_occupancy(
     most scenes, and the scenes whose own-shadow margin has lifted where a car
     stood in all others; shadow, haze, cloud-shadow and smooth light-change
     explanations; per-scene gains and noise from the free positions,
-    re-estimated twice. The error against the
+    re-estimated twice (in a busy scene, where the positions judged free still
+    hold cars, the noise from the lowest tenth of all positions; see
+    ``_core_deviation``). The error against the
     simulator's truth is asserted in ``tests/test_occupancy.py``; the method
     needs a series of scenes (the reference comes from them) and is weakest
     for yards that are full on every date, at 3 m pixels and in snow.
@@ -364,17 +366,6 @@ def counts_from_occupancy(
         The low bound also leaves out occupied runs shorter than any railcar
         (11 m): a car cut by a cloud edge, a glint or a shadow.
 
-    Notes
-    -----
-    In strips sampled at 1 m or finer, on a track that shows no railcar-long
-    run in a scene (a quiet track), an
-    occupied run shorter than any railcar, with free track on both sides and a
-    deviation peaking above twice the occupancy threshold, is left out of the
-    estimate (it stays inside the interval): on the tuning sites such runs were
-    false in most cases, a strong short stretch recurring in empty scenes where
-    a parked car's look entered part of the empty-track reference. On busy
-    tracks they are mostly cars seen in part and are counted.
-
     Returns
     -------
     xarray.Dataset
@@ -383,6 +374,17 @@ def counts_from_occupancy(
         ``railcars_high``, ``occupied_m`` (m), ``occupancy`` (0-1, share of the
         visible length that is occupied), ``valid_fraction`` (0-1, share of
         the track that is visible), ``visible_m`` (m).
+
+    Notes
+    -----
+    In strips sampled at 1 m or finer, on a track that shows no railcar-long
+    run in a scene (a quiet track), an occupied run shorter than any railcar,
+    with free track on both sides and a deviation peaking above twice the
+    occupancy threshold, is left out of the estimate (it stays inside the
+    interval): on the tuning sites such runs were false in most cases, a
+    strong short stretch recurring in empty scenes where a parked car's look
+    entered part of the empty-track reference. On busy tracks they are mostly
+    cars seen in part and are counted.
     """
     lo_len, hi_len = car_length_range_m
     if not (0 < lo_len <= car_length_m <= hi_len):
@@ -682,8 +684,9 @@ def car_outlines(
 
     Each occupied run is split into cars by the same rules as the counts'
     estimate (coupler gaps where resolved, else ``round(run length /
-    car_length_m)`` equal cars; doubtful short runs on a quiet track left out), and each car is drawn as a band of
-    ``car_width_m`` along the centreline, so curved tracks give curved cars.
+    car_length_m)`` equal cars; doubtful short runs on a quiet track left
+    out), and each car is drawn as a band of ``car_width_m`` along the
+    centreline, so curved tracks give curved cars.
 
     Parameters
     ----------
@@ -1379,6 +1382,10 @@ _MODE_MIN_SHARE = 0.5
 # scene whose positions judged free hold many cars is read with the lower sigma
 _NOISE_LOW_Q = 0.1
 _NOISE_LOW_RATIO = 0.45
+# ... where the core's distances spread (upper quartile over median at least this; mostly
+# 1.2-1.4 in the tuning sites' scenes) and the margins fit better than the core (their
+# sigma under this times the core's; mostly 1.2-2.3 in the tuning sites' scenes, 0.45-1.0
+# in a yard full on every date)
 _NOISE_BUSY_SPREAD = 1.5
 _NOISE_MARGIN_FIT = 1.1
 # the busy_noise reading: a busy scene's sigma times this (no lower than the floor), as the
@@ -1447,8 +1454,10 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
 
     A car covers both halves of the core; a neighbour's shadow edge or a glint
     covers one: the less deviant half counts. Returns the smoothed and the raw
-    deviation, and the noise sigma (from the positions judged free, measured
-    on ``d_noise`` when given, else on ``d``).
+    deviation, the noise sigma (from the positions judged free, measured on
+    ``d_noise`` when given, else on ``d``) and the sigma of the ``busy_noise``
+    reading (``_BUSY_NOISE_FACTOR`` times the sigma in a busy scene, no lower
+    than the floor; the sigma itself elsewhere).
 
     With ``margin`` (bool over ``across``: the strip's margins, beside any car
     body), a busy scene is read with a lower sigma. Where most of the track is
