@@ -342,9 +342,7 @@ def held_out_dense_05m(tmp_path_factory):
         history="dense",
         dates=times[:: len(times) // 12][:12],
     )
-    cube = toolkit.load_cube(site.path / "scenes")
-    counts = toolkit.count_railcars(cube, site.tracks_path).compute()
-    return compare_with_truth(counts, site.truth_path)
+    return _coregistered_counts(site)
 
 
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):

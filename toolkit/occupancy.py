@@ -719,12 +719,13 @@ def car_outlines(
     ys = strips["y_sample"].values
     half = float(np.abs(strips["across_m"].values).max())
     rows = []
+    doubt = _doubt_dev(occupancy)
     for k, tid in enumerate(strips["track"].values):
         cx, cy = xs[k, :, centre], ys[k, :, centre]
         nx = (xs[k, :, -1] - xs[k, :, 0]) / (2 * half)
         ny = (ys[k, :, -1] - ys[k, :, 0]) / (2 * half)
         cars = _segment_row(
-            _counted_row(occ[k], dev[k], step=step, doubt_dev=_doubt_dev(occupancy)),
+            _counted_row(occ[k], dev[k], step=step, doubt_dev=doubt),
             dev[k],
             step=step,
             mean_len=mean_len,
@@ -1381,6 +1382,9 @@ _MODE_MIN_SHARE = 0.5
 # free positions' distances lies at 0.53-0.68 of their median (1 m and 0.5 m), so only a
 # scene whose positions judged free hold many cars is read with the lower sigma
 _NOISE_LOW_Q = 0.1
+# no scene's noise sigma is taken lower than this (distance units of the gain-normalised
+# bands): a noise-free background gets it, not the no-information default
+_NOISE_FLOOR = 0.01
 _NOISE_LOW_RATIO = 0.45
 # ... where the core's distances spread (upper quartile over median at least this; mostly
 # 1.2-1.4 in the tuning sites' scenes) and the margins fit better than the core (their
@@ -1487,12 +1491,12 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
                 busy = True
                 s = min(s, q_low / (_NOISE_LOW_RATIO * chi_med))
     # a noise-free background (s == 0) gets the floor, not the no-information default
-    sigma = max(s, 0.01) if np.isfinite(s) else 1.0
+    sigma = max(s, _NOISE_FLOOR) if np.isfinite(s) else 1.0
     return (
         dc / sigma,
         dc_raw / sigma,
         sigma,
-        (max(_BUSY_NOISE_FACTOR * sigma, 0.01) if busy else sigma),
+        (max(_BUSY_NOISE_FACTOR * sigma, _NOISE_FLOOR) if busy else sigma),
     )
 
 
