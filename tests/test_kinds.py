@@ -1,9 +1,9 @@
 """Railcar kinds against the simulator's truth, on synthetic sites with held-out seeds.
 
-The default kind model was fitted on synthetic sites with seeds 300-305
-("random" and "tumangang" histories, 0.5 m). These tests use seeds 401 and 402
-("random" history, 0.5 m, every fifth acquisition of the calibrated history,
-10 scenes), which the fit never saw. Detected cars are matched to the truth
+The default kind models were fitted on synthetic sites with seeds 300-305
+("random" and "tumangang" histories, 0.5 m and 1 m). These tests use seeds 401 and
+402 ("random" history, 0.5 m and 1 m, every fifth acquisition of the calibrated
+history, 10 scenes), which the fits never saw. Detected cars are matched to the truth
 car of the same scene and track that overlaps them most along the track (at
 least half the detected car's length).
 """
@@ -144,3 +144,48 @@ def test_mismatched_strips_and_occupancy_raise_one_line_error(held_out):
         classify_railcars(strips.isel(track=[0, 1]), occ)
     with pytest.raises(InputError):
         classify_railcars(strips, occ["occupancy"])
+
+
+@pytest.fixture(scope="module")
+def held_out_1m(tmp_path_factory):
+    """The held-out seeds at 1 m pixels (strips sampled every 1 m), 10 scenes each."""
+    root = tmp_path_factory.mktemp("kinds_1m")
+    sites = []
+    for seed in HELD_OUT_SEEDS:
+        strips, occ, truth = _site(root, seed, 1.0, 10)
+        cars = classify_railcars(strips, occ)
+        cars["truth"] = _match(cars, truth)
+        sites.append((strips, occ, truth, cars))
+    return sites
+
+
+def test_cars_at_1m_are_the_counted_cars(held_out_1m):
+    """At 1 m pixels the count cuts runs at the coupler gaps it sees; the per-kind table
+    holds the same cars: on every track and date as many rows as the count's railcars."""
+    for strips, occ, _truth, cars in held_out_1m:
+        assert float(strips.attrs["step_m"]) == 1.0
+        per = cars.groupby(["time", "track_id"]).size().rename("rows")
+        est = toolkit.counts_from_occupancy(occ)["railcars"].to_series().dropna()
+        est.index = pd.MultiIndex.from_arrays(
+            [est.index.get_level_values(0), est.index.get_level_values(1).astype(str)],
+            names=["time", "track_id"],
+        )
+        joined = pd.concat([per, est], axis=1).fillna(0.0)
+        assert joined["railcars"].sum() > 300
+        mismatched = joined[joined["rows"] != joined["railcars"]]
+        assert mismatched.empty, mismatched.head().to_string()
+
+
+def test_kinds_at_1m(held_out_1m):
+    """At 1 m a car spans three samples across: the 1 m model (fitted on seeds 300-305 at
+    1 m) labels the held-out seeds' cars, fewer of them correctly than at 0.5 m."""
+    cars = pd.concat([c for *_, c in held_out_1m], ignore_index=True)
+    assert cars.attrs.get("resolved", True)
+    assert "1 m" in held_out_1m[0][3].attrs["model"]
+    assert (cars["kind"] == "unknown").mean() < 0.05
+    real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
+    share = float((real["kind"] == real["truth"]).mean())
+    # measured (2 seeds, 20 scenes): 0.660 of 1215 detected cars that match a truth car
+    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.563 of 1151
+    assert len(real) > 1150
+    assert share >= 0.64

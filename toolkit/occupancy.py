@@ -724,14 +724,8 @@ def car_outlines(
         cx, cy = xs[k, :, centre], ys[k, :, centre]
         nx = (xs[k, :, -1] - xs[k, :, 0]) / (2 * half)
         ny = (ys[k, :, -1] - ys[k, :, 0]) / (2 * half)
-        cars = _segment_row(
-            _counted_row(occ[k], dev[k], step=step, doubt_dev=doubt),
-            dev[k],
-            step=step,
-            mean_len=mean_len,
-            lo_len=12.5,
-            hi_len=19.5,
-            gaps=step <= _GAP_MAX_STEP_M,
+        cars = _car_segments(
+            occ[k], dev[k], step=step, doubt_dev=doubt, mean_len=mean_len, lo_len=12.5, hi_len=19.5
         )
         for s0, s1, *_ in cars:
             i0, i1 = int(round(s0 / step)), min(int(round(s1 / step)), cx.size - 1)
@@ -1801,6 +1795,22 @@ def _counted_row(row, dev, *, step, doubt_dev):
             out = row.copy()
         out[s:e] = FREE
     return out
+
+
+def _car_segments(row, dev, *, step, doubt_dev, mean_len, lo_len, hi_len):
+    """The cars the count's estimate holds on one profile: :func:`_segment_row` of
+    :func:`_counted_row`, cut at coupler gaps where the strips resolve them
+    (``_GAP_MAX_STEP_M``). :func:`car_outlines` and :mod:`toolkit.kinds` read their cars
+    here, so that they hold the same cars as ``railcars``."""
+    return _segment_row(
+        _counted_row(row, dev, step=step, doubt_dev=doubt_dev),
+        dev,
+        step=step,
+        mean_len=mean_len,
+        lo_len=lo_len,
+        hi_len=hi_len,
+        gaps=step <= _GAP_MAX_STEP_M,
+    )
 
 
 def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
