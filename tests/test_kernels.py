@@ -243,3 +243,49 @@ def test_ballast_like_mode_finds_the_empty_scenes_under_a_parked_car():
     use[:3, 0, 0] = False
     members, better = _fast.ballast_like_mode(n, use, core_idx, ball_core, ref_core, 3, 0.5)
     assert not members[:3, 0, 0].any() and not better[0, 0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_median_of_many_values_equals_numpy(dtype):
+    """The histogram-narrowed selection gives np.median's number exactly, at sizes on
+    both sides of the switch, odd and even counts, ties, a constant array, infinities,
+    a long tail and values packed into one histogram bin."""
+    rng = np.random.default_rng(11)
+    n = _fast._HIST_MIN
+    cases = [
+        rng.normal(1.0, 0.05, n - 1),
+        rng.normal(1.0, 0.05, n),
+        rng.normal(1.0, 0.05, 3 * n + 1),
+        rng.normal(1.0, 0.05, 3 * n + 2),
+        np.round(rng.normal(0.0, 3.0, 2 * n)),  # many ties, negative values
+        np.full(2 * n, 0.7),  # constant
+        np.concatenate([rng.normal(1.0, 0.05, 2 * n), [np.inf, -np.inf, np.inf]]),
+        np.concatenate([rng.normal(1.0, 1e-7, 2 * n), [1e6, -1e6]]),  # one dense bin
+        rng.lognormal(0.0, 2.0, 5 * n),  # a long tail
+    ]
+    for values in cases:
+        v = values.astype(dtype)
+        expected = np.median(v.astype("float64"))
+        got = _fast._median_of(v.copy(), v.size)
+        assert got == expected, (v.size, got, expected)
+        buf = np.concatenate([v, np.full(7, 99.0, dtype)])  # only the first m count
+        assert _fast._median_of(buf, v.size) == expected
+    assert np.isnan(_fast._median_of(np.zeros(3), 0))
+
+
+def test_masked_median_per_offset_over_many_samples_equals_nanmedian():
+    n, use = _stack(12, 400)  # 400 x 3 x 30 samples per offset: the histogram path
+    assert use[..., 0].sum() > _fast._HIST_MIN
+    masked = np.where(use[..., None], n, np.float32(np.nan)).astype("float64")
+    with np.errstate(all="ignore"):
+        expected = np.nanmedian(masked.reshape(-1, *n.shape[-2:]), axis=0)
+    np.testing.assert_array_equal(_fast.masked_median_per_offset(n, use), expected)
+    big = np.random.default_rng(4).uniform(0.5, 1.5, (60, 20, 30, 3)).astype("float32")
+    den = np.random.default_rng(5).uniform(0.5, 1.5, big.shape).astype("float32")
+    mask = np.ones(big.shape[:-1], bool)
+    ratio = (big.astype("float64") / den.astype("float64")).reshape(-1, 3)
+    np.testing.assert_array_equal(_fast.masked_ratio_median(big, den, mask), np.median(ratio, 0))
+    flat = big.copy()
+    flat[0, 0, 0, 0] = np.nan
+    with np.errstate(all="ignore"):
+        assert _fast.nanmedian_flat(flat) == np.nanmedian(flat.astype("float64"))
