@@ -285,6 +285,11 @@ def test_masked_median_per_offset_over_many_samples_equals_nanmedian():
     mask = np.ones(big.shape[:-1], bool)
     ratio = (big.astype("float64") / den.astype("float64")).reshape(-1, 3)
     np.testing.assert_array_equal(_fast.masked_ratio_median(big, den, mask), np.median(ratio, 0))
+    long = big.reshape(-1, 3)[: 2 * _fast._HIST_MIN + 1].copy()  # long columns, with NaNs
+    long[::7, 1] = np.nan
+    with np.errstate(all="ignore"):
+        expected = np.nanmedian(long.astype("float64"), axis=0)
+    np.testing.assert_array_equal(_fast.nanmedian_axis0(long), expected)
     flat = big.copy()
     flat[0, 0, 0, 0] = np.nan
     with np.errstate(all="ignore"):

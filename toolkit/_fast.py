@@ -69,7 +69,7 @@ def _nanmedian_long(a):  # pragma: no cover - compiled
             if not np.isnan(x):
                 buf[k] = x
                 k += 1
-        out[j] = np.median(buf[:k]) if k > 0 else np.nan
+        out[j] = _median_of(buf, k)
     return out
 
 
