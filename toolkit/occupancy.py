@@ -24,6 +24,7 @@ Method (see ``Notes`` of :func:`estimate_occupancy`):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -759,16 +760,30 @@ class CalibrationResult:
     ----------
     params : dict
         Keyword arguments for :func:`count_railcars` (``threshold``,
-        ``car_length_m``, ``car_length_range_m``).
+        ``car_length_m``, ``car_length_range_m``): the fitted ones when
+        ``adopted``, else the defaults.
     n_counts : int
         Hand-counted (scene, track) pairs used.
     mae_before, mae_after : float
         Mean absolute error (railcars per track and scene) with the default
-        and the fitted parameters.
+        and the adopted parameters.
     bias_before, bias_after : float
         Mean signed error (estimate - hand count).
     table : pandas.DataFrame
         Per hand count: time, track_id, hand, estimate_before, estimate_after.
+    n_scenes : int
+        Hand-counted scenes.
+    adopted : bool
+        Whether the best fit passed the checks of :func:`calibrate`.
+    best_params, mae_best
+        The best fit to the hand counts (threshold, mean car length) and its
+        error, adopted or not.
+    cv_mae_before, cv_mae_fitted : float
+        Each hand-counted scene counted with the defaults, and with the pair
+        fitted to the other scenes (mean absolute error per track; NaN with a
+        single scene).
+    reason : str
+        Why the fit was adopted or the defaults kept.
     """
 
     params: dict
@@ -778,15 +793,28 @@ class CalibrationResult:
     bias_before: float
     bias_after: float
     table: pd.DataFrame = field(repr=False)
+    n_scenes: int = 0
+    adopted: bool = False
+    best_params: dict = field(default_factory=dict)
+    mae_best: float = float("nan")
+    cv_mae_before: float = float("nan")
+    cv_mae_fitted: float = float("nan")
+    reason: str = ""
 
     def summary(self) -> str:
         lines = [
             "Calibration from hand counts",
-            f"  hand-counted track-scenes : {self.n_counts}",
+            f"  hand-counted track-scenes : {self.n_counts} in {self.n_scenes} scenes",
             f"  mean abs error  default   : {self.mae_before:.2f} railcars",
-            f"  mean abs error  fitted    : {self.mae_after:.2f} railcars",
-            f"  bias default / fitted     : {self.bias_before:+.2f} / {self.bias_after:+.2f}",
-            "  fitted parameters         : "
+            f"  mean abs error  adopted   : {self.mae_after:.2f} railcars",
+            f"  bias default / adopted    : {self.bias_before:+.2f} / {self.bias_after:+.2f}",
+            "  best fit                  : "
+            + ", ".join(f"{k}={v}" for k, v in self.best_params.items())
+            + f" ({self.mae_best:.2f} railcars)",
+            f"  scene left out, default / fitted : {self.cv_mae_before:.2f} / "
+            f"{self.cv_mae_fitted:.2f} railcars",
+            f"  {'adopted' if self.adopted else 'defaults kept'}: {self.reason}",
+            "  parameters                : "
             + ", ".join(f"{k}={v}" for k, v in self.params.items()),
         ]
         return "\n".join(lines)
@@ -797,8 +825,9 @@ class CalibrationResult:
             for k, v in [
                 ("hand-counted track-scenes", self.n_counts),
                 ("MAE default (railcars)", f"{self.mae_before:.2f}"),
-                ("MAE fitted (railcars)", f"{self.mae_after:.2f}"),
-                ("bias default / fitted", f"{self.bias_before:+.2f} / {self.bias_after:+.2f}"),
+                ("MAE adopted (railcars)", f"{self.mae_after:.2f}"),
+                ("bias default / adopted", f"{self.bias_before:+.2f} / {self.bias_after:+.2f}"),
+                ("adopted" if self.adopted else "defaults kept", self.reason),
                 *[(k, v) for k, v in self.params.items()],
             ]
         )
@@ -809,10 +838,22 @@ def calibrate(
     strips: xr.Dataset,
     hand_counts,
     *,
-    thresholds=(3.0, 4.0, 5.0, 6.5, 8.0),
+    thresholds=(2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0),
     car_lengths_m=None,
 ) -> CalibrationResult:
     """Fit the occupancy threshold and mean car length to a handful of hand counts.
+
+    Every pair of a threshold and a mean car length is tried; the pair that
+    reproduces the hand counts best (mean absolute error per track and scene)
+    is adopted only where it is clearly better than the defaults, so that a
+    few hand counts cannot talk a site that the defaults count well into
+    worse parameters. The fit must lower the error on the hand counts by at
+    least ``_CAL_GAIN`` (10 %), by more than twice the standard error of the
+    paired differences, and also when judged scene by scene: with each
+    hand-counted scene left out in turn, the pair fitted to the others must
+    count it better, by the same 10 % over all scenes (so at least two scenes
+    must be hand-counted). Otherwise the defaults are kept, and
+    :attr:`CalibrationResult.reason` says which check failed.
 
     Parameters
     ----------
@@ -821,21 +862,44 @@ def calibrate(
     hand_counts : path or pandas.DataFrame
         Columns ``time``, ``track_id``, ``railcars`` (an analyst's counts of
         some scenes; times are matched to the nearest acquisition within 1 day).
+        Count scenes that represent the series: a fit to busy scenes only
+        over-counts the quiet ones where the site's traffic varies.
     thresholds : sequence of float
-        Occupancy thresholds tried (noise units).
+        Occupancy thresholds tried (noise units). The default (5) is always
+        tried as well.
     car_lengths_m : sequence of float, optional
-        Mean car lengths tried, default 12.0-19.0 m in 0.2 m steps.
+        Mean car lengths tried, default 12.0-19.0 m in 0.2 m steps. In a yard
+        that is full on every date the fit can choose a short mean length with
+        a low threshold: effective parameters that make up for occupied track
+        the occupancy step misses, not a measurement of the cars.
 
     Returns
     -------
     CalibrationResult
-        ``params`` can be passed to :func:`count_railcars` as keywords.
+        ``params`` can be passed to :func:`count_railcars` as keywords: the
+        fitted pair when adopted, else the defaults.
 
     Raises
     ------
     InputError
         The table lacks columns, has negative or missing counts, or no hand
         count matches a scene and track.
+
+    Notes
+    -----
+    On the synthetic sites (three hand-counted scenes, the other scenes
+    scored): yards that are full on every date at 1 m and 3 m pixels went from
+    45 % and 92 % under-counted to about 25 % and 28 %, while the Tumangang-like
+    sites kept their defaults in most draws. With traffic that varies from
+    empty to full, three hand-counted scenes can still mislead the fit (20 % to
+    about 30 % scene error at 1 m in some draws); five did not.
+
+    Examples
+    --------
+    >>> import toolkit
+    >>> result = toolkit.calibrate(strips, "hand_counts.csv")  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    >>> counts = toolkit.count_railcars(cube, tracks, **result.params)  # doctest: +SKIP
     """
     hand = _read_hand_counts(hand_counts)
     times = pd.DatetimeIndex(strips["time"].values)
@@ -851,53 +915,144 @@ def calibrate(
         )
     hand = hand[use].assign(t_index=idx[use])
     lengths = np.round(np.arange(12.0, 19.01, 0.2), 2) if car_lengths_m is None else car_lengths_m
-    best = None
-    before = None
-    for thr in thresholds:
+    rows = (hand["t_index"].to_numpy(), [tracks.index(t) for t in hand["track_id"]])
+    truth = hand["railcars"].to_numpy(float)
+    default = (5.0, 15.2, (12.5, 19.5))
+    cands = [default]  # (threshold, mean length, range)
+    estimates = []
+    for thr in sorted({float(t) for t in thresholds} | {5.0}):
         occ = estimate_occupancy(strips, threshold=thr).compute()
-        for mean_len in lengths:
-            lo = float(min(12.5, mean_len))
-            hi = float(max(19.5, mean_len))
-            c = counts_from_occupancy(
-                occ, car_length_m=float(mean_len), car_length_range_m=(lo, hi)
-            )
-            est = c["railcars"].values[hand["t_index"], [tracks.index(t) for t in hand["track_id"]]]
-            err = est - hand["railcars"].to_numpy()
-            mae = float(np.nanmean(np.abs(err)))
-            # ties go to the parameters closest to the defaults
-            score = (mae, abs(float(np.nanmean(err))), abs(thr - 5.0), abs(mean_len - 15.2))
-            cand = (score, thr, float(mean_len), (lo, hi), est, err)
-            if best is None or score < best[0]:
-                best = cand
         if thr == 5.0:
-            c = counts_from_occupancy(occ)
-            est0 = c["railcars"].values[
-                hand["t_index"], [tracks.index(t) for t in hand["track_id"]]
-            ]
-            before = (est0, est0 - hand["railcars"].to_numpy())
-    if before is None:
-        occ = estimate_occupancy(strips).compute()
-        c = counts_from_occupancy(occ)
-        est0 = c["railcars"].values[hand["t_index"], [tracks.index(t) for t in hand["track_id"]]]
-        before = (est0, est0 - hand["railcars"].to_numpy())
-    _, thr, mean_len, rng, est, err = best
+            estimates.insert(0, _railcars_at(occ, rows, *default[1:]))
+        for mean_len in lengths:
+            rng = (float(min(12.5, mean_len)), float(max(19.5, mean_len)))
+            if (thr, float(mean_len), rng) == default:
+                continue
+            cands.append((thr, float(mean_len), rng))
+            estimates.append(_railcars_at(occ, rows, float(mean_len), rng))
+    est = np.asarray(estimates)  # (candidate, hand row)
+    err = est - truth
+    scenes = hand["t_index"].to_numpy()
+    best = _best_fit(err, cands)
+    adopted, reason, cv = _judge_fit(err, cands, best, scenes)
+    chosen = best if adopted else 0
+    thr, mean_len, rng = cands[chosen]
     table = pd.DataFrame(
         {
             "time": hand["time"].to_numpy(),
             "track_id": hand["track_id"].to_numpy(),
-            "hand": hand["railcars"].to_numpy(),
-            "estimate_before": before[0],
-            "estimate_after": est,
+            "hand": truth,
+            "estimate_before": est[0],
+            "estimate_after": est[chosen],
         }
     )
     return CalibrationResult(
         params={"threshold": thr, "car_length_m": mean_len, "car_length_range_m": rng},
         n_counts=int(len(hand)),
-        mae_before=float(np.nanmean(np.abs(before[1]))),
-        mae_after=float(np.nanmean(np.abs(err))),
-        bias_before=float(np.nanmean(before[1])),
-        bias_after=float(np.nanmean(err)),
+        n_scenes=int(np.unique(scenes).size),
+        mae_before=float(np.nanmean(np.abs(err[0]))),
+        mae_after=float(np.nanmean(np.abs(err[chosen]))),
+        bias_before=float(np.nanmean(err[0])),
+        bias_after=float(np.nanmean(err[chosen])),
+        adopted=bool(adopted),
+        best_params={"threshold": cands[best][0], "car_length_m": cands[best][1]},
+        mae_best=float(np.nanmean(np.abs(err[best]))),
+        cv_mae_before=cv[0],
+        cv_mae_fitted=cv[1],
+        reason=reason,
         table=table,
+    )
+
+
+def _railcars_at(occupancy, rows, car_length_m, car_length_range_m) -> np.ndarray:
+    """``counts_from_occupancy(...)["railcars"].values[rows]``, counting only those
+    (time, track) rows (no bounds)."""
+    step = float(occupancy.attrs["step_m"])
+    res = _count_runs(
+        np.asarray(occupancy["occupancy"].values)[rows],
+        np.asarray(occupancy["deviation"].values)[rows],
+        step=step,
+        mean_len=car_length_m,
+        lo_len=car_length_range_m[0],
+        hi_len=car_length_range_m[1],
+        gaps=step <= _GAP_MAX_STEP_M,
+        doubt_dev=_doubt_dev(occupancy),
+    )
+    return np.where(res[:, 4] > 0, res[:, 0], np.nan)
+
+
+#: The share by which a fit to hand counts must lower their error to be adopted.
+_CAL_GAIN = 0.1
+
+
+def _best_fit(err: np.ndarray, cands, rows=None) -> int:
+    """The candidate with the smallest mean absolute error over ``rows`` (all by
+    default); ties go to the smaller bias, then the parameters nearer the defaults."""
+    e = err if rows is None else err[:, rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mae = np.nanmean(np.abs(e), axis=1)
+        bias = np.abs(np.nanmean(e, axis=1))
+    keys = [
+        (
+            m if np.isfinite(m) else np.inf,
+            b if np.isfinite(b) else np.inf,
+            abs(t - 5.0),
+            abs(n - 15.2),
+        )
+        for m, b, (t, n, _) in zip(mae, bias, cands, strict=True)
+    ]
+    return min(range(len(cands)), key=keys.__getitem__)
+
+
+def _judge_fit(err, cands, best, scenes):
+    """Whether the best fit (index ``best``; 0 is the defaults) is adopted, why, and the
+    leave-one-scene-out errors (defaults, fitted; NaN with one scene)."""
+    ok = np.isfinite(err[0]) & np.isfinite(err[best])
+    gain = np.abs(err[0][ok]) - np.abs(err[best][ok])
+    cv = (np.nan, np.nan)
+    if np.unique(scenes).size >= 2:
+        held = np.full(err.shape[1], np.nan)
+        for s in np.unique(scenes):
+            mine = scenes == s
+            pick = _best_fit(err, cands, ~mine)
+            held[mine] = np.abs(err[pick][mine])
+        both = np.isfinite(held) & np.isfinite(err[0])
+        cv = (float(np.abs(err[0][both]).mean()), float(held[both].mean()))
+    if best == 0:
+        return False, "the defaults fit the hand counts best", cv
+    if ok.sum() < 2:
+        return False, "too few hand counts with an estimate to judge a fit", cv
+    mae0, mae1 = np.abs(err[0][ok]).mean(), np.abs(err[best][ok]).mean()
+    se = gain.std(ddof=1) / np.sqrt(gain.size)
+    if mae1 > (1 - _CAL_GAIN) * mae0 or not gain.mean() > 2 * se:
+        return (
+            False,
+            (
+                f"the best fit lowers the error only from {mae0:.2f} to {mae1:.2f} railcars "
+                "(needs 10 % and twice its standard error)"
+            ),
+            cv,
+        )
+    if not np.isfinite(cv[0]):
+        return False, "one hand-counted scene: the fit cannot be checked scene by scene", cv
+    if cv[1] > (1 - _CAL_GAIN) * cv[0]:
+        return (
+            False,
+            (
+                "no better scene by scene: fitted without each scene in turn, it counts "
+                f"that scene with {cv[1]:.2f} railcars of error against {cv[0]:.2f} with "
+                "the defaults"
+            ),
+            cv,
+        )
+    return (
+        True,
+        (
+            f"lowers the error from {mae0:.2f} to {mae1:.2f} railcars, and scene by scene "
+            f"from {cv[0]:.2f} to {cv[1]:.2f}"
+        ),
+        cv,
     )
 
 
