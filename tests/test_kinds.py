@@ -53,16 +53,21 @@ def _match(cars: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kinds")
+def _classified(root, resolution_m):
+    """The held-out seeds' strips, occupancy, truth and classified cars (10 scenes each),
+    each car with the kind of the truth car it matches."""
     sites = []
     for seed in HELD_OUT_SEEDS:
-        strips, occ, truth = _site(root, seed, 0.5, 10)
+        strips, occ, truth = _site(root, seed, resolution_m, 10)
         cars = classify_railcars(strips, occ)
         cars["truth"] = _match(cars, truth)
         sites.append((strips, occ, truth, cars))
     return sites
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    return _classified(tmp_path_factory.mktemp("kinds"), 0.5)
 
 
 def test_share_of_detected_cars_classified_correctly(held_out):
@@ -149,14 +154,7 @@ def test_mismatched_strips_and_occupancy_raise_one_line_error(held_out):
 @pytest.fixture(scope="module")
 def held_out_1m(tmp_path_factory):
     """The held-out seeds at 1 m pixels (strips sampled every 1 m), 10 scenes each."""
-    root = tmp_path_factory.mktemp("kinds_1m")
-    sites = []
-    for seed in HELD_OUT_SEEDS:
-        strips, occ, truth = _site(root, seed, 1.0, 10)
-        cars = classify_railcars(strips, occ)
-        cars["truth"] = _match(cars, truth)
-        sites.append((strips, occ, truth, cars))
-    return sites
+    return _classified(tmp_path_factory.mktemp("kinds_1m"), 1.0)
 
 
 def test_cars_at_1m_are_the_counted_cars(held_out_1m):

@@ -335,15 +335,27 @@ def held_out_dense_05m(tmp_path_factory):
     """A yard 60-90 % full on every date (history "dense": cars packed afresh each date,
     a colour per batch), held out (never looked at while tuning): seed 113 at 0.5 m, 12
     dates spread over the five years."""
-    times = list(toolkit.five_year_history(seed=113)["time"])
-    site = toolkit.simulate_site(
-        tmp_path_factory.mktemp("held_out_dense") / "site",
-        resolution_m=0.5,
-        seed=113,
+    return _coregistered_counts(_dense_site(tmp_path_factory, seed=113, resolution_m=0.5))
+
+
+def _dense_site(tmp_path_factory, *, seed, resolution_m):
+    """A "dense" history site (the yard 60-90 % full on every date): 12 dates spread
+    over seed ``seed``'s five years, simulated."""
+    times = list(toolkit.five_year_history(seed=seed)["time"])
+    return toolkit.simulate_site(
+        tmp_path_factory.mktemp(f"held_out_dense_{seed}") / "site",
+        resolution_m=resolution_m,
+        seed=seed,
         history="dense",
         dates=times[:: len(times) // 12][:12],
     )
-    return _coregistered_counts(site)
+
+
+def _coregistered_strips(site):
+    """The site's strips, sampled where each scene put the tracks (computed)."""
+    cube = toolkit.load_cube(site.path / "scenes")
+    shifts = toolkit.coregister(cube, tracks=site.tracks_path)
+    return toolkit.track_strips(cube, site.tracks_path, shifts_m=shifts).compute()
 
 
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
@@ -1299,17 +1311,8 @@ def test_a_fit_to_hand_counts_is_adopted_only_when_it_holds_scene_by_scene():
 def held_out_dense_1m(tmp_path_factory):
     """A yard 60-90 % full on every date, held out (never looked at while tuning): seed
     115 at 1 m, 12 dates spread over the five years; strips and truth."""
-    times = list(toolkit.five_year_history(seed=115)["time"])
-    site = toolkit.simulate_site(
-        tmp_path_factory.mktemp("held_out_dense_1m") / "site",
-        resolution_m=1.0,
-        seed=115,
-        history="dense",
-        dates=times[:: len(times) // 12][:12],
-    )
-    cube = toolkit.load_cube(site.path / "scenes")
-    shifts = toolkit.coregister(cube, tracks=site.tracks_path)
-    strips = toolkit.track_strips(cube, site.tracks_path, shifts_m=shifts).compute()
+    site = _dense_site(tmp_path_factory, seed=115, resolution_m=1.0)
+    strips = _coregistered_strips(site)
     truth = pd.read_csv(site.truth_path, dtype={"track_id": str}, parse_dates=["time"])
     return strips, truth
 
@@ -1371,9 +1374,7 @@ def test_calibration_keeps_the_defaults_where_a_fit_would_not_hold(held_out_1m_s
     cloud-free scenes with at least 20 cars it would count worse than the defaults, which
     calibration keeps."""
     site = held_out_1m_site
-    cube = toolkit.load_cube(site.path / "scenes")
-    shifts = toolkit.coregister(cube, tracks=site.tracks_path)
-    strips = toolkit.track_strips(cube, site.tracks_path, shifts_m=shifts).compute()
+    strips = _coregistered_strips(site)
     truth = pd.read_csv(site.truth_path, dtype={"track_id": str}, parse_dates=["time"])
     hand, per_scene, picked = _hand_counts_of_three_clear_scenes(truth)
     result = toolkit.calibrate(strips, hand)

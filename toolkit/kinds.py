@@ -30,9 +30,9 @@ The default models were fitted on synthetic scenes from
 1 m, where a 3.3 m car spans three samples across and the roof's detail is
 blurred: :func:`classify_railcars` takes the one fitted at the pixel size
 nearer the strips'. Their accuracy on other seeds is asserted in
-``tests/test_kinds.py`` (about 0.7 of the detected cars labelled correctly
-at 0.5 m, about 0.53 at 1 m). Refit on hand labels of a real site with
-:func:`fit_kind_model`.
+``tests/test_kinds.py``: of the detected cars that match a real car and are
+given one of the five kinds, about 0.70 are right at 0.5 m and 0.66 at 1 m.
+Refit on hand labels of a real site with :func:`fit_kind_model`.
 """
 
 from __future__ import annotations
@@ -156,7 +156,10 @@ def railcar_features(
     car_length_m, car_length_range_m
         How occupied runs are split into cars (as :func:`toolkit.counts_from_occupancy`).
     body_half_width_m : float, default 1.0
-        Half-width of the band across the centreline read as the car's roof.
+        Half-width of the band across the centreline read as the car's roof;
+        at least 1.5 across-track sample spacings (1.5 m in 1 m strips, whose
+        samples lie 0.5 m off the centreline: the roof's centre is then the
+        pair nearest it).
     edge_m : (float, float), default (1.25, 1.6)
         Distances from the centreline read as the body's long edges (car
         bodies are 3.2-3.4 m wide).
@@ -316,9 +319,10 @@ def classify_railcars(
     :mod:`toolkit.kinds`), standardised, then a multinomial logistic model.
     The default models were fitted on synthetic scenes from
     :func:`toolkit.simulate_site` at 0.5 m and at 1 m; on held-out synthetic
-    seeds they label about 0.7 (0.5 m) and 0.53 (1 m) of the detected cars
-    correctly (see ``tests/test_kinds.py`` for the asserted numbers; at 1 m
-    tank cars are the hardest, about half read as "other"). Their weights reflect the
+    seeds, of the detected cars that match a real car and are given one of the
+    five kinds, they label about 0.70 (0.5 m) and 0.66 (1 m) correctly (see
+    ``tests/test_kinds.py`` for the asserted numbers; at 1 m tank cars are the
+    hardest, about half read as "other"). Their weights reflect the
     simulator's looks; for a real site, refit with :func:`fit_kind_model`
     from a few hundred hand-labelled cars. Cars in snow scenes and cars split
     at the wrong place (a run of mixed kinds) are the usual errors.
