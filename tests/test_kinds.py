@@ -187,3 +187,17 @@ def test_kinds_at_1m(held_out_1m):
     # and are given one of the five kinds; the 0.5 m model on the same cars: 0.563 of 1151
     assert len(real) > 1150
     assert share >= 0.64
+
+
+def test_the_1m_default_model_is_refitted_from_its_recipe(tmp_path):
+    """The 1 m default model comes back from synthetic_training_cars and fit_kind_model:
+    same cars, same weights to the four stored decimals."""
+    from toolkit.kinds import default_kind_model, fit_kind_model, synthetic_training_cars
+
+    feats, kinds = synthetic_training_cars(tmp_path, resolution_m=1.0)
+    assert len(feats) == 6549 and len(kinds) == len(feats)
+    assert set(kinds) <= {*KINDS, "other"} and (kinds == "other").mean() < 0.3
+    refit = fit_kind_model(feats, kinds, l2=0.001)
+    stored = default_kind_model(1.0)
+    for name in ("mean", "scale", "coef", "intercept"):
+        np.testing.assert_allclose(getattr(refit, name), getattr(stored, name), atol=6e-5)

@@ -57,6 +57,7 @@ __all__ = [
     "railcar_features",
     "fit_kind_model",
     "default_kind_model",
+    "synthetic_training_cars",
 ]
 
 #: The kinds told apart, in the order of the probability columns.
@@ -552,6 +553,81 @@ def default_kind_model(pixel_size_m: float = 0.5) -> KindModel:
     )
 
 
+def synthetic_training_cars(
+    root, *, resolution_m: float = 1.0, seeds=range(300, 306)
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The labelled cars the 1 m default model was fitted on: SYNTHETIC sites, made here.
+
+    For each seed, two sites are simulated under ``root`` with
+    :func:`toolkit.simulate_site`: the "random" history on every fifth
+    acquisition of the seed's five-year schedule (12 scenes) and the
+    "tumangang" history on its first 10 dates with locomotives. Their cars are
+    detected with the defaults (strips without co-registration, occupancy) and
+    measured with :func:`railcar_features`; each is labelled with the kind of
+    the truth car it overlaps most, by at least half its length, else
+    ``"other"``. ``fit_kind_model(features, kinds, l2=0.001)`` on seeds
+    300-305 at 1 m gives the 1 m default model (to its four stored decimals).
+
+    Returns
+    -------
+    (pandas.DataFrame, numpy.ndarray)
+        The features of every detected car, and its kind.
+
+    Examples
+    --------
+    >>> from toolkit.kinds import fit_kind_model, synthetic_training_cars
+    >>> feats, kinds = synthetic_training_cars("data/kind_training")  # doctest: +SKIP
+    >>> model = fit_kind_model(feats, kinds, l2=0.001, source="my refit")  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from toolkit.cube import load_cube
+    from toolkit.occupancy import estimate_occupancy
+    from toolkit.synth import five_year_history, simulate_site
+    from toolkit.tracks import track_strips
+
+    frames, labels = [], []
+    for seed in seeds:
+        history = five_year_history(seed=int(seed))
+        for kind, dates in (
+            ("random", list(history["time"])[::5][:12]),
+            ("tumangang", list(history.loc[history["locomotives"] > 0, "time"])[:10]),
+        ):
+            site = simulate_site(
+                Path(root) / f"{int(seed)}_{kind}",
+                resolution_m=resolution_m,
+                seed=int(seed),
+                history=kind,
+                dates=dates,
+            )
+            strips = track_strips(load_cube(site.path / "scenes"), site.tracks_path).compute()
+            feats = railcar_features(strips, estimate_occupancy(strips).compute())
+            truth = pd.read_csv(site.path / "truth_cars.csv", dtype={"track_id": str})
+            truth["time"] = pd.to_datetime(truth["time"])
+            frames.append(feats)
+            labels.append(_true_kinds(feats, truth))
+    return pd.concat(frames, ignore_index=True), np.concatenate(labels)
+
+
+def _true_kinds(cars: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+    """The kind of the truth car of the same scene and track that overlaps each car most,
+    by at least half its length; ``"other"`` where none does."""
+    groups = {key: g for key, g in truth.groupby(["time", "track_id"])}
+    out = []
+    for r in cars.itertuples():
+        g = groups.get((r.time, r.track_id))
+        kind = OTHER_KIND
+        if g is not None:
+            overlap = np.minimum(g["end_m"].values, r.end_m) - np.maximum(
+                g["start_m"].values, r.start_m
+            )
+            i = int(np.argmax(overlap))
+            if overlap[i] > 0.5 * r.length_m:
+                kind = g["kind"].values[i]
+        out.append(kind)
+    return np.array(out, dtype=object)
+
+
 # ----------------------------------------------------------------------------- helpers
 def _car_features(
     ratio, *, body, centre, shoulder, edge, sides, i_red, i_blue, end_n, rim_n, smooth
@@ -767,10 +843,11 @@ _DEFAULT = {
 }
 
 
-# Fitted by fit_kind_model(l2=0.001) on synthetic 1 m sites, seeds 300-305: "random"
-# history (every fifth acquisition, 12 scenes each) and "tumangang" history (its first 10
-# dates with locomotives); 6549 detected cars labelled from truth_cars.csv as for
-# _DEFAULT, the features read with the roof reaching the samples 1.5 m out.
+# Fitted by fit_kind_model(l2=0.001) on synthetic_training_cars(resolution_m=1.0): seeds
+# 300-305, "random" history (every fifth acquisition, 12 scenes each) and "tumangang"
+# history (its first 10 dates with locomotives); 6549 detected cars labelled from
+# truth_cars.csv as for _DEFAULT, the features read with the roof reaching the samples
+# 1.5 m out. tests/test_kinds.py refits it.
 _DEFAULT_1M = {
     "source": "synthetic toolkit.simulate_site scenes, 1 m, seeds 300-305",
     "mean": [
