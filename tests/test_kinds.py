@@ -16,7 +16,7 @@ import pytest
 
 import toolkit
 from toolkit.errors import InputError
-from toolkit.kinds import KINDS, classify_railcars, kind_counts
+from toolkit.kinds import KINDS, _true_kinds, classify_railcars, kind_counts
 
 HELD_OUT_SEEDS = (401, 402)
 
@@ -37,20 +37,9 @@ def _site(root, seed, resolution_m, n_dates):
 
 
 def _match(cars: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
-    groups = {key: g for key, g in truth.groupby(["time", "track_id"])}
-    out = []
-    for r in cars.itertuples():
-        g = groups.get((r.time, r.track_id))
-        kind = "none"
-        if g is not None:
-            overlap = np.minimum(g["end_m"].values, r.end_m) - np.maximum(
-                g["start_m"].values, r.start_m
-            )
-            i = int(np.argmax(overlap))
-            if overlap[i] > 0.5 * r.length_m:
-                kind = g["kind"].values[i]
-        out.append(kind)
-    return np.array(out, dtype=object)
+    """The kind of the truth car each detected car overlaps most (at least half its
+    length), "other" where none does (the truth holds no "other" cars)."""
+    return _true_kinds(cars, truth)
 
 
 def _classified(root, resolution_m):
@@ -87,7 +76,7 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
     """Classification alone: per scene and kind, estimate vs the true kinds of the detected cars."""
     err, total = 0, 0
     for *_, cars in held_out:
-        for _t, g in cars[cars["truth"] != "none"].groupby("time"):
+        for _t, g in cars[cars["truth"] != "other"].groupby("time"):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
