@@ -36,12 +36,6 @@ def _site(root, seed, resolution_m, n_dates):
     return strips, occ, truth
 
 
-def _match(cars: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
-    """The kind of the truth car each detected car overlaps most (at least half its
-    length), "other" where none does (the truth holds no "other" cars)."""
-    return _true_kinds(cars, truth)
-
-
 def _classified(root, resolution_m):
     """The held-out seeds' strips, occupancy, truth and classified cars (10 scenes each),
     each car with the kind of the truth car it matches."""
@@ -49,7 +43,7 @@ def _classified(root, resolution_m):
     for seed in HELD_OUT_SEEDS:
         strips, occ, truth = _site(root, seed, resolution_m, 10)
         cars = classify_railcars(strips, occ)
-        cars["truth"] = _match(cars, truth)
+        cars["truth"] = _true_kinds(cars, truth)
         sites.append((strips, occ, truth, cars))
     return sites
 

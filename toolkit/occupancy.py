@@ -404,11 +404,7 @@ def counts_from_occupancy(
             input_core_dims=[["along"], ["along"]],
             output_core_dims=[["stat"]],
             kwargs={
-                "step": step,
-                "mean_len": car_length_m,
-                "lo_len": lo_len,
-                "hi_len": hi_len,
-                "gaps": step <= _GAP_MAX_STEP_M,
+                **_run_counting(occupancy, car_length_m, car_length_range_m),
                 "doubt_dev": doubt_dev,
             },
             dask="parallelized",
@@ -922,19 +918,15 @@ def calibrate(
     rows = (hand["t_index"].to_numpy(), [tracks.index(t) for t in hand["track_id"]])
     truth = hand["railcars"].to_numpy(float)
     default = (5.0, 15.2, (12.5, 19.5))
-    cands = [default]  # (threshold, mean length, range)
-    estimates = []
+    found = {}  # (threshold, mean length, range) -> estimates at the hand-counted rows
     for thr in sorted({float(t) for t in thresholds} | {5.0}):
         occ = estimate_occupancy(strips, threshold=thr).compute()
-        if thr == 5.0:
-            estimates.insert(0, _railcars_at(occ, rows, *default[1:]))
-        for mean_len in lengths:
-            rng = (float(min(12.5, mean_len)), float(max(19.5, mean_len)))
-            if (thr, float(mean_len), rng) == default:
-                continue
-            cands.append((thr, float(mean_len), rng))
-            estimates.append(_railcars_at(occ, rows, float(mean_len), rng))
-    est = np.asarray(estimates)  # (candidate, hand row)
+        keys = [(thr, float(n), (float(min(12.5, n)), float(max(19.5, n)))) for n in lengths]
+        for key in keys + ([default] if thr == 5.0 else []):
+            if key not in found:
+                found[key] = _railcars_at(occ, rows, *key[1:])
+    cands = [default, *(k for k in found if k != default)]
+    est = np.asarray([found[k] for k in cands])  # (candidate, hand row)
     err = est - truth
     scenes = hand["t_index"].to_numpy()
     best = _best_fit(err, cands)
@@ -971,18 +963,27 @@ def calibrate(
 def _railcars_at(occupancy, rows, car_length_m, car_length_range_m) -> np.ndarray:
     """``counts_from_occupancy(...)["railcars"].values[rows]``, counting only those
     (time, track) rows (no bounds)."""
-    step = float(occupancy.attrs["step_m"])
     res = _count_runs(
         np.asarray(occupancy["occupancy"].values)[rows],
         np.asarray(occupancy["deviation"].values)[rows],
-        step=step,
-        mean_len=car_length_m,
-        lo_len=car_length_range_m[0],
-        hi_len=car_length_range_m[1],
-        gaps=step <= _GAP_MAX_STEP_M,
+        **_run_counting(occupancy, car_length_m, car_length_range_m),
         doubt_dev=_doubt_dev(occupancy),
     )
     return np.where(res[:, 4] > 0, res[:, 0], np.nan)
+
+
+def _run_counting(occupancy, car_length_m, car_length_range_m) -> dict:
+    """How :func:`_count_runs` splits an occupancy's runs into cars (its keywords
+    but the doubt): step, mean and range of car lengths, coupler gaps where resolved."""
+    step = float(occupancy.attrs["step_m"])
+    lo_len, hi_len = car_length_range_m
+    return {
+        "step": step,
+        "mean_len": car_length_m,
+        "lo_len": lo_len,
+        "hi_len": hi_len,
+        "gaps": step <= _GAP_MAX_STEP_M,
+    }
 
 
 #: The share by which a fit to hand counts must lower their error to be adopted.
