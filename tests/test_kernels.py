@@ -294,3 +294,60 @@ def test_masked_median_per_offset_over_many_samples_equals_nanmedian():
     flat[0, 0, 0, 0] = np.nan
     with np.errstate(all="ignore"):
         assert _fast.nanmedian_flat(flat) == np.nanmedian(flat.astype("float64"))
+
+
+def _ratio_mode_numpy(nt, r, mask, width):
+    """The NumPy expression of ``_fast.masked_ratio_mode``'s docstring."""
+    with np.errstate(all="ignore"):
+        ratio = nt.astype("float64") / r
+    usable = mask & (np.isfinite(ratio) & (ratio > 0)).all(axis=-1)
+    x = ratio[usable]
+    if x.shape[0] == 0:
+        return np.full(nt.shape[-1], np.nan), 0.0
+    level = np.log(x[:, 0] * x[:, 1] * x[:, 2]) / 3
+    step = width / 4
+    n_bins = int(2.0 / step) + 1
+    lo = np.median(level) - 1.0
+    j = np.floor((level - lo) / step + 0.5).astype(int)
+    counts = np.bincount(j[(j >= 0) & (j < n_bins)], minlength=n_bins)
+    windows = np.convolve(counts, np.ones(9, int), "valid")  # centred on bins 4 .. n - 5
+    peak = lo + (int(np.argmax(windows)) + 4) * step
+    inside = np.abs(level - peak) <= width
+    return np.median(x[inside], axis=0), inside.sum() / x.shape[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_masked_ratio_mode_equals_numpy(seed):
+    nt, r = _strip(20 + seed, shape=(4, 300, 11, 3))
+    mask = np.random.default_rng(seed).random(nt.shape[:-1]) < 0.7
+    nt[0, 0, 0, 1] = -1.0  # a non-positive ratio in one band: the sample is not used
+    gains, share = _fast.masked_ratio_mode(nt, r, mask, 0.05)
+    expected, expected_share = _ratio_mode_numpy(nt, r, mask, 0.05)
+    np.testing.assert_allclose(gains, expected, rtol=1e-12)
+    assert share == pytest.approx(expected_share, rel=1e-12) and 0 < share < 1
+    gains, share = _fast.masked_ratio_mode(nt, r, np.zeros_like(mask), 0.05)
+    assert np.isnan(gains).all() and share == 0.0
+
+
+def test_masked_ratio_mode_finds_the_empty_track_among_many_cars():
+    """SYNTHETIC: a scene 0.8 times as bright as the reference, where 70 % of the samples
+    are railcars of many colours (each 20 samples long) and 30 % the empty track with 3 %
+    noise. The median ratio is pulled 4-15 % off in every band (measured 4.5, 6.8 and
+    14.4 %); the mode is the empty
+    track's, within 1 %. Its window holds the empty track's samples and a few cars whose
+    colour happens to be near (measured share 0.340 against the empty track's 0.273)."""
+    rng = np.random.default_rng(8)
+    shape = (10, 600, 11, 3)
+    r = rng.uniform(0.3, 0.5, shape)  # the empty track's texture
+    nt = 0.8 * r * (1 + rng.normal(0, 0.03, shape))
+    car = rng.random(shape[:2]) < 0.7
+    car = np.repeat(car[:, ::20], 20, axis=1)  # 20 samples per car
+    look = rng.uniform(0.15, 0.8, (shape[0], shape[1] // 20, 3))  # a colour per car
+    nt[car] = np.repeat(look, 20, axis=1)[car][:, None, :] * (1 + rng.normal(0, 0.03, (1, 3)))
+    mask = np.ones(shape[:-1], bool)
+    median = _fast.masked_ratio_median(nt, r, mask)
+    assert (np.abs(median / 0.8 - 1) > 0.04).all()
+    gains, share = _fast.masked_ratio_mode(nt, r, mask, 0.05)
+    np.testing.assert_allclose(gains, 0.8, rtol=0.01)
+    empty = 1 - car.mean()
+    assert empty <= share < empty + 0.1
