@@ -136,6 +136,23 @@ def test_mismatched_strips_and_occupancy_raise_one_line_error(held_out):
         classify_railcars(strips, occ["occupancy"])
 
 
+@pytest.mark.parametrize("bad", ["1 m", None, -1.0, 0.0, float("nan"), True])
+def test_default_kind_model_names_a_bad_pixel_size_in_one_line(bad):
+    from toolkit.kinds import default_kind_model
+
+    with pytest.raises(InputError, match="pixel_size_m") as err:
+        default_kind_model(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_default_kind_model_is_picked_by_pixel_size():
+    from toolkit.kinds import default_kind_model
+
+    assert "1 m" not in default_kind_model(0.75).source
+    assert "1 m" in default_kind_model(0.76).source
+    assert "1 m" in default_kind_model(3).source
+
+
 @pytest.fixture(scope="module")
 def held_out_1m(tmp_path_factory):
     """The held-out seeds at 1 m pixels (strips sampled every 1 m), 10 scenes each."""

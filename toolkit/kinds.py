@@ -540,8 +540,28 @@ def fit_kind_model(
 
 def default_kind_model(pixel_size_m: float = 0.5) -> KindModel:
     """The model fitted on synthetic scenes at the pixel size nearer ``pixel_size_m``:
-    0.5 m (up to 0.75 m) or 1 m (see the module docstring)."""
-    m = _DEFAULT if float(pixel_size_m) <= 0.75 else _DEFAULT_1M
+    0.5 m (up to 0.75 m) or 1 m (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        ``pixel_size_m`` is not a positive number.
+
+    Examples
+    --------
+    >>> from toolkit.kinds import default_kind_model
+    >>> default_kind_model(1.0).source
+    'synthetic toolkit.simulate_site scenes, 1 m, seeds 300-305'
+    """
+    try:
+        pixel = float(pixel_size_m)
+    except (TypeError, ValueError):
+        pixel = float("nan")
+    if not (np.isfinite(pixel) and pixel > 0) or isinstance(pixel_size_m, bool):
+        raise InputError(
+            f"pixel_size_m: expected a positive number of metres, got {pixel_size_m!r}"
+        )
+    m = _DEFAULT if pixel <= 0.75 else _DEFAULT_1M
     return KindModel(
         kinds=_CLASSES,
         features=FEATURES,
