@@ -1139,9 +1139,10 @@ def _classify(
     of the strip (where a car body is) is averaged, smoothed along the track
     and compared with the scene's noise level. The reference, the per-scene
     gains and the noise are re-estimated from the positions judged free,
-    ``n_iter`` times, so that a full yard does not bias them; a scene whose
-    gains the most common brightness still moved by more than
-    ``_GAIN_MODE_TOL`` in the last pass gets one more (at most ``max_passes``).
+    ``n_iter`` times, so that a full yard does not bias them. Where the last
+    pass still moved a scene's gains by more than ``_GAIN_MODE_TOL`` (taking
+    its most common brightness, see ``_GAIN_MODE_WIDTH``), every scene is read
+    once more, up to ``max_passes`` passes in all.
     """
     n_t, n_k, n_a, n_c, n_b = val.shape
     v = np.where(valid[..., None], val, np.float32(np.nan)).astype("float32", copy=False)
@@ -1259,9 +1260,8 @@ def _classify(
                 # pulled towards the cars' colours, while the empty track is still the
                 # most common brightness among all known, lit samples
                 g_new = masked_ratio_median(v[t], r, free[t][..., None] & lit[t])
-                g_mode = masked_ratio_mode(v[t], r, known[t][..., None] & lit[t], _GAIN_MODE_WIDTH)[
-                    0
-                ]
+                seen = known[t][..., None] & lit[t]
+                g_mode, _ = masked_ratio_mode(v[t], r, seen, _GAIN_MODE_WIDTH)
                 if _gain_off(g_mode, g_new):
                     moved[t] = _gain_off(g_mode, gain[t])
                     g_new = g_mode
