@@ -1380,15 +1380,14 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(held_out_den
     triples = list(itertools.combinations(range(len(pool)), 3))
     rng = np.random.default_rng(0)
     draws = [evenly] + [pool[list(triples[i])] for i in rng.choice(len(triples), 4, False)]
-    scored = {}
+    scored = {}  # (threshold, mean car length) -> every clear scene's error, counted once
 
     def errors(picked, threshold, car_length_m):
-        key = (tuple(picked), threshold, car_length_m)
-        if key not in scored:
-            scored[key] = _other_scene_errors(
-                strips, per_scene, picked, threshold=threshold, car_length_m=car_length_m
+        if (threshold, car_length_m) not in scored:
+            scored[threshold, car_length_m] = _clear_scene_errors(
+                strips, per_scene, threshold=threshold, car_length_m=car_length_m
             )
-        return scored[key]
+        return scored[threshold, car_length_m].drop(picked, errors="ignore").to_numpy()
 
     before, after, adopted, bias = [], [], [], []
     for picked in draws:
@@ -1426,15 +1425,21 @@ def _other_scene_errors(strips, per_scene, picked, *, threshold, car_length_m):
     """Relative error of the yard's count on the cloud-free scenes with at least 20 cars
     that were not hand-counted (``picked``), with these parameters (the car-length range
     widened to hold the mean length, as calibrate does)."""
-    others = per_scene[(per_scene["cloud"] == 0) & (per_scene["cars"] >= 20)].index
-    others = others.difference(picked)
+    errors = _clear_scene_errors(strips, per_scene, threshold=threshold, car_length_m=car_length_m)
+    return errors.drop(picked, errors="ignore").to_numpy()
+
+
+def _clear_scene_errors(strips, per_scene, *, threshold, car_length_m):
+    """Relative error of the yard's count on every cloud-free scene with at least 20 cars
+    (a Series by time), with these parameters (see _other_scene_errors)."""
+    clear = per_scene[(per_scene["cloud"] == 0) & (per_scene["cars"] >= 20)].index
     counts = toolkit.counts_from_occupancy(
         toolkit.estimate_occupancy(strips, threshold=threshold),
         car_length_m=car_length_m,
         car_length_range_m=(min(12.5, car_length_m), max(19.5, car_length_m)),
     ).compute()
-    est = counts["railcars"].sum("track").to_series().reindex(others)
-    return (est / per_scene.loc[others, "cars"] - 1).to_numpy()
+    est = counts["railcars"].sum("track").to_series().reindex(clear)
+    return est / per_scene.loc[clear, "cars"] - 1
 
 
 def _hand_counts_of_three_clear_scenes(truth):

@@ -1044,7 +1044,7 @@ def _judge_fit(err, cands, best, scenes):
             False,
             (
                 f"the best fit lowers the error only from {mae0:.2f} to {mae1:.2f} railcars "
-                "(needs 10 % and twice its standard error)"
+                f"(needs {_CAL_GAIN * 100:g} % and twice its standard error)"
             ),
             cv,
         )
