@@ -8,6 +8,8 @@ compiled path.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -351,3 +353,98 @@ def test_masked_ratio_mode_finds_the_empty_track_among_many_cars():
     np.testing.assert_allclose(gains, 0.8, rtol=0.01)
     empty = 1 - car.mean()
     assert empty <= share < empty + 0.1
+
+
+def _ballast_share_numpy(colour, ref, w):
+    """The share by least squares on the two cars' colours (numpy.linalg.lstsq)."""
+    n_k, n_a, _ = colour.shape
+    out = np.full((n_k, n_a), np.nan)
+    for k in range(n_k):
+        for a in range(n_a):
+            if not (np.isfinite(colour[k, a]).all() and np.isfinite(ref[k, a]).all()):
+                continue
+            cars = []
+            for near in (range(a - 1 - w, a - 1), range(a + 2, a + 2 + w)):
+                q = [i for i in near if 0 <= i < n_a]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    c = np.nanmedian(colour[k, q], axis=0) if q else np.full(3, np.nan)
+                cars.append(c if np.isfinite(c).all() else None)
+            if cars[0] is None and cars[1] is None:
+                continue
+            ca = cars[0] if cars[0] is not None else cars[1]
+            cb = cars[1] if cars[1] is not None else cars[0]
+            x, z, y = ref[k, a] - cb, ca - cb, colour[k, a] - cb
+            if (z @ z) > 1e-12 and (x @ x) * (z @ z) - (x @ z) ** 2 > 0.1 * (x @ x) * (z @ z):
+                out[k, a] = np.linalg.lstsq(np.stack([x, z], axis=1), y, rcond=None)[0][0]
+                continue
+            d = ref[k, a] - 0.5 * (ca + cb)
+            if d @ d > 1e-12:
+                out[k, a] = (colour[k, a] - 0.5 * (ca + cb)) @ d / (d @ d)
+    return out
+
+
+def test_ballast_share_equals_numpy():
+    rng = np.random.default_rng(5)
+    colour = rng.uniform(0.1, 0.9, (3, 80, 3))
+    colour[0, 10:14] = np.nan  # unknown positions
+    colour[1, 30, 2] = np.nan  # one band missing
+    colour[2, 40:50] = colour[2, 39]  # one car colour on both sides: read against it alone
+    ref = rng.uniform(0.3, 0.5, (3, 80, 3))
+    colour, ref = colour.astype("float32"), ref.astype("float32")
+    got = _fast.ballast_share(colour, ref, 3)
+    expected = _ballast_share_numpy(colour.astype("float64"), ref.astype("float64"), 3)
+    assert np.isnan(got[0, 10:14]).all() and np.isnan(got[1, 30])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(
+        got[np.isfinite(got)], expected[np.isfinite(expected)], rtol=1e-4, atol=1e-6
+    )
+
+
+def test_ballast_share_peaks_at_coupler_gaps_of_dark_and_bright_cars():
+    """SYNTHETIC: ballast (0.40, 0.40, 0.38); cars of 16 samples, alternately dark (0.2 in
+    every band, darker than the ballast) and rusty (0.6, 0.45, 0.35, brighter in red),
+    with a coupler gap that fills half of one sample and none of the others. Read
+    against the colours of the two cars beside it, the share is 0.5 at every gap (the
+    gap's half of ballast), whichever side of the ballast the cars' colours lie, and no
+    body reads as a gap. (Against the median of both sides together it read 1.02 and
+    -0.02 by turns: that median is a mix of two cars' colours.)"""
+    ballast = np.array([0.40, 0.40, 0.38])
+    looks = [np.array([0.2, 0.2, 0.2]), np.array([0.6, 0.45, 0.35])]
+    rows, gaps = [], []
+    for i in range(8):
+        car = np.tile(looks[i % 2], (16, 1))
+        if i:
+            car[0] = 0.5 * car[0] + 0.5 * ballast  # half the sample is the gap
+            gaps.append(16 * i)
+        rows.append(car)
+    colour = np.concatenate(rows)[None].astype("float32")
+    ref = np.tile(ballast, (1, colour.shape[1], 1)).astype("float32")
+    share = _fast.ballast_share(colour, ref, 6)[0]
+    np.testing.assert_allclose(share[gaps], 0.5, atol=0.02)
+    body = np.ones(share.size, bool)
+    for g in gaps:
+        body[g - 2 : g + 3] = False
+    # on the bodies no evidence of a gap (a window holding a gap may read negative)
+    assert np.nanmax(share[body]) < 0.05 and np.nanmedian(np.abs(share[body])) < 0.01
+
+
+def test_car_cuts_follow_strong_gaps_and_car_lengths():
+    """The dynamic programme puts the cuts at the gaps when they are seen, splits by the
+    mean car length when none is, ignores a strong mark that leaves no car-long piece,
+    and finds no split for a run between one and two cars long."""
+    step, lmin, lmax = 1.0, 12, 21
+    lengths = [14, 17, 13, 19, 16]
+    edges = np.cumsum([0, *lengths])
+    score = np.full(edges[-1], -1.6)
+    score[edges[1:-1]] = 3.0
+    cuts = _fast.car_cuts(score, lmin, lmax, step, 15.2, 2.0)
+    np.testing.assert_array_equal(cuts, edges)
+    # no gap seen: three cars' length reads as three equal cars
+    cuts = _fast.car_cuts(np.full(46, -1.6), lmin, lmax, step, 15.2, 2.0)
+    assert cuts[0] == 0 and cuts[-1] == 46 and sorted(np.diff(cuts)) == [15, 15, 16]
+    # a strong mark 6 m into a car (a flat car's load) cannot make a car-long piece
+    score = np.full(32, -1.6)
+    score[16], score[6] = 3.0, 6.0
+    np.testing.assert_array_equal(_fast.car_cuts(score, lmin, lmax, step, 15.2, 2.0), [0, 16, 32])
+    assert _fast.car_cuts(np.zeros(22), lmin, lmax, step, 15.2, 2.0).size == 0

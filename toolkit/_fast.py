@@ -812,3 +812,137 @@ def masked_ratio_mode(num, den, mask, width):  # pragma: no cover - compiled
                 p += 1
         out[b] = _median_of(buf, q) if q > 0 else np.nan
     return out, q / m
+
+
+@njit(cache=True, nogil=True)
+def ballast_share(colour, ref, w):  # pragma: no cover - compiled
+    """Share of the empty track's look in each position's colour, against the cars beside it.
+
+    ``colour`` and ``ref`` are (track, along, band): a scene's core colour and
+    the empty-track reference's. The car colours ``A`` before and ``B`` after
+    a position are the per-band medians of the finite samples 2 to ``w + 1``
+    positions away (the position's direct neighbours are skipped: a coupler
+    gap blurs into them). The position's colour is read as a mix
+    ``s * ref + b * A + (1 - s - b) * B`` by least squares over the bands,
+    and ``s`` is returned: about 0 on a car body and at a boundary between
+    two cars of different colours without a gap, up to 1 where the ballast
+    shows through a coupler gap, whether the cars are darker or brighter
+    than the track. Where ``A`` and ``B`` are alike, or their difference lies
+    along ``ref - B``, the mix is read against their mean alone. NaN where
+    the colour is missing, no car colour is found on either side or the car
+    colour equals the reference.
+    """
+    n_k, n_a, n_b = colour.shape
+    out = np.full((n_k, n_a), np.nan, np.float32)
+    buf = np.empty(w, np.float64)
+    ca = np.empty(n_b, np.float64)
+    cb = np.empty(n_b, np.float64)
+    for k in range(n_k):
+        for a in range(n_a):
+            ok = True
+            for b in range(n_b):
+                if not np.isfinite(colour[k, a, b]) or not np.isfinite(ref[k, a, b]):
+                    ok = False
+            if not ok:
+                continue
+            have_a = True
+            have_b = True
+            for b in range(n_b):
+                m = 0
+                for q in range(a - 1 - w, a - 1):
+                    if q >= 0 and np.isfinite(colour[k, q, b]):
+                        buf[m] = colour[k, q, b]
+                        m += 1
+                if m == 0:
+                    have_a = False
+                else:
+                    ca[b] = _median_of(buf, m)
+                m = 0
+                for q in range(a + 2, a + 2 + w):
+                    if q < n_a and np.isfinite(colour[k, q, b]):
+                        buf[m] = colour[k, q, b]
+                        m += 1
+                if m == 0:
+                    have_b = False
+                else:
+                    cb[b] = _median_of(buf, m)
+            if not (have_a or have_b):
+                continue
+            if not have_a:
+                ca[:] = cb
+            if not have_b:
+                cb[:] = ca
+            # colour - B = s (ref - B) + b (A - B): two regressors over the bands
+            sxx = 0.0
+            sxz = 0.0
+            szz = 0.0
+            sxy = 0.0
+            szy = 0.0
+            for b in range(n_b):
+                x = ref[k, a, b] - cb[b]
+                z = ca[b] - cb[b]
+                y = colour[k, a, b] - cb[b]
+                sxx += x * x
+                sxz += x * z
+                szz += z * z
+                sxy += x * y
+                szy += z * y
+            det = sxx * szz - sxz * sxz
+            if szz > 1e-12 and det > 0.1 * sxx * szz:
+                out[k, a] = (szz * sxy - sxz * szy) / det
+                continue
+            # the two cars alike (or their difference along the ballast's): their mean
+            num = 0.0
+            den = 0.0
+            for b in range(n_b):
+                c = 0.5 * (ca[b] + cb[b])
+                d = ref[k, a, b] - c
+                num += (colour[k, a, b] - c) * d
+                den += d * d
+            if den > 1e-12:
+                out[k, a] = num / den
+    return out
+
+
+@njit(cache=True, nogil=True)
+def car_cuts(score, lmin, lmax, step, mean_m, sd_m):  # pragma: no cover - compiled
+    """The most likely cuts of an occupied run into whole railcars (dynamic programming).
+
+    ``score`` (one per sample of the run) is the evidence for a coupler gap at
+    each sample; a run of ``n`` samples is split into segments of ``lmin`` to
+    ``lmax`` samples, maximising the summed score at the inner cuts plus, per
+    segment, ``-0.5 * ((length_m - mean_m) / sd_m) ** 2`` (the spread of car
+    lengths). Returns the cut indices including 0 and ``n``; an empty array
+    when no split into such segments exists.
+    """
+    n = score.size
+    best = np.full(n + 1, -np.inf)
+    prev = np.full(n + 1, -1, np.int64)
+    best[0] = 0.0
+    for j in range(1, n + 1):
+        gain = score[j] if j < n else 0.0
+        for length in range(lmin, lmax + 1):
+            i = j - length
+            if i < 0:
+                break
+            if not np.isfinite(best[i]):
+                continue
+            z = (length * step - mean_m) / sd_m
+            v = best[i] - 0.5 * z * z + gain
+            if v > best[j]:
+                best[j] = v
+                prev[j] = i
+    if not np.isfinite(best[n]):
+        return np.empty(0, np.int64)
+    k = 0
+    j = n
+    while j > 0:
+        j = prev[j]
+        k += 1
+    cuts = np.empty(k + 1, np.int64)
+    j = n
+    for p in range(k, -1, -1):
+        cuts[p] = j
+        if j > 0:
+            j = prev[j]
+    return cuts

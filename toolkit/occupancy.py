@@ -35,8 +35,10 @@ from scipy import ndimage
 
 from toolkit._fast import (
     ballast_like_mode,
+    ballast_share,
     band_mean_ratio,
     brighter_margin,
+    car_cuts,
     masked_median_over_time,
     masked_median_per_offset,
     masked_ratio_median,
@@ -211,7 +213,11 @@ def estimate_occupancy(
         ``busy_noise`` with half the noise sigma in a busy scene (where the
         positions judged free may still hold cars, see below; elsewhere the
         same as the estimate). Their counts bound the count in
-        :func:`counts_from_occupancy`.
+        :func:`counts_from_occupancy`. ``ballast_share (time, track, along)``
+        float32, the share of the empty track's look in each position's colour
+        against the colours of the cars beside it (about 0 on a car body, up to
+        1 in a coupler gap; :func:`toolkit._fast.ballast_share`), where
+        :func:`counts_from_occupancy` cuts runs into cars.
         attrs record the method and parameters.
 
     Notes
@@ -262,14 +268,20 @@ def estimate_occupancy(
     else:
         raise InputError(f"neighbour_bleed: expected True, False or None, got {neighbour_bleed!r}")
     side = _shadow_sides(strips, enabled=own_shadows)
-    raw, dev, ref, raw_readings = xr.apply_ufunc(
+    raw, dev, ref, raw_readings, share = xr.apply_ufunc(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
         strips["on_track"],
         side,
         input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"], dims],
-        output_core_dims=[dims, dims, ["track", "along", "across", "band"], ["reading", *dims]],
+        output_core_dims=[
+            dims,
+            dims,
+            ["track", "along", "across", "band"],
+            ["reading", *dims],
+            dims,
+        ],
         kwargs={
             "threshold": float(threshold),
             "smooth": max(int(round(smooth_m / step)) | 1, 1),
@@ -285,9 +297,10 @@ def estimate_occupancy(
             "neighbours": _neighbour_positions(strips) if bleed else None,
             "shortest_car_samples": max(int(round(_SHORTEST_CAR_M / step)), 1),
             "own_dark": _own_shadow_dark(pixel_m),
+            "share_window": max(int(round(_GAP_CAR_WINDOW_M / step)), 2),
         },
         dask="parallelized",
-        output_dtypes=["int8", "float32", "float32", "int8"],
+        output_dtypes=["int8", "float32", "float32", "int8", "float32"],
         dask_gufunc_kwargs={"allow_rechunk": True, "output_sizes": {"reading": len(READINGS)}},
     )
 
@@ -302,6 +315,7 @@ def estimate_occupancy(
             "deviation": dev,
             "reference": ref.astype("float32"),
             "occupancy_readings": clean(raw_readings).assign_coords(reading=list(READINGS)),
+            "ballast_share": share,
         },
         coords={k: strips.coords[k] for k in ("on_track", "length_m") if k in strips.coords},
     )
@@ -325,6 +339,14 @@ def estimate_occupancy(
             "empty track; temporal_reference: the plain temporal median as the "
             f"empty track; busy_noise: a busy scene's noise sigma x {_BUSY_NOISE_FACTOR}. "
             "They bound the count (counts_from_occupancy).",
+        }
+    )
+    out["ballast_share"].attrs.update(
+        {
+            "long_name": "share of the empty track's look against the cars' colours beside it",
+            "units": "1",
+            "description": "about 0 on a car body, up to 1 where the ballast shows through "
+            "a coupler gap; counts_from_occupancy cuts runs into cars with it",
         }
     )
     out.attrs.update(
@@ -382,6 +404,15 @@ def counts_from_occupancy(
 
     Notes
     -----
+    Runs are split into railcars at coupler gaps where the strips resolve them
+    (sampled at 1 m or finer). A run with free track on both sides and at
+    least two cars long is cut where the occupancy's ``ballast_share`` shows
+    the ballast through the gaps, every piece one car of 11.5-21.5 m and the
+    pieces' lengths near ``car_length_m`` (the most likely split, by dynamic
+    programming); other runs at narrow dips of the deviation, then by length.
+    An occupancy without ``ballast_share`` (saved before it was kept) is cut
+    the second way throughout.
+
     In strips sampled at 1 m or finer, on a track that shows no railcar-long
     run in a scene (a quiet track), an occupied run shorter than any railcar,
     with free track on both sides and a deviation peaking above twice the
@@ -400,12 +431,16 @@ def counts_from_occupancy(
     step = float(occupancy.attrs["step_m"])
     occ = occupancy["occupancy"]
 
+    evidence = [occupancy["deviation"]]
+    if "ballast_share" in occupancy:  # occupancies saved before it was kept lack it
+        evidence.append(occupancy["ballast_share"])
+
     def count(o, doubt_dev=None):
         return xr.apply_ufunc(
             _count_runs,
             o,
-            occupancy["deviation"],
-            input_core_dims=[["along"], ["along"]],
+            *evidence,
+            input_core_dims=[["along"]] * (1 + len(evidence)),
             output_core_dims=[["stat"]],
             kwargs={
                 **_run_counting(occupancy, car_length_m, car_length_range_m),
@@ -413,7 +448,7 @@ def counts_from_occupancy(
             },
             dask="parallelized",
             output_dtypes=["float64"],
-            dask_gufunc_kwargs={"output_sizes": {"stat": 5}},
+            dask_gufunc_kwargs={"output_sizes": {"stat": 6}},
         )
 
     res = count(occ, _doubt_dev(occupancy))
@@ -424,13 +459,16 @@ def counts_from_occupancy(
     low = np.fmin(low, count(whole).isel(stat=0))
     if "occupancy_readings" in occupancy:
         # the count under the alternative readings of the evidence widens the bounds
-        alt = count(occupancy["occupancy_readings"]).isel(stat=0)
+        # (each read with both ways of cutting runs into cars: at the most likely gaps
+        # and at the dips of the deviation alone)
+        alt = count(occupancy["occupancy_readings"])
         for r in alt["reading"].values:  # strict: fewer cars only; lenient, busy: more only
             n_r = alt.sel(reading=r, drop=True)
+            n_r = [n_r.isel(stat=0), n_r.isel(stat=5)]
             if r not in ("lenient", "busy_noise"):
-                low = np.fmin(low, n_r)
+                low = np.fmin(low, np.fmin(*n_r))
             if r != "strict":
-                high = np.fmax(high, n_r)
+                high = np.fmax(high, np.fmax(*n_r))
     length = occupancy["length_m"] if "length_m" in occupancy.coords else None
     visible_m = res.isel(stat=4)
     if length is None:
@@ -715,6 +753,7 @@ def car_outlines(
     t = np.datetime64(str(np.datetime64(time, "ns")))
     occ = occupancy["occupancy"].sel(time=t, method="nearest").values
     dev = occupancy["deviation"].sel(time=t, method="nearest").values
+    share = _share(occupancy.sel(time=t, method="nearest"))
     centre = strips.sizes["across"] // 2
     xs = strips["x_sample"].values
     ys = strips["y_sample"].values
@@ -726,7 +765,14 @@ def car_outlines(
         nx = (xs[k, :, -1] - xs[k, :, 0]) / (2 * half)
         ny = (ys[k, :, -1] - ys[k, :, 0]) / (2 * half)
         cars = _car_segments(
-            occ[k], dev[k], step=step, doubt_dev=doubt, mean_len=mean_len, lo_len=12.5, hi_len=19.5
+            occ[k],
+            dev[k],
+            step=step,
+            doubt_dev=doubt,
+            mean_len=mean_len,
+            lo_len=12.5,
+            hi_len=19.5,
+            share=None if share is None else share[k],
         )
         for s0, s1, *_ in cars:
             i0, i1 = int(round(s0 / step)), min(int(round(s1 / step)), cx.size - 1)
@@ -975,10 +1021,18 @@ def _railcars_at(occupancy, rows, car_length_m, car_length_range_m) -> np.ndarra
     res = _count_runs(
         np.asarray(occupancy["occupancy"].values)[rows],
         np.asarray(occupancy["deviation"].values)[rows],
+        _share(occupancy, rows),
         **_run_counting(occupancy, car_length_m, car_length_range_m),
         doubt_dev=_doubt_dev(occupancy),
     )
     return np.where(res[:, 4] > 0, res[:, 0], np.nan)
+
+
+def _share(occupancy, index=()):
+    """The occupancy's ``ballast_share`` at ``index`` as an array; None when it lacks it."""
+    if "ballast_share" not in occupancy:
+        return None
+    return np.asarray(occupancy["ballast_share"].values)[index]
 
 
 def _run_counting(occupancy, car_length_m, car_length_range_m) -> dict:
@@ -1130,6 +1184,7 @@ def _classify(
     own_dark: float | None = None,
     n_iter: int = 2,
     max_passes: int = 3,
+    share_window: int = 6,
 ):
     """Occupied/free/unknown for a whole (time, track, along, across, band) strip stack.
 
@@ -1316,7 +1371,16 @@ def _classify(
             d_b, known[t], free[t], halves_idx, smooth, chi_med, d_noise=d_b_plain
         )[0]
 
-    _per_scene(lambda t: (judge_on(t, 1), judge_on(t, 2)), n_t)
+    # coupler gaps: the share of the empty track's look against the colours of the cars
+    # beside each position (see toolkit._fast.ballast_share), for splitting runs into cars
+    share = np.full((n_t, n_k, n_a), np.nan, "float32")
+    core_refs = {g: r[..., core, :].mean(axis=2) for g, r in refs.items()}
+
+    def share_of(t):
+        colour = _nanmean(n[t][..., core, :], axis=2)
+        share[t] = ballast_share(colour, core_refs[groups[t]], share_window)
+
+    _per_scene(lambda t: (judge_on(t, 1), judge_on(t, 2), share_of(t)), n_t)
     readings = np.stack(
         [
             decide(dev, _STRICT_FACTOR),
@@ -1327,7 +1391,13 @@ def _classify(
         ]
     )
     biggest = np.bincount(groups).argmax()
-    return decide(dev), dev_raw.astype("float32"), refs[biggest].astype("float32"), readings
+    return (
+        decide(dev),
+        dev_raw.astype("float32"),
+        refs[biggest].astype("float32"),
+        readings,
+        share,
+    )
 
 
 def _gain_off(g: np.ndarray, ref: np.ndarray) -> bool:
@@ -1603,6 +1673,15 @@ _DOUBT_FACTOR = 2.0
 # no railcar is shorter than the first over its couplers (m), none longer than the second
 _SHORTEST_CAR_M = 11.0
 _LONGEST_CAR_M = 21.0
+# splitting a run into whole cars (_best_cuts): segment lengths, their spread about the
+# mean car length, the cars' colour windows beside a position, and a gap's score per unit
+# of ballast share above the share that is no evidence either way
+_DP_SHORTEST_M = 11.5
+_DP_LONGEST_M = 21.5
+_CAR_LENGTH_SD_M = 2.0
+_GAP_CAR_WINDOW_M = 3.0
+_GAP_SCORE = 8.0
+_GAP_SHARE_MIN = 0.2
 # the threshold's multiples for the stricter and the more lenient reading (the interval)
 _STRICT_FACTOR = 1.4
 _LENIENT_FACTOR = 0.8
@@ -1943,12 +2022,16 @@ def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
     return out
 
 
-def _count_runs(occ, dev, *, step, mean_len, lo_len, hi_len, gaps, doubt_dev=None) -> np.ndarray:
+def _count_runs(
+    occ, dev, share=None, *, step, mean_len, lo_len, hi_len, gaps, doubt_dev=None
+) -> np.ndarray:
     flat = occ.reshape(-1, occ.shape[-1])
     dflat = np.broadcast_to(dev, occ.shape).reshape(-1, dev.shape[-1])
-    out = np.zeros((flat.shape[0], 5))
+    sflat = None if share is None else np.broadcast_to(share, occ.shape).reshape(flat.shape)
+    out = np.zeros((flat.shape[0], 6))
     kw = {"step": step, "mean_len": mean_len, "lo_len": lo_len, "hi_len": hi_len, "gaps": gaps}
     for i, row in enumerate(flat):
+        kw["share"] = None if sflat is None else sflat[i]
         cars = _segment_row(row, dflat[i], **kw)
         # whole numbers: each segment's bounds are shared out over its cars as fractions,
         # whose float sum can fall a hair short (2.9999999999999996 would exclude 3)
@@ -1961,8 +2044,9 @@ def _count_runs(occ, dev, *, step, mean_len, lo_len, hi_len, gaps, doubt_dev=Non
         n = sum(c[2] for c in cars)
         lo = min(lo, float(n))
         occupied = float((row == OCCUPIED).sum()) * step
-        out[i] = [n, lo, hi, occupied, (row != UNKNOWN).sum() * step]
-    return out.reshape(*occ.shape[:-1], 5)
+        n_dips = float(np.round(sum(c[5] for c in cars)))
+        out[i] = [n, lo, hi, occupied, (row != UNKNOWN).sum() * step, n_dips]
+    return out.reshape(*occ.shape[:-1], 6)
 
 
 def _doubt_dev(occupancy: xr.Dataset) -> float | None:
@@ -2005,7 +2089,7 @@ def _counted_row(row, dev, *, step, doubt_dev):
     return out
 
 
-def _car_segments(row, dev, *, step, doubt_dev, mean_len, lo_len, hi_len):
+def _car_segments(row, dev, *, step, doubt_dev, mean_len, lo_len, hi_len, share=None):
     """The cars the count's estimate holds on one profile: :func:`_segment_row` of
     :func:`_counted_row`, cut at coupler gaps where the strips resolve them
     (``_GAP_MAX_STEP_M``). :func:`car_outlines` and :mod:`toolkit.kinds` read their cars
@@ -2018,13 +2102,16 @@ def _car_segments(row, dev, *, step, doubt_dev, mean_len, lo_len, hi_len):
         lo_len=lo_len,
         hi_len=hi_len,
         gaps=step <= _GAP_MAX_STEP_M,
+        share=share,
     )
 
 
-def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
+def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps, share=None):
     """Split the occupied runs of one profile into cars.
 
-    Returns ``(start_m, end_m, n, low, high)`` per segment. Where ``gaps`` is
+    Returns ``(start_m, end_m, n, low, high, dips)`` per car: ``n`` is 1, and
+    ``low``, ``high`` and ``dips`` (the count cut at the dips alone, see below)
+    are the run's shared out over its cars. Where ``gaps`` is
     true (pixels fine enough to see a 1 m coupler gap), runs are first cut at
     coupler gaps: narrow dips of the colour deviation, to less than half of
     its highest value within 2 m on either side, at least 11 m apart (no car
@@ -2037,6 +2124,15 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
     often. Where a gap spans a single sample (strips sampled more coarsely than
     ``_GAP_SHARP_STEP_M``), the bounds also hold those of the run read by its
     length alone.
+
+    With ``share`` (the :func:`toolkit._fast.ballast_share` profile), a run with
+    free track on both sides and at least two shortest cars long is split by
+    :func:`toolkit._fast.car_cuts` instead: every segment one car of 11.5-21.5 m,
+    the cuts where the ballast shows through (score ``_GAP_SCORE`` times the
+    share above ``_GAP_SHARE_MIN``) and the lengths near ``mean_len`` (spread
+    ``_CAR_LENGTH_SD_M``). Weak gaps count together along the run, and a car's
+    own features (a flat car's deck, a tarp's folds) do not cut it where no car
+    length fits. The bounds are widened to hold its count.
     """
     starts, ends = _runs(row == OCCUPIED)
     out = []
@@ -2068,11 +2164,36 @@ def _segment_row(row, dev, *, step, mean_len, lo_len, hi_len, gaps):
             # also hold those of the run read by its length alone
             ((_, lo_whole, hi_whole),) = _segments([s, e], step, mean_len, lo_len, hi_len, False)
             lo_run, hi_run = min(lo_run, lo_whole), max(hi_run, hi_whole)
+        n_dips = n_run  # the run's count cut at dips of the deviation, then by length
+        best = _best_cuts(row, share, s, e, step, mean_len) if gaps and share is not None else None
+        if best is not None:
+            # whole cars between the most likely coupler gaps
+            cuts, segs = best, [(1, 1, 1)] * (len(best) - 1)
+            n_run = len(segs)
+            lo_run, hi_run = min(lo_run, n_run), max(hi_run, n_run)
         for (n, _, _), a, length in zip(segs, cuts[:-1], np.diff(cuts) * step, strict=True):
             edges = a * step + np.linspace(0.0, length, n + 1)
             for k in range(n):
-                out.append((edges[k], edges[k + 1], 1, lo_run / n_run, hi_run / n_run))
+                out.append(
+                    (edges[k], edges[k + 1], 1, lo_run / n_run, hi_run / n_run, n_dips / n_run)
+                )
     return out
+
+
+def _best_cuts(row, share, s, e, step, mean_len) -> list[int] | None:
+    """Cuts of the run [s, e) into whole cars by :func:`toolkit._fast.car_cuts`, or None.
+
+    None unless the run has free track on both sides and is at least two
+    shortest cars long, or where no split into car-long segments exists.
+    """
+    lmin = int(np.ceil(_DP_SHORTEST_M / step - 1e-9))
+    lmax = int(np.floor(_DP_LONGEST_M / step + 1e-9))
+    if s == 0 or e >= row.size or row[s - 1] != FREE or row[e] != FREE or e - s < 2 * lmin:
+        return None
+    sh = np.nan_to_num(np.asarray(share[s:e], "float64"), nan=0.0)
+    score = _GAP_SCORE * (np.clip(sh, -0.5, 1.0) - _GAP_SHARE_MIN)
+    cuts = car_cuts(score, lmin, lmax, float(step), float(mean_len), _CAR_LENGTH_SD_M)
+    return None if cuts.size < 2 else [s + int(c) for c in cuts]
 
 
 def _cuts_at(cand, d, s, e, min_sep):
