@@ -815,6 +815,29 @@ def masked_ratio_mode(num, den, mask, width):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _sorted_finite(v, buf):  # pragma: no cover - compiled
+    """The finite values of the short 1-D ``v`` sorted into ``buf`` (insertion); their count."""
+    m = 0
+    for x in v:
+        if not np.isfinite(x):
+            continue
+        p = m
+        while p > 0 and buf[p - 1] > x:
+            buf[p] = buf[p - 1]
+            p -= 1
+        buf[p] = x
+        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _middle(buf, m):  # pragma: no cover - compiled
+    """The median of the sorted ``buf[:m]`` (the middle pair averaged), m >= 1."""
+    h = m // 2
+    return buf[h] if m % 2 == 1 else 0.5 * (buf[h - 1] + buf[h])
+
+
+@njit(cache=True, nogil=True)
 def ballast_share(colour, ref, w):  # pragma: no cover - compiled
     """Share of the empty track's look in each position's colour, against the cars beside it.
 
@@ -848,24 +871,16 @@ def ballast_share(colour, ref, w):  # pragma: no cover - compiled
             have_a = True
             have_b = True
             for b in range(n_b):
-                m = 0
-                for q in range(a - 1 - w, a - 1):
-                    if q >= 0 and np.isfinite(colour[k, q, b]):
-                        buf[m] = colour[k, q, b]
-                        m += 1
+                m = _sorted_finite(colour[k, max(a - 1 - w, 0) : max(a - 1, 0), b], buf)
                 if m == 0:
                     have_a = False
                 else:
-                    ca[b] = _median_of(buf, m)
-                m = 0
-                for q in range(a + 2, a + 2 + w):
-                    if q < n_a and np.isfinite(colour[k, q, b]):
-                        buf[m] = colour[k, q, b]
-                        m += 1
+                    ca[b] = _middle(buf, m)
+                m = _sorted_finite(colour[k, min(a + 2, n_a) : min(a + 2 + w, n_a), b], buf)
                 if m == 0:
                     have_b = False
                 else:
-                    cb[b] = _median_of(buf, m)
+                    cb[b] = _middle(buf, m)
             if not (have_a or have_b):
                 continue
             if not have_a:
