@@ -24,24 +24,33 @@ def _nanmedian_cols(a):  # pragma: no cover - compiled
                 tile[j - j0, i] = a[i, j]
         buf = np.empty(n, np.float64)
         for jj in range(j1 - j0):
-            k = 0
-            for i in range(n):
-                x = tile[jj, i]
-                if not np.isnan(x):
-                    # insertion sort while gathering: the columns are short time series
-                    q = k
-                    while q > 0 and buf[q - 1] > x:
-                        buf[q] = buf[q - 1]
-                        q -= 1
-                    buf[q] = x
-                    k += 1
-            if k == 0:
-                out[j0 + jj] = np.nan
-            elif k % 2 == 1:
-                out[j0 + jj] = buf[k // 2]
-            else:
-                out[j0 + jj] = 0.5 * (buf[k // 2 - 1] + buf[k // 2])
+            # insertion sort while gathering: the columns are short time series
+            k = _sorted_non_nan(tile[jj], buf)
+            out[j0 + jj] = _middle(buf, k) if k > 0 else np.nan
     return out
+
+
+@njit(cache=True, nogil=True)
+def _sorted_non_nan(v, buf):  # pragma: no cover - compiled
+    """The non-NaN values of the short 1-D ``v`` sorted into ``buf`` (insertion); their count."""
+    m = 0
+    for x in v:
+        if np.isnan(x):
+            continue
+        p = m
+        while p > 0 and buf[p - 1] > x:
+            buf[p] = buf[p - 1]
+            p -= 1
+        buf[p] = x
+        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _middle(buf, m):  # pragma: no cover - compiled
+    """The median of the sorted ``buf[:m]`` (the middle pair averaged), m >= 1."""
+    h = m // 2
+    return buf[h] if m % 2 == 1 else 0.5 * (buf[h - 1] + buf[h])
 
 
 def nanmedian_axis0(a: np.ndarray) -> np.ndarray:
@@ -815,37 +824,14 @@ def masked_ratio_mode(num, den, mask, width):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _sorted_finite(v, buf):  # pragma: no cover - compiled
-    """The finite values of the short 1-D ``v`` sorted into ``buf`` (insertion); their count."""
-    m = 0
-    for x in v:
-        if not np.isfinite(x):
-            continue
-        p = m
-        while p > 0 and buf[p - 1] > x:
-            buf[p] = buf[p - 1]
-            p -= 1
-        buf[p] = x
-        m += 1
-    return m
-
-
-@njit(cache=True, nogil=True)
-def _middle(buf, m):  # pragma: no cover - compiled
-    """The median of the sorted ``buf[:m]`` (the middle pair averaged), m >= 1."""
-    h = m // 2
-    return buf[h] if m % 2 == 1 else 0.5 * (buf[h - 1] + buf[h])
-
-
-@njit(cache=True, nogil=True)
 def ballast_share(colour, ref, w):  # pragma: no cover - compiled
     """Share of the empty track's look in each position's colour, against the cars beside it.
 
     ``colour`` and ``ref`` are (track, along, band): a scene's core colour and
     the empty-track reference's. The car colours ``A`` before and ``B`` after
-    a position are the per-band medians of the finite samples 2 to ``w + 1``
-    positions away (the position's direct neighbours are skipped: a coupler
-    gap blurs into them). The position's colour is read as a mix
+    a position are the per-band medians of the samples 2 to ``w + 1``
+    positions away, NaN skipped (the position's direct neighbours are skipped:
+    a coupler gap blurs into them). The position's colour is read as a mix
     ``s * ref + b * A + (1 - s - b) * B`` by least squares over the bands,
     and ``s`` is returned: about 0 on a car body and at a boundary between
     two cars of different colours without a gap, up to 1 where the ballast
@@ -871,12 +857,12 @@ def ballast_share(colour, ref, w):  # pragma: no cover - compiled
             have_a = True
             have_b = True
             for b in range(n_b):
-                m = _sorted_finite(colour[k, max(a - 1 - w, 0) : max(a - 1, 0), b], buf)
+                m = _sorted_non_nan(colour[k, max(a - 1 - w, 0) : max(a - 1, 0), b], buf)
                 if m == 0:
                     have_a = False
                 else:
                     ca[b] = _middle(buf, m)
-                m = _sorted_finite(colour[k, min(a + 2, n_a) : min(a + 2 + w, n_a), b], buf)
+                m = _sorted_non_nan(colour[k, min(a + 2, n_a) : min(a + 2 + w, n_a), b], buf)
                 if m == 0:
                     have_b = False
                 else:
