@@ -2025,6 +2025,9 @@ def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
 def _count_runs(
     occ, dev, share=None, *, step, mean_len, lo_len, hi_len, gaps, doubt_dev=None
 ) -> np.ndarray:
+    """Per occupancy profile (the last axis): the railcars, their low and high bounds,
+    the occupied and the visible length (m), and the railcars cut at the deviation's
+    dips alone (:func:`_segment_row`); ``dev`` and ``share`` broadcast against ``occ``."""
     flat = occ.reshape(-1, occ.shape[-1])
     dflat = np.broadcast_to(dev, occ.shape).reshape(-1, dev.shape[-1])
     sflat = None if share is None else np.broadcast_to(share, occ.shape).reshape(flat.shape)
