@@ -57,18 +57,22 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.717 of 1733 detected cars that match a truth
-    # car and are given one of the five kinds (others go to "other"); 0.696 of 1623
+    # measured (2 seeds, 20 scenes): 0.736 of 2150 detected cars that match a truth
+    # car and are given one of the five kinds (others go to "other"); 0.717 of 1733
+    # before a place whose empty-track reference had taken a car's colour took it from
+    # the scenes that show the track's typical look, and a busy scene explained no dark
+    # sample as a shadow where no neighbour's car can shade the core (the model refitted
+    # on the cars then found); 0.696 of 1623
     # before the 0.5 m model was refitted by its recipe (it had been fitted on 3357 cars
-    # of an older occupancy step; now 7169); 0.697 of 1627
+    # of an older occupancy step; then 7169, now 7517); 0.697 of 1627
     # before runs were cut into whole cars at the most likely coupler gaps; 0.697 of 1406
     # before a busy scene's gains came from its most common brightness, which finds
     # 221 more real cars in these seeds' busy scenes. Before the
     # ballast-like mode of the occupancy step it was 0.707 of 1288: the mode finds 118
     # more real cars (parked ones), which are classified less well, while the cars
     # found both ways are classified better (0.743 against 0.730 on 790 of them).
-    assert len(real) > 1650
-    assert share >= 0.70
+    assert len(real) > 2050
+    assert share >= 0.71
 
 
 def test_per_kind_counts_of_the_detected_cars(held_out):
@@ -79,12 +83,14 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
-    # measured: 580 / 1791 = 0.324 (box 236/682, tank 58/328, ore 131/319, flat 155/461,
-    # locomotive 0/1); 682 / 1791 = 0.381 with the 0.5 m model before it was refitted by
+    # measured: 667 / 2197 = 0.304 (box 242/803, tank 55/407, ore 167/480, flat 200/506,
+    # locomotive 3/1); 580 / 1791 = 0.324 before the empty-track reference took the
+    # track's typical look where it had taken a car's colour and busy scenes' rules for
+    # shadows; 682 / 1791 = 0.381 with the 0.5 m model before it was refitted by
     # its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416 with
     # an older occupancy step, which found fewer of the cars
-    assert total > 1700
-    assert err / total <= 0.36
+    assert total > 2100
+    assert err / total <= 0.34
 
 
 def test_per_kind_counts_on_cloud_free_scenes(held_out):
@@ -100,13 +106,16 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
                 err += abs(est - tc.get(kind, 0))
                 total += tc.get(kind, 0)
     rel = err / max(total, 1)
-    # measured: 1397 / 2443 = 0.572 (sum over 16 cloud-free scenes and the kinds of
-    # |estimate - truth| / truth cars; 1561 / 2443 = 0.639 with the 0.5 m model before it
-    # was refitted by its recipe, 1924 / 2443 = 0.788 with an older occupancy step); the
+    # measured: 1105 / 2443 = 0.452 (sum over 16 cloud-free scenes and the kinds of
+    # |estimate - truth| / truth cars; 1397 / 2443 = 0.572 before the empty-track
+    # reference took the track's typical look where it had taken a car's colour and busy
+    # scenes' rules for shadows, which find more of the cars of these busy scenes;
+    # 1561 / 2443 = 0.639 with the 0.5 m model before it was refitted by its recipe,
+    # 1924 / 2443 = 0.788 with an older occupancy step); the
     # "random" history packs the tracks and most of the error is cars not detected at
     # all, not wrongly classified
     assert total > 2400
-    assert rel <= 0.62
+    assert rel <= 0.50
 
 
 def test_kind_counts_add_up_to_the_cars(held_out):
@@ -192,18 +201,21 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.650 of 1230 detected cars that match a truth car
-    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.530 of 1331
-    # (0.569 of 1186 before the 0.5 m model was refitted by its recipe)
+    # measured (2 seeds, 20 scenes): 0.650 of 1361 detected cars that match a truth car
+    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.542 of 1362.
+    # 0.650 of 1230 and 0.530 of 1331 before the empty-track reference took the track's
+    # typical look where it had taken a car's colour and busy scenes' rules for shadows
+    # (the model refitted on the cars then found, 6974 -> 7484); 0.569 of 1186 before the
+    # 0.5 m model was refitted by its recipe
     # (0.646 of 1232 and 0.563 of 1189 before runs were cut into whole cars at the most
     # likely coupler gaps, which also changed the 1 m model's training cars, 7052 -> 6974;
     # 0.660 of 1215 and 0.563 of 1151 before a busy scene's gains came from its most
     # common brightness, which also changed the 1 m model's training cars, 6549 -> 7052)
-    assert len(real) > 1150
+    assert len(real) > 1300
     assert share >= 0.64
 
 
-@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 6974), (0.5, 7169)])
+@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7484), (0.5, 7517)])
 def test_the_default_models_are_refitted_from_their_recipe(tmp_path, resolution_m, n_cars):
     """Each default model comes back from synthetic_training_cars and fit_kind_model at
     its pixel size: same cars, same weights to the four stored decimals."""
