@@ -2064,17 +2064,20 @@ def _typical_look(n, ref, lit, core, scenes) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         off = np.abs(np.log(np.maximum(ref_c, floor) / np.maximum(typical, floor)))
         suspect = (off > _TYPICAL_TOL).any(axis=-1) & np.isfinite(off).all(axis=-1)
-    if not suspect.any():
-        return
-    colour = _nanmean(n[..., ci, :], axis=3)  # (T, K, A, B)
-    shown = lit[..., ci].any(axis=-1) & scenes[:, None, None] & np.isfinite(colour).all(axis=-1)
+    ks, As = np.nonzero(suspect)  # read the scenes at these places only
+    stack = n[:, ks, As]  # (T, P, C, B)
+    colour = _nanmean(stack[:, :, ci], axis=2)  # (T, P, B)
+    seen = lit[:, ks, As]  # (T, P, C)
+    shown = seen[..., ci].any(axis=-1) & scenes[:, None] & np.isfinite(colour).all(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dist = np.abs(np.log(np.maximum(colour, floor) / np.maximum(typical[None], floor)))
-        like = shown & (dist <= _TYPICAL_TOL).all(axis=-1)
-    better = suspect & like.any(axis=0)
+        dist = np.abs(np.log(np.maximum(colour, floor) / np.maximum(typical[ks, 0][None], floor)))
+        like = shown & (dist <= _TYPICAL_TOL).all(axis=-1)  # (T, P)
+    better = like.any(axis=0)
     if better.any():
-        alt = masked_median_over_time(n, like[..., None] & lit, better)
-        ref[better] = np.where(np.isfinite(alt[better]), alt[better], ref[better])
+        use = (like[..., None] & seen)[:, better]  # (T, Q, C)
+        picked = np.where(use[..., None], stack[:, better].astype("float64"), np.nan)
+        alt = nanmedian_axis0(picked.reshape(picked.shape[0], -1)).reshape(picked.shape[1:])
+        ref[ks[better], As[better]] = np.where(np.isfinite(alt), alt, ref[ks[better], As[better]])
 
 
 def _shadow_factor(n: np.ndarray, ref: np.ndarray) -> np.ndarray:
