@@ -342,11 +342,13 @@ def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
 def held_out_dense_05m(tmp_path_factory):
     """A yard 60-90 % full on every date (history "dense": cars packed afresh each date,
     a colour per batch), held out (never looked at while tuning): seed 113 at 0.5 m, 12
-    dates spread over the five years. The table against the truth, and the occupancy."""
+    dates spread over the five years. The table against the truth, the occupancy and the
+    strips."""
     site = _spread_site(tmp_path_factory, seed=113, resolution_m=0.5, history="dense")
-    occ = toolkit.estimate_occupancy(_coregistered_strips(site)).compute()
+    strips = _coregistered_strips(site)
+    occ = toolkit.estimate_occupancy(strips).compute()
     counts = toolkit.counts_from_occupancy(occ)
-    return _with_mask_share(compare_with_truth(counts, site.truth_path), site), occ
+    return _with_mask_share(compare_with_truth(counts, site.truth_path), site), occ, strips
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +417,7 @@ def test_busy_scenes_explain_fewer_samples_as_shadows(held_out_dense_05m, sample
     the core (the sun high), and finds more cars than the reading with the shadow
     explanation everywhere (``shadows``), fewer than the one with it nowhere
     (``no_shadow``). In other scenes all three are the same."""
-    _, occ = held_out_dense_05m
+    _, occ, _ = held_out_dense_05m
     main = occ["occupancy"]
     readings = occ["occupancy_readings"]
     on = (main == OCCUPIED).sum(["track", "along"])
@@ -438,6 +440,21 @@ def test_busy_scenes_explain_fewer_samples_as_shadows(held_out_dense_05m, sample
     for r in ("shadows", "no_shadow"):
         quiet = sample_occ["occupancy_readings"].sel(reading=r, drop=True)
         assert bool((quiet == sample_occ["occupancy"]).all()), r
+
+
+def test_the_busy_scenes_shadow_rule_needs_the_sun_placed(held_out_dense_05m):
+    """The rule reads the sun's height from the scene's time and place: without own
+    shadows it still applies (the same estimate), and where the sun cannot be placed (no
+    sample coordinates) the estimate keeps the shadow explanation everywhere."""
+    _, occ, strips = held_out_dense_05m
+
+    def changed(o):  # positions where the rule changed the estimate
+        return int((o["occupancy_readings"].sel(reading="shadows") != o["occupancy"]).sum())
+
+    assert changed(occ) > 1000
+    assert changed(toolkit.estimate_occupancy(strips, own_shadows=False).compute()) > 1000
+    unplaced = strips.drop_vars(["x_sample", "y_sample"])
+    assert changed(toolkit.estimate_occupancy(unplaced).compute()) == 0
 
 
 def test_held_out_random_traffic_at_05m(held_out_random_05m):

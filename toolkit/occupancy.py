@@ -149,7 +149,10 @@ def estimate_occupancy(
         reaches less than 3.95 m across the track beyond its side: there no
         car on the nearest neighbouring track (4.5 m away) can shade the
         whole core, and the dark samples are dark cars (empty ore wagons,
-        tank cars), which in a busy yard are many.
+        tank cars), which in a busy yard are many. The sun is placed from the
+        scene's time and the tracks' place, with or without ``own_shadows``;
+        where it cannot be (no time, no sample coordinates or CRS), the
+        explanation applies everywhere.
     own_shadows : bool, default True
         Use the shadow a railcar casts beside itself as evidence: where the
         strip margin away from the sun is in shadow while the margin towards
@@ -295,14 +298,28 @@ def estimate_occupancy(
         bleed = bool(neighbour_bleed)
     else:
         raise InputError(f"neighbour_bleed: expected True, False or None, got {neighbour_bleed!r}")
-    side = _shadow_sides(strips, enabled=own_shadows)
+    sun = _sun_reach(strips)
+    side = _shadow_sides(strips, enabled=False) if sun is None or not own_shadows else sun[0]
+    # where no car on a neighbouring track can shade the core (a busy scene explains no
+    # sample as a shadow there); nowhere in a scene whose sun cannot be placed
+    if sun is None:
+        unshadeable = xr.zeros_like(side, dtype=bool)
+    else:
+        unshadeable = (np.abs(sun[0]) < _NEIGHBOUR_COVER_M) & sun[1]
     raw, dev, ref, raw_readings, share = xr.apply_ufunc(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
         strips["on_track"],
         side,
-        input_core_dims=[[*dims, "across", "band"], [*dims, "across"], ["track", "along"], dims],
+        unshadeable,
+        input_core_dims=[
+            [*dims, "across", "band"],
+            [*dims, "across"],
+            ["track", "along"],
+            dims,
+            dims,
+        ],
         output_core_dims=[
             dims,
             dims,
@@ -1202,6 +1219,7 @@ def _classify(
     valid: np.ndarray,
     on_track: np.ndarray,
     shadow_side: np.ndarray,
+    unshadeable: np.ndarray | None = None,
     *,
     threshold: float,
     smooth: int,
@@ -1440,8 +1458,8 @@ def _classify(
             # in the scene's own noise units (a busy scene's is read low, see
             # _core_deviation)
             dev_unshaded[t] = _core_profiles(d_u, known[t], halves_idx, smooth)[1] / sigma[t]
-            out_of_reach = np.abs(shadow_side[t]) < _NEIGHBOUR_COVER_M
-            dev_main[t] = np.where(out_of_reach, dev_unshaded[t], dev[t])
+            if unshadeable is not None:
+                dev_main[t] = np.where(unshadeable[t], dev_unshaded[t], dev[t])
 
     _per_scene(judge_unshaded, n_t)
     readings = np.stack(
@@ -1774,20 +1792,33 @@ def _shadow_sides(strips, *, enabled: bool = True):
     From the sun's position at the acquisition time (computed, not read) and
     the track's direction: the reach across the track (m) of a 4 m high car's
     shadow beyond its side, signed by the side (+ towards +across); 0 where
-    the sun is too high or too nearly along the track for it to reach 1 m.
+    the sun is too high or too nearly along the track for it to reach 1 m, and
+    everywhere when not ``enabled`` or the sun cannot be placed (see
+    :func:`_sun_reach`).
     """
+    placed = _sun_reach(strips) if enabled else None
+    if placed is None:
+        shape = (strips.sizes["time"], strips.sizes["track"], strips.sizes["along"])
+        return xr.DataArray(np.zeros(shape, "float32"), dims=("time", "track", "along"))
+    return placed[0]
+
+
+def _sun_reach(strips):
+    """:func:`_shadow_sides`' signed reach and, per scene, whether the sun was placed
+    (a time, and the sun more than 5 degrees high); None where it cannot be placed in
+    any scene: no acquisition times, no sample coordinates or CRS, or a CRS pyproj
+    cannot place."""
     import pandas as pd
     from pyproj import Transformer
 
     from toolkit._sun import sun_position
 
     shape = (strips.sizes["time"], strips.sizes["track"], strips.sizes["along"])
-    none = xr.DataArray(np.zeros(shape, "float32"), dims=("time", "track", "along"))
-    if not enabled or not np.issubdtype(strips["time"].dtype, np.datetime64):
-        return none
+    if not np.issubdtype(strips["time"].dtype, np.datetime64):
+        return None
     times = pd.DatetimeIndex(strips["time"].values)
     if "x_sample" not in strips.coords or not strips.attrs.get("crs") or strips.sizes["across"] < 2:
-        return none  # no geometry to place the sun against: judged without own shadows
+        return None  # no geometry to place the sun against
     xs, ys = strips["x_sample"].values, strips["y_sample"].values
     n_c = xs.shape[-1]
     width = float(strips["across_m"].values[-1] - strips["across_m"].values[0])
@@ -1797,22 +1828,25 @@ def _shadow_sides(strips, *, enabled: bool = True):
     try:
         to_lonlat = Transformer.from_crs(strips.attrs["crs"], "EPSG:4326", always_xy=True)
         lon, lat = to_lonlat.transform(cx, cy)
-    except Exception:  # a CRS pyproj cannot place: judged without own shadows
-        return none
+    except Exception:  # a CRS pyproj cannot place
+        return None
     if not (np.isfinite(lon) and np.isfinite(lat)):
-        return none
+        return None
     out = np.zeros(shape, "float32")
+    placed = np.zeros(shape[0], bool)
     for i, t in enumerate(times):
         if pd.isna(t):
             continue
         elev, az = sun_position(t.to_pydatetime().replace(tzinfo=None), lat, lon)
         if elev <= 5:
             continue
+        placed[i] = True
         sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
         c = sx * nx + sy * ny
         reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
         out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c) * reach, 0.0)
-    return xr.DataArray(out, dims=("time", "track", "along"))
+    reach = xr.DataArray(out, dims=("time", "track", "along"))
+    return reach, xr.DataArray(placed, dims="time")
 
 
 def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None, margin=None):
