@@ -1727,7 +1727,7 @@ _MODE_MIN_SHARE = 0.5
 # a place whose empty-track reference departs from the track's typical look by more than
 # this (log colour ratio, in any band) is taken from the scenes that show the typical look
 # there: 0.12 lowered the error per track and scene on the synthetic tuning sites at 0.5
-# and 1 m (full yard 2.88 -> 2.20, quiet yards e.g. 0.34 -> 0.24); 0.10 put a false car on
+# and 1 m (full yard 2.88 -> 2.37, quiet yards e.g. 0.34 -> 0.24); 0.10 put a false car on
 # the default sample, 0.15 and 0.20 helped less
 _TYPICAL_TOL = 0.12
 # the noise sigma is at most the _NOISE_LOW_Q quantile of the distances of all known
