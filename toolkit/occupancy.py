@@ -1749,8 +1749,9 @@ _NOISE_MARGIN_FIT = 1.1
 # lowest tenth may still hold cars (a yard 60-90 % full)
 _BUSY_NOISE_FACTOR = 0.5
 # a busy scene: at least this share of the known positions occupied (after closing short
-# gaps and dropping short runs; on the quiet tuning sites at most 0.19, 0.17 on the default
-# sample's 73-car scene; 0.19-0.57 in a yard 60-90 % full on every date). The estimate
+# gaps and dropping short runs; on the quiet tuning sites at most 0.19 in the 10-track
+# layout and 0.28 in the smaller 8-track one, 0.17 on the default sample's 73-car scene;
+# 0.19-0.57 in a yard 60-90 % full on every date). The estimate
 # explains no sample there as a shadow where no neighbour's car can shade the core, and the
 # no_shadow reading nowhere
 _BUSY_SHARE = 0.3
