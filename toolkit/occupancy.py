@@ -1444,7 +1444,8 @@ def _classify(
     # neighbouring track can shade the whole core (the sun too high, or shining along the
     # track), no sample is explained as a shadow there; the readings with the shadow
     # explanation everywhere and nowhere bound the count
-    runs = _clean_runs(decide(dev), max_gap=clean_gap, min_run=clean_run)
+    shaded = decide(dev)  # the shadow explanation everywhere (the shadows reading)
+    runs = _clean_runs(shaded, max_gap=clean_gap, min_run=clean_run)
     busy = (runs == OCCUPIED).sum(axis=(1, 2)) >= _BUSY_SHARE * np.maximum(
         (runs != UNKNOWN).sum(axis=(1, 2)), 1
     )
@@ -1469,7 +1470,7 @@ def _classify(
             decide(dev_alt[1]),
             decide(dev_alt[2]),
             decide(dev_main * (sigma / sigma_busy)[:, None, None]),
-            decide(dev),
+            shaded,
             decide(dev_unshaded),
         ]
     )
