@@ -318,6 +318,28 @@ def test_counts_and_change_map_identical_on_the_cluster(client, small_yard, clus
     assert describe_cluster(client).worker_pids == pids
 
 
+def test_compiled_kernels_keep_to_the_workers_threads(client, cluster):
+    """A worker started with ``--nthreads 1`` runs the occupancy step's compiled kernels (and
+    its pool of scene threads, sized by numba's count) on one thread, not on one per core of
+    the machine, and its thread's count is restored afterwards; outside a worker nothing
+    changes. (That the counts are the same either way is the equality test above.)"""
+    import numba
+
+    from toolkit._fast import call_within_worker_threads
+
+    cores = numba.config.NUMBA_NUM_THREADS
+    if cores < 2:
+        pytest.skip("numba has one thread on this machine: nothing to cap")
+
+    def probe():
+        during = call_within_worker_threads(numba.get_num_threads)
+        return during, numba.get_num_threads()
+
+    during, after = client.submit(probe, pure=False).result()
+    assert (during, after) == (1, cores)  # the test cluster's workers have one thread each
+    assert call_within_worker_threads(numba.get_num_threads) == numba.get_num_threads() == cores
+
+
 def test_zarr_cache_written_by_workers_reads_back_identical(client, small_yard, tmp_path):
     cube = toolkit.load_cube(small_yard["scenes"], chunks={"y": 256, "x": 256})
     store = toolkit.cache_cube(cube, tmp_path / "cube.zarr")  # computed on the cluster

@@ -49,6 +49,7 @@ from toolkit._fast import (
     running_median_rows,
     scene_distances,
     shadow_candidates,
+    within_worker_threads,
 )
 from toolkit.errors import InputError
 
@@ -1214,6 +1215,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
 
 
+@within_worker_threads  # the compiled kernels and _per_scene's pool: the worker's threads
 def _classify(
     val: np.ndarray,
     valid: np.ndarray,
