@@ -287,11 +287,14 @@ def track_strips(
     n_band = cube.sizes["band"]
     data = window.transpose("time", "band", "y", "x").data
     vdata = valid.transpose("time", "y", "x").data
-    shape_pts = coords_rc.shape[1:]
     if isinstance(data, da.Array) or isinstance(vdata, da.Array):
         data = da.asarray(data).rechunk({0: 1, 1: -1, 2: -1, 3: -1})
         vdata = da.asarray(vdata).rechunk({0: 1, 1: -1, 2: -1})
         off = da.asarray(offsets).rechunk((data.chunks[0], 2))
+        # the sample positions are one chunk that every scene's task depends on: on a
+        # cluster it goes to each worker once, not pickled into every scene's task (4 MB
+        # a scene for the default sample's tracks)
+        positions = da.from_array(coords_rc, chunks=-1)
         # one task per scene samples it; its value and valid arrays are taken apart
         # without copies, each contiguous (the occupancy step joins them along time)
         pairs = da.blockwise(
@@ -303,9 +306,9 @@ def track_strips(
             "tyx",
             off,
             "tz",
-            new_axes={"k": shape_pts[0], "a": shape_pts[1], "s": shape_pts[2]},
+            positions,
+            "ckas",
             concatenate=True,
-            coords_rc=coords_rc,
             dtype="float32",
             meta=np.empty((0, 0, 0, 0), "float32"),
         )
@@ -439,7 +442,7 @@ def _offsets_block(east, north, *, dx, dy):
     return np.stack([north * (1.0 / dy), east * (1.0 / dx)], axis=-1)
 
 
-def _sample_pair(img, valid, offsets, *, coords_rc):
+def _sample_pair(img, valid, offsets, coords_rc):
     """Bilinear samples of one or more time steps, and their validity.
 
     ``img`` (time, band, y, x), ``valid`` (time, y, x), ``offsets`` (time, 2): each
