@@ -84,7 +84,9 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
             tau = np.sum((nt - r) * seg, axis=-1) / np.maximum(np.sum(seg * seg, axis=-1), 1e-12)
             tau = np.clip(tau, 0.0, 0.6)
             d = np.fmin(d, np.sqrt(np.sum((nt - r - tau[..., None] * seg) ** 2, axis=-1)))
-            tau = np.clip(np.sum((r - nt) * r, axis=-1) / np.sum(r * r, axis=-1), 0.0, 0.65)
+            tau = np.clip(
+                np.sum((r - nt) * r, axis=-1) / np.sum(r * r, axis=-1), 0.0, _fast.HAZE_DIMMING_MAX
+            )
             d = np.fmin(d, np.sqrt(np.sum((nt - (1.0 - tau[..., None]) * r) ** 2, axis=-1)))
     none = np.full(nt.shape[:2], np.nan)
     no_edge = np.zeros(nt.shape[:2], bool)
