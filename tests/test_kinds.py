@@ -57,8 +57,10 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.754 of 2203 detected cars that match a truth
-    # car and are given one of the five kinds (others go to "other"); 0.736 of 2150
+    # measured (2 seeds, 20 scenes): 0.758 of 2216 detected cars that match a truth
+    # car and are given one of the five kinds (others go to "other"); 0.754 of 2203
+    # before a busy scene read a car's own shadow without the shadow explanation on the
+    # core (the model refitted on the cars then found, 7726 -> 7878); 0.736 of 2150
     # before the haze explanations' uniform dimming was capped at 30 % (the model
     # refitted on the cars then found, 7517 -> 7726); 0.717 of 1733
     # before a place whose empty-track reference had taken a car's colour took it from
@@ -85,15 +87,16 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
-    # measured: 648 / 2289 = 0.283 (box 226/798, tank 58/406, ore 163/578, flat 198/506,
-    # locomotive 3/1); 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
+    # measured: 629 / 2309 = 0.272 (box 209/799, tank 59/405, ore 160/598, flat 198/506,
+    # locomotive 3/1); 648 / 2289 = 0.283 before a busy scene read a car's own shadow
+    # without the shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
     # uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 / 1791 = 0.324 before the empty-track reference took the
     # track's typical look where it had taken a car's colour and busy scenes' rules for
     # shadows; 682 / 1791 = 0.381 with the 0.5 m model before it was refitted by
     # its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416 with
     # an older occupancy step, which found fewer of the cars
     assert total > 2200
-    assert err / total <= 0.31
+    assert err / total <= 0.30
 
 
 def test_per_kind_counts_on_cloud_free_scenes(held_out):
@@ -109,8 +112,9 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
                 err += abs(est - tc.get(kind, 0))
                 total += tc.get(kind, 0)
     rel = err / max(total, 1)
-    # measured: 1088 / 2443 = 0.445 (sum over 16 cloud-free scenes and the kinds of
-    # |estimate - truth| / truth cars; 1105 / 2443 = 0.452 before the haze explanations'
+    # measured: 1054 / 2443 = 0.431 (sum over 16 cloud-free scenes and the kinds of
+    # |estimate - truth| / truth cars; 1088 / 2443 = 0.445 before a busy scene read a
+    # car's own shadow without the shadow explanation on the core; 1105 / 2443 = 0.452 before the haze explanations'
     # uniform dimming was capped at 30 %; 1397 / 2443 = 0.572 before the empty-track
     # reference took the track's typical look where it had taken a car's colour and busy
     # scenes' rules for shadows, which find more of the cars of these busy scenes;
@@ -119,7 +123,7 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
     # "random" history packs the tracks and most of the error is cars not detected at
     # all, not wrongly classified
     assert total > 2400
-    assert rel <= 0.48
+    assert rel <= 0.46
 
 
 def test_kind_counts_add_up_to_the_cars(held_out):
@@ -205,9 +209,11 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.650 of 1379 detected cars that match a truth car
-    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.551 of 1418.
-    # 0.650 of 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was
+    # measured (2 seeds, 20 scenes): 0.659 of 1362 detected cars that match a truth car
+    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.544 of 1403.
+    # 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow without
+    # the shadow explanation on the core (the model refitted on the cars then found, 7790
+    # -> 7988); 0.650 of 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was
     # capped at 30 % (the model refitted on the cars then found, 7484 -> 7790); 0.650 of 1230 and 0.530 of 1331 before the empty-track reference took the track's
     # typical look where it had taken a car's colour and busy scenes' rules for shadows
     # (the model refitted on the cars then found, 6974 -> 7484); 0.569 of 1186 before the
@@ -220,7 +226,7 @@ def test_kinds_at_1m(held_out_1m):
     assert share >= 0.64
 
 
-@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7790), (0.5, 7726)])
+@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7988), (0.5, 7878)])
 def test_the_default_models_are_refitted_from_their_recipe(tmp_path, resolution_m, n_cars):
     """Each default model comes back from synthetic_training_cars and fit_kind_model at
     its pixel size: same cars, same weights to the four stored decimals."""

@@ -392,8 +392,9 @@ def _coregistered_strips(site):
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     acc = accuracy(held_out_dense_05m[0], min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 12.9 %, bias -9.3 %, track MAE 2.98, coverage 72.5 %, mean width 7.5
-    # (12.9 %, -9.2 %, 3.09, 72 %, 7.4 before the haze explanations' uniform dimming was
+    # measured: MARE 11.2 %, bias -7.6 %, track MAE 2.75, coverage 74.2 %, mean width 6.2
+    # (12.9 %, -9.3 %, 2.98, 72.5 %, 7.5 before a busy scene read a car's own shadow without
+    # the shadow explanation on the core; 12.9 %, -9.2 %, 3.09, 72 %, 7.4 before the haze explanations' uniform dimming was
     # capped at 30 %; 20.6 %, -20.6 %, 4.81, 61 %, 8.3 before a place whose empty-track reference had taken
     # a car's colour took it from the scenes that show the track's typical look, and a busy
     # scene explained no dark sample as a shadow where no neighbour's car can shade the
@@ -407,11 +408,11 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     # shadows of their neighbours in low sun are most of what is still missed; the targets
     # are not met.
     assert acc.n_scenes >= 8
-    assert acc.scene_mare <= 0.15
-    assert abs(acc.scene_bias) <= 0.11
-    assert acc.track_mae <= 3.2
-    assert acc.coverage >= 0.70
-    assert acc.mean_interval_width <= 7.8
+    assert acc.scene_mare <= 0.13
+    assert abs(acc.scene_bias) <= 0.09
+    assert acc.track_mae <= 2.9
+    assert acc.coverage >= 0.72
+    assert acc.mean_interval_width <= 6.6
 
 
 @pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
@@ -470,8 +471,9 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     table = held_out_random_05m
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 5.9 %, bias -5.9 %, track MAE 2.30, coverage 77 %, mean width 4.47
-    # (5.7 %, -5.7 %, 2.39, 73 %, 4.0 before the haze explanations' uniform dimming was
+    # measured: MARE 5.5 %, bias -5.2 %, track MAE 2.21, coverage 77 %, mean width 4.39
+    # (5.9 %, -5.9 %, 2.30, 77 %, 4.47 before a busy scene read a car's own shadow without
+    # the shadow explanation on the core; 5.7 %, -5.7 %, 2.39, 73 %, 4.0 before the haze explanations' uniform dimming was
     # capped at 30 %; the intervals widened here, not on the random-traffic tuning site
     # (3.15 -> 2.95), and the width bound moves from 4.2 to 4.6; 5.6 %,
     # -5.0 %, 2.41, 68 %, 2.52 before the empty-track reference took the track's typical
@@ -486,7 +488,7 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     assert acc.n_scenes >= 6
     assert acc.scene_mare <= 0.07
     assert abs(acc.scene_bias) <= 0.06
-    assert acc.track_mae <= 2.45
+    assert acc.track_mae <= 2.35
     assert acc.coverage >= 0.75
     assert acc.mean_interval_width <= 4.6
     # the busiest cloud-free scenes (over 100 cars): each within 20 % (measured 3-19 %;

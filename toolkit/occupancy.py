@@ -258,7 +258,8 @@ def estimate_occupancy(
     most scenes, the scenes that show the track's typical look where the
     median took a car's colour, and the scenes whose own-shadow margin has
     lifted where a car stood in all others; shadow (not in a busy scene where
-    no neighbour's car can shade the core), haze, cloud-shadow and smooth
+    no neighbour's car can shade the core, or where a car's own shadow lies
+    beside it), haze, cloud-shadow and smooth
     light-change explanations; per-scene gains and noise from the free positions,
     re-estimated twice (in a busy scene, where the positions judged free still
     hold cars, the noise from the lowest tenth of all positions, see
@@ -1257,7 +1258,8 @@ def _classify(
     ``_BUSY_SHARE`` of its known positions occupied once short gaps are closed
     with ``clean_gap`` and runs under ``clean_run`` dropped) is then read
     without the shadow explanation where no neighbour's car can shade the core
-    (see ``_NEIGHBOUR_COVER_M``).
+    (see ``_NEIGHBOUR_COVER_M``), and where the own-shadow cue holds, its test
+    also reads the deviation without it.
     """
     n_t, n_k, n_a, n_c, n_b = val.shape
     v = np.where(valid[..., None], val, np.float32(np.nan)).astype("float32", copy=False)
@@ -1399,6 +1401,10 @@ def _classify(
             if t not in margin_ratios:
                 margin_ratios[t] = _margin_ratios(n[t], refs[groups[t]], margin, smooth)
         own = _own_shadow(margin_ratios, shadow_side, dark=own_dark)
+    # in a busy scene, where a car's own shadow lies beside the track, no neighbour's shadow
+    # falls on the core (the margin towards the sun is lit, or beyond a neighbour's reach):
+    # there the deviation without the shadow explanation also decides (see judge_unshaded)
+    dev_own = np.zeros_like(dev)
 
     bled = np.zeros(dev.shape, bool)
     if neighbours is not None and (neighbours >= 0).any():
@@ -1411,7 +1417,9 @@ def _classify(
             bled = has[None] & (near > _BLEED_RATIO * dev_raw) & (dev_raw < _BLEED_MAX_DEV * thr)
 
     def decide(deviation, factor=1.0, *, judged_bleed=True):
-        occupied = (deviation > factor * thr) | (own & (deviation > _OWN_SHADOW_MIN_DEV))
+        occupied = (deviation > factor * thr) | (
+            own & (np.maximum(deviation, dev_own) > _OWN_SHADOW_MIN_DEV)
+        )
         if judged_bleed:
             occupied &= ~bled
         return np.where(known, np.where(occupied, OCCUPIED, FREE), UNKNOWN).astype("int8")
@@ -1461,6 +1469,7 @@ def _classify(
             # in the scene's own noise units (a busy scene's is read low, see
             # _core_deviation)
             dev_unshaded[t] = _core_profiles(d_u, known[t], halves_idx, smooth)[1] / sigma[t]
+            dev_own[t] = np.where(own[t], dev_unshaded[t], 0.0)
             if unshadeable is not None:
                 dev_main[t] = np.where(unshadeable[t], dev_unshaded[t], dev[t])
 
