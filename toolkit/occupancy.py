@@ -257,9 +257,9 @@ def estimate_occupancy(
     finer, the ballast-like one of two appearance modes where a car stood in
     most scenes, the scenes that show the track's typical look where the
     median took a car's colour, and the scenes whose own-shadow margin has
-    lifted where a car stood in all others; shadow (not in a busy scene where
-    no neighbour's car can shade the core, or where a car's own shadow lies
-    beside it), haze, cloud-shadow and smooth
+    lifted where a car stood in all others; shadow (in a busy scene, none where
+    no neighbour's car can shade the core, and none in the own-shadow test where
+    a car's own shadow lies beside the track), haze, cloud-shadow and smooth
     light-change explanations; per-scene gains and noise from the free positions,
     re-estimated twice (in a busy scene, where the positions judged free still
     hold cars, the noise from the lowest tenth of all positions, see
@@ -1454,7 +1454,9 @@ def _classify(
     # neighbouring track can shade the whole core (the sun too high, or shining along the
     # track), no sample is explained as a shadow there; the readings with the shadow
     # explanation everywhere and nowhere bound the count
-    shaded = decide(dev)  # the shadow explanation everywhere (the shadows reading)
+    # the shadow explanation everywhere (the shadows reading), read before judge_unshaded
+    # fills dev_own: the own-shadow test here keeps the explanation too
+    shaded = decide(dev)
     runs = _clean_runs(shaded, max_gap=clean_gap, min_run=clean_run)
     busy = (runs == OCCUPIED).sum(axis=(1, 2)) >= _BUSY_SHARE * np.maximum(
         (runs != UNKNOWN).sum(axis=(1, 2)), 1
