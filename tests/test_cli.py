@@ -111,8 +111,27 @@ def test_count_writes_the_contract_csv(site, tmp_path):
     assert df["occupied_m"].tolist() == pytest.approx([0, 15, 32], abs=2.5)
     assert (df["valid_fraction"] == 1).all()
     assert ((df["railcars_low"] <= df["railcars"]) & (df["railcars"] <= df["railcars_high"])).all()
+    assert "not counted" not in r.stderr
     # inputs are never modified
     assert before == {p: _digest(p) for p in scenes.iterdir()}
+
+
+def test_count_names_the_scenes_it_saw_but_did_not_count(capsys):
+    """A lone snow scene's rows are written with empty railcars, and one line on stderr
+    names its date."""
+    import xarray as xr
+
+    from toolkit.cli import _note_unreadable
+
+    times = pd.to_datetime(["2022-12-01", "2023-01-02", "2023-02-01"])
+    counts = xr.Dataset({"scene_readable": ("time", [True, False, True])}, coords={"time": times})
+    _note_unreadable(counts)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("note: 1 scene(s) not counted")
+    assert "2023-01-02" in err[0] and "2022-12-01" not in err[0]
+    _note_unreadable(counts.assign(scene_readable=("time", [True] * 3)))
+    _note_unreadable(counts.drop_vars("scene_readable"))
+    assert capsys.readouterr().err == ""
 
 
 def test_count_to_stdout_and_string_ids(site, tmp_path):

@@ -202,7 +202,9 @@ def test_held_out_seed_at_05m(held_out_05m):
     acc = accuracy(held_out_05m[True], min_cars=20)
     print("\n" + acc.summary())
     # measured on 20 scenes (4 cloud-free with >= 20 cars), co-registered: MARE 1.2 %, bias
-    # -1.2 %, track MAE 0.174, coverage 94.7 %, mean width 0.62 (0.142, 96.8 %, 0.64 before
+    # -1.2 %, track MAE 0.047, coverage 98.2 %, mean width 0.56, its two lone snow scenes (20
+    # track-scenes, fewer than 20 cars each) seen but not counted (0.174, 94.7 %, 0.62 while
+    # they were counted: most of the error per track and scene was theirs; 0.142, 96.8 %, 0.64 before
     # the haze explanations' uniform dimming was capped at 30 %: the one held-out site it
     # made worse, while the tuning sites and the five other held-out sites improved or kept
     # their figures, so the track-error bound moves from 0.17 to 0.18 and the coverage bound
@@ -226,9 +228,10 @@ def test_held_out_seed_at_05m(held_out_05m):
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.03
     assert abs(acc.scene_bias) <= 0.02
-    assert acc.track_mae <= 0.18
-    assert acc.coverage >= 0.94
-    assert acc.mean_interval_width <= 0.7
+    assert acc.track_mae <= 0.06
+    assert acc.coverage >= 0.97
+    assert acc.mean_interval_width <= 0.6
+    assert acc.unread_track_scenes == 20 and acc.unread_scenes == 0
     assert acc.valid_fraction_mean_error <= 0.01
     # every one of its 200 track-scenes within 0.05 of the true visible fraction (max 0.043)
     assert acc.valid_fraction_within == 1.0
@@ -254,7 +257,10 @@ def held_out_05m_second(tmp_path_factory):
 def test_second_held_out_seed_at_05m(held_out_05m_second):
     acc = accuracy(held_out_05m_second, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 1.6 %, bias +1.6 %, track MAE 0.13, which meets the targets (2.6 %, +2.6
+    # measured: MARE 1.6 %, bias +1.6 %, track MAE 0.076, coverage 97.1 %, mean width 0.69,
+    # its two lone snow scenes (20 track-scenes, fewer than 20 cars each) seen but not
+    # counted (0.100, 96.3 %, 0.65 while they were counted; 0.13 before the haze explanations'
+    # uniform dimming was capped), which meets the targets (2.6 %, +2.6
     # %, 0.14 before runs with free track on both sides were cut into whole cars at the most
     # likely coupler gaps; 3.3 %, +3.3 %, 0.16 before short strong runs on a quiet track were
     # left out of the estimate: false cars on empty stretches; 5.1 %, +5.1 %, 0.20 while the
@@ -274,9 +280,10 @@ def test_second_held_out_seed_at_05m(held_out_05m_second):
     assert acc.n_scenes >= 4
     assert acc.scene_mare <= 0.03
     assert abs(acc.scene_bias) <= 0.02
-    assert acc.track_mae <= 0.15
-    assert acc.coverage >= 0.93
+    assert acc.track_mae <= 0.09
+    assert acc.coverage >= 0.96
     assert acc.mean_interval_width <= 0.72
+    assert acc.unread_track_scenes == 20 and acc.unread_scenes == 0
     # 97.0 % of 200 track-scenes within 0.05 of the true visible fraction (max 0.105); the
     # usable-data mask itself, read at the true tracks, 96.0 %. Measured: at most 0.012
     # from the mask's own share; the mask is off by >= 0.052 at each of the 6 misses
@@ -350,13 +357,14 @@ def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
 def held_out_dense_05m(tmp_path_factory):
     """A yard 60-90 % full on every date (history "dense": cars packed afresh each date,
     a colour per batch), held out (never looked at while tuning): seed 113 at 0.5 m, 12
-    dates spread over the five years. The table against the truth, the occupancy and the
-    strips."""
+    dates spread over the five years. The table against the truth, the occupancy, the
+    strips and the simulator's truth table."""
     site = _spread_site(tmp_path_factory, seed=113, resolution_m=0.5, history="dense")
     strips = _coregistered_strips(site)
     occ = toolkit.estimate_occupancy(strips).compute()
     counts = toolkit.counts_from_occupancy(occ)
-    return _with_mask_share(compare_with_truth(counts, site.truth_path), site), occ, strips
+    table = _with_mask_share(compare_with_truth(counts, site.truth_path), site)
+    return table, occ, strips, pd.read_csv(site.truth_path, dtype={"track_id": str})
 
 
 @pytest.fixture(scope="module")
@@ -392,8 +400,11 @@ def _coregistered_strips(site):
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     acc = accuracy(held_out_dense_05m[0], min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 11.2 %, bias -7.6 %, track MAE 2.75, coverage 74.2 %, mean width 6.2
-    # (12.9 %, -9.3 %, 2.98, 72.5 %, 7.5 before a busy scene read a car's own shadow without
+    # measured: MARE 4.7 %, bias -0.6 %, track MAE 1.49, coverage 88.0 %, mean width 6.53,
+    # its two lone snow scenes (20 track-scenes; one cloud-free with 212 railcars, read as 77
+    # when counted, see test_a_lone_snow_scene_is_seen_but_not_counted) seen but not counted
+    # (11.2 %, -7.6 %, 2.75, 74.2 %, 6.2 while they were counted;
+    # 12.9 %, -9.3 %, 2.98, 72.5 %, 7.5 before a busy scene read a car's own shadow without
     # the shadow explanation on the core; 12.9 %, -9.2 %, 3.09, 72 %, 7.4 before the haze explanations' uniform dimming was
     # capped at 30 %; 20.6 %, -20.6 %, 4.81, 61 %, 8.3 before a place whose empty-track reference had taken
     # a car's colour took it from the scenes that show the track's typical look, and a busy
@@ -408,11 +419,12 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     # shadows of their neighbours in low sun are most of what is still missed; the targets
     # are not met.
     assert acc.n_scenes >= 8
-    assert acc.scene_mare <= 0.13
-    assert abs(acc.scene_bias) <= 0.09
-    assert acc.track_mae <= 2.9
-    assert acc.coverage >= 0.72
+    assert acc.scene_mare <= 0.06
+    assert abs(acc.scene_bias) <= 0.02
+    assert acc.track_mae <= 1.6
+    assert acc.coverage >= 0.86
     assert acc.mean_interval_width <= 6.6
+    assert acc.unread_scenes == 1
 
 
 @pytest.mark.xfail(strict=True, reason="accuracy target of the counting issue not met yet")
@@ -427,7 +439,7 @@ def test_busy_scenes_explain_fewer_samples_as_shadows(held_out_dense_05m, sample
     the core (the sun high), and finds more cars than the reading with the shadow
     explanation everywhere (``shadows``), fewer than the one with it nowhere
     (``no_shadow``). In other scenes all three are the same."""
-    _, occ, _ = held_out_dense_05m
+    _, occ, _, _ = held_out_dense_05m
     main = occ["occupancy"]
     readings = occ["occupancy_readings"]
     on = (main == OCCUPIED).sum(["track", "along"])
@@ -456,7 +468,7 @@ def test_the_busy_scenes_shadow_rule_needs_the_sun_placed(held_out_dense_05m):
     """The rule reads the sun's height from the scene's time and place: without own
     shadows it still applies (the same estimate), and where the sun cannot be placed (no
     sample coordinates) the estimate keeps the shadow explanation everywhere."""
-    _, occ, strips = held_out_dense_05m
+    _, occ, strips, _ = held_out_dense_05m
 
     def changed(o):  # positions where the rule changed the estimate
         return int((o["occupancy_readings"].sel(reading="shadows") != o["occupancy"]).sum())
@@ -465,6 +477,145 @@ def test_the_busy_scenes_shadow_rule_needs_the_sun_placed(held_out_dense_05m):
     assert changed(toolkit.estimate_occupancy(strips, own_shadows=False).compute()) > 1000
     unplaced = strips.drop_vars(["x_sample", "y_sample"])
     assert changed(toolkit.estimate_occupancy(unplaced).compute()) == 0
+
+
+def test_a_lone_snow_scene_is_seen_but_not_counted(held_out_dense_05m):
+    """SYNTHETIC, held out (seed 113, the yard 60-90 % full): its two snow scenes are its
+    only ones, far brighter beside the tracks than the rest. No empty-track reference fits
+    them (the ballast under snow looks like no other scene's): read anyway, the cloud-free
+    one counts 77 of its 212 railcars, interval 44-106. They are flagged and left out:
+    seen (the visible fraction kept), not counted, and the accuracy says so."""
+    table, occ, _, truth = held_out_dense_05m
+    snow_days = set(pd.to_datetime(truth.loc[truth["snow"], "time"]).unique())
+    flagged = set(pd.to_datetime(occ["time"].values[~occ["scene_readable"].values]))
+    assert len(snow_days) == 2 and flagged == snow_days
+    ratio = occ["margin_brightness_ratio"].to_series()
+    # measured: 1.66 and 1.73 in the snow scenes, 0.72-1.02 in the others
+    assert ratio[sorted(snow_days)].min() >= 1.5
+    assert ratio.drop(sorted(snow_days)).max() <= 1.2
+    days = pd.to_datetime(table["time"])
+    out = table[days.isin(snow_days)]
+    assert len(out) == 20
+    assert out[["estimate", "low", "high"]].isna().all().all()
+    assert (out["valid_fraction"] > 0).all()
+    assert (out["valid_fraction"] - out["true_visible_fraction"]).abs().max() <= 0.05
+    acc = accuracy(table, min_cars=20)
+    assert acc.unread_track_scenes == 20 and acc.unread_scenes == 1
+    assert "20 track-scenes; 1 scene(s) left out" in acc.summary()
+    # why: counted anyway, the cloud-free snow scene reads under half of its railcars and
+    # its interval misses the truth
+    anyway = compare_with_truth(
+        toolkit.counts_from_occupancy(occ.drop_vars("scene_readable")), truth
+    )
+    anyway = anyway[pd.to_datetime(anyway["time"]).isin(snow_days)]
+    clear = anyway.groupby("time").filter(lambda g: g["cloud_fraction"].max() == 0)
+    totals = clear[["true", "estimate", "high"]].sum()
+    assert totals["true"] >= 200 and totals["estimate"] <= 0.5 * totals["true"], totals
+    assert totals["high"] < totals["true"]
+
+
+def test_the_default_samples_snow_scenes_are_all_counted(sample_counts):
+    """SYNTHETIC: the default sample's snow scenes form an appearance group of their own
+    (with a reference of its own), so none of them is a lone snow scene."""
+    counts, occ, _, table = sample_counts
+    assert bool(occ["scene_readable"].all()) and bool(counts["scene_readable"].all())
+    # measured: 0.77-1.23 against each scene's own group
+    assert float(occ["margin_brightness_ratio"].max()) <= 1.3
+    assert accuracy(table).unread_track_scenes == 0
+
+
+def test_the_brightness_beside_the_tracks_is_judged_within_the_group_and_away_from_masks():
+    """Eight scenes of ballast; one far brighter in its margins (a lone snow scene), one
+    as bright only near masked positions (haze beyond a cloud mask's edge, left out), and
+    a group of six bright scenes judged among themselves."""
+    from toolkit.occupancy import _LONE_BRIGHT_RATIO, _margin_brightness_ratio
+
+    rng = np.random.default_rng(3)
+    n_t, n_k, n_a, n_c, n_b = 8, 2, 400, 11, 3
+    v = (0.25 + 0.01 * rng.standard_normal((n_t, n_k, n_a, n_c, n_b))).astype("float32")
+    margin = np.abs(np.arange(n_c) - 5) >= 4
+    masked = np.zeros((n_t, n_k, n_a), bool)
+    v[3][..., margin, :] *= 1.6
+    masked[5, :, 190:210] = True
+    v[5, :, 150:250][..., margin, :] *= 1.6
+    v[5, :, 190:210] = np.nan
+    groups = np.zeros(n_t, int)
+    ratio = _margin_brightness_ratio(v, masked, margin, groups, 50)
+    assert ratio[3] > 1.5 > _LONE_BRIGHT_RATIO
+    others = np.delete(ratio, 3)
+    assert np.all(np.abs(others - 1) < 0.05), ratio
+    # without leaving out the masked positions' surroundings, scene 5 would read bright
+    assert _margin_brightness_ratio(v, masked, margin, groups, 0)[5] > 1.3
+    # scenes 2-7 bright alike form a group: judged among themselves, none stands out;
+    # a group of four (no temporal reference of its own) is judged against all scenes
+    v2 = v.copy()
+    v2[2:][..., margin, :] = v[3][..., margin, :]
+    g6 = np.where(np.arange(n_t) >= 2, 1, 0)
+    assert np.all(_margin_brightness_ratio(v2, masked, margin, g6, 50)[2:] < 1.1)
+    g4 = np.where(np.arange(n_t) >= 4, 1, 0)
+    assert np.all(_margin_brightness_ratio(v2, masked, margin, g4, 50)[4:] > 0.9)
+    # too few scenes to tell
+    assert np.isnan(_margin_brightness_ratio(v[:3], masked[:3], margin, groups[:3], 50)).all()
+
+
+def test_a_scene_snowed_over_among_bare_ones_is_flagged_and_its_hand_counts_unused():
+    """SYNTHETIC hand-made strips: 12 scenes of bare ballast; in one the bed beside the
+    track is snow (1.8 times as bright). That scene is seen, not counted, and a hand count
+    made on it alone cannot calibrate anything."""
+    strips = _hand_made_strips()
+    margin = np.abs(strips["across_m"].values) >= 1.9
+    v = strips["value"].values
+    v[4][..., margin, :] = np.minimum(v[4][..., margin, :] * 1.8, 0.95)
+    v[4][..., ~margin, :] *= 1.5
+    strips["value"] = (strips["value"].dims, v)
+    occ = toolkit.estimate_occupancy(strips).compute()
+    assert occ["scene_readable"].values.tolist() == [i != 4 for i in range(12)]
+    assert float(occ["margin_brightness_ratio"][4]) > 1.7
+    counts = toolkit.counts_from_occupancy(occ)
+    assert np.isnan(counts["railcars"].values[4]).all()
+    assert np.isnan(counts["railcars_high"].values[4]).all()
+    assert float(counts["valid_fraction"][4, 0]) == 1.0
+    # the bare scenes hold no car
+    assert (np.delete(counts["railcars"].values, 4, axis=0) == 0).all()
+    hand = pd.DataFrame({"time": [strips["time"].values[4]], "track_id": ["01"], "railcars": [0]})
+    with pytest.raises(toolkit.InputError, match="none of the hand-counted tracks"):
+        toolkit.calibrate(strips, hand, thresholds=(5.0,), car_lengths_m=(15.2,))
+    # with a counted scene beside it, that one is used and the other listed, unused
+    both = pd.DataFrame(
+        {"time": strips["time"].values[[2, 4]], "track_id": ["01", "01"], "railcars": [0, 0]}
+    )
+    result = toolkit.calibrate(strips, both, thresholds=(5.0,), car_lengths_m=(15.2,))
+    assert (result.n_counts, result.n_scenes, result.n_unused) == (1, 1, 1)
+    assert np.isnan(result.table["estimate_before"].iloc[1])
+    assert "1 more not used" in result.summary()
+
+
+def test_accuracy_reports_the_track_scenes_seen_but_not_counted():
+    """A scene whose tracks were seen (valid_fraction > 0) but not counted is named in the
+    accuracy, not silently dropped from its figures."""
+    table = pd.DataFrame(
+        {
+            "time": pd.to_datetime(["2023-01-02"] * 2 + ["2023-02-02"] * 2),
+            "track_id": ["01", "02"] * 2,
+            "true": [12, 10, 3, 0],
+            "estimate": [np.nan, np.nan, 3.0, 0.0],
+            "low": [np.nan, np.nan, 2.0, 0.0],
+            "high": [np.nan, np.nan, 4.0, 1.0],
+            "error": [np.nan, np.nan, 0.0, 0.0],
+            "valid_fraction": [1.0, 0.4, 1.0, 1.0],
+            "true_visible_fraction": [1.0, 0.4, 1.0, 1.0],
+            "cloud_fraction": [0.0, 0.0, 0.0, 0.0],
+        }
+    )
+    acc = accuracy(table, min_cars=20)
+    assert acc.unread_track_scenes == 2 and acc.unread_scenes == 1
+    assert acc.n_scenes == 0 and acc.track_mae == 0.0
+    assert "2 track-scenes; 1 scene(s) left out of the scene totals" in acc.summary()
+    assert accuracy(table, min_cars=30).unread_scenes == 0
+    # a track not seen at all is no miss
+    hidden = table.assign(valid_fraction=[0.0, 0.0, 1.0, 1.0])
+    assert accuracy(hidden).unread_track_scenes == 0
+    assert "not counted" not in accuracy(hidden).summary()
 
 
 def test_held_out_random_traffic_at_05m(held_out_random_05m):
@@ -1542,26 +1693,25 @@ def test_a_fit_to_hand_counts_is_adopted_only_when_it_holds_scene_by_scene():
 
 
 @pytest.fixture(scope="module")
-def held_out_dense_1m(tmp_path_factory):
-    """A yard 60-90 % full on every date, held out (never looked at while tuning): seed
-    115 at 1 m, 12 dates spread over the five years; strips and truth."""
-    site = _spread_site(tmp_path_factory, seed=115, resolution_m=1.0, history="dense")
+def dense_1m_tuning_site(tmp_path_factory):
+    """A yard 60-90 % full on every date: tuning seed 105 at 1 m, 12 dates spread over
+    the five years, none of them a lone snow scene; strips and truth."""
+    site = _spread_site(tmp_path_factory, seed=105, resolution_m=1.0, history="dense")
     strips = _coregistered_strips(site)
     truth = pd.read_csv(site.truth_path, dtype={"track_id": str}, parse_dates=["time"])
     return strips, truth
 
 
-def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(held_out_dense_1m):
+def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(dense_1m_tuning_site):
     """SYNTHETIC. In a yard full on every date the defaults under-count at 1 m, some
     scenes much more than others. Three cloud-free scenes counted by hand (every track)
     calibrate the site; which three matters, so five choices are tried: the three spread
     evenly over the series and four triples drawn at random (seed 0). Calibration is
-    adopted for some and not for others; where adopted it takes the under-count off the
-    other cloud-free scenes with at least 20 cars (their bias rises) but carries the
-    hand-counted scenes' larger correction to scenes the defaults count better, and no
-    choice makes their error more than 8 points worse (5 before the defaults counted the
-    summer scenes within 2 %)."""
-    strips, truth = held_out_dense_1m
+    adopted for some and not for others; where adopted the other cloud-free scenes'
+    bias rises, and no choice makes their error more than 5 points worse."""
+    strips, truth = dense_1m_tuning_site
+    occ = toolkit.estimate_occupancy(strips).compute()
+    assert bool(occ["scene_readable"].all())
     hand, per_scene, evenly = _hand_counts_of_three_clear_scenes(truth)
     pool = per_scene.index[(per_scene["cloud"] == 0) & (per_scene["cars"] >= 5)]
     triples = list(itertools.combinations(range(len(pool)), 3))
@@ -1580,7 +1730,7 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(held_out_den
     for picked in draws:
         hand = truth[truth["time"].isin(picked)][["time", "track_id", "railcars_visible"]]
         result = toolkit.calibrate(strips, hand.rename(columns={"railcars_visible": "railcars"}))
-        assert result.n_scenes == 3
+        assert result.n_scenes == 3 and result.n_unused == 0
         b = errors(picked, 5.0, 15.2)
         a = errors(picked, result.params["threshold"], result.params["car_length_m"])
         assert len(b) >= 3
@@ -1595,23 +1745,15 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(held_out_den
             f"{a.mean():+.3f}"
         )
     before, after = np.array(before), np.array(after)
-    # measured: adopted for the evenly spread three (threshold 2.0, 18.4 m) and two random
-    # triples (2.5, 19.0 m; 6.5, 13.2 m), other scenes 20.6 -> 28.0 %, 18.7 -> 12.7 % and
-    # 35.3 -> 35.5 % (bias -19 % -> +28 %, -17 % -> +5 %, -35 % -> -28 %); kept for two
-    # (29-32 %). The worst is 7.4 points: the evenly spread three are autumn and winter
-    # scenes (sun at 24-38 degrees), which the defaults under-count by 19-53 %, while they
-    # count the summer scenes (sun above 57 degrees) within 2 % (a busy scene's estimate
-    # explains no sample as a shadow where the sun stands that high), so the correction
-    # overshoots there. Before that rule and the typical-look
-    # reference: adopted for the evenly spread three (threshold 3.0, 12.4 m) and one
-    # random triple (3.0, 13.4 m), other scenes 20.2 -> 23.7 % and 20.4 -> 22.0 % (bias
-    # -20 % -> +20 % and +14 %); kept for three (31-36 %). Before a busy scene's gains
-    # came from its most common brightness, the defaults read the evenly spread three's
-    # other scenes at 24.3 %, and the fit at 22.4 %. Over all 84 triples of the nine
-    # cloud-free scenes (too slow for the suite): adopted for 38, where the other scenes
-    # went from 23.9 % to 19.1 % on average, worse for 8 of them (at most 4.8 points)
-    assert adopted[0] and any(adopted) and not all(adopted)
-    assert (after - before).max() <= 0.08
+    # measured: kept for the evenly spread three (other scenes 29.9 %) and one random
+    # triple (38.7 %); adopted for three random triples: threshold 2.0 and 12.0 m (other
+    # scenes 26.4 -> 29.8 %, bias -26 % -> +30 %), 3.0 and 13.8 m (32.9 -> 23.0 %, -33 %
+    # -> -7 %) and 2.0 and 19.0 m (24.9 -> 14.3 %, -25 % -> -0.4 %). This test used the
+    # held-out seed 115 until lone snow scenes were left out of the counts: its three snow
+    # scenes held most of the defaults' under-count, and with them out the defaults read
+    # its other scenes within 2.5-13 % and no draw of three counted scenes adopted a fit
+    assert any(adopted) and not all(adopted)
+    assert (after - before).max() <= 0.05
     for (b, a), took in zip(bias, adopted, strict=True):
         assert a > b if took else a == b
 
@@ -1633,8 +1775,9 @@ def _clear_scene_errors(strips, per_scene, *, threshold, car_length_m):
         car_length_m=car_length_m,
         car_length_range_m=(min(12.5, car_length_m), max(19.5, car_length_m)),
     ).compute()
-    est = counts["railcars"].sum("track").to_series().reindex(clear)
-    return est / per_scene.loc[clear, "cars"] - 1
+    # a scene not counted (a lone snow scene) has no total: left out, not read as 0
+    est = counts["railcars"].sum("track", min_count=1).to_series().reindex(clear)
+    return (est / per_scene.loc[clear, "cars"] - 1).dropna()
 
 
 def _hand_counts_of_three_clear_scenes(truth):

@@ -177,7 +177,23 @@ def _count(args) -> int:
         print(f"wrote {args.out}: {n} scene(s) x {counts.sizes['track']} track(s)", file=sys.stderr)
     else:
         counts_to_dataframe(counts).to_csv(sys.stdout, index=False, na_rep="")
+    _note_unreadable(counts)
     return 0
+
+
+def _note_unreadable(counts) -> None:
+    """One line on stderr naming the scenes that were seen but not counted."""
+    if "scene_readable" not in counts:
+        return
+    bad = counts["time"].values[~counts["scene_readable"].values.astype(bool)]
+    if bad.size:
+        days = ", ".join(str(t)[:10] for t in bad)
+        print(
+            f"note: {bad.size} scene(s) not counted, railcars left empty ({days}): far "
+            "brighter beside the tracks than the other scenes, like a lone snow scene, so "
+            "no empty-track reference fits them",
+            file=sys.stderr,
+        )
 
 
 def _compute(result, args):

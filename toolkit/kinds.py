@@ -310,7 +310,10 @@ def classify_railcars(
         (metres along the track), ``kind`` (one of :data:`KINDS` or
         ``"unknown"``), ``confidence`` (probability of that kind, NaN when
         unknown), ``p_box`` ... ``p_locomotive``, and the features.
-        ``attrs`` record the method, the pixel size and the model.
+        ``attrs`` record the method, the pixel size and the model. The runs
+        of a scene the counts leave out (``scene_readable`` False in the
+        occupancy: a lone snow scene) are listed too, for inspection;
+        :func:`kind_counts` leaves them out.
 
     Raises
     ------
@@ -418,7 +421,8 @@ def kind_counts(cars: pd.DataFrame, occupancy: xr.Dataset) -> xr.Dataset:
         ``railcars_unknown`` (cars whose kind cannot be told: pixels too
         coarse, body mostly masked), and ``railcars`` (their sum), all counts
         of railcars on the visible part of the track; NaN where nothing of the
-        track was visible. ``railcars_other`` counts the detections the model
+        track was visible or the scene was not counted (``scene_readable`` of
+        the occupancy). ``railcars_other`` counts the detections the model
         reads as no railcar at all (a shadow, a vehicle, a glint): they are
         left out of ``railcars``, which can therefore be a few per cent under
         the count's :func:`toolkit.counts_from_occupancy` ``railcars`` (0.6-3 %
@@ -449,6 +453,8 @@ def kind_counts(cars: pd.DataFrame, occupancy: xr.Dataset) -> xr.Dataset:
             "the cars were classified from"
         )
     seen = np.asarray((occupancy["occupancy"] != -1).any("along").values)
+    if "scene_readable" in occupancy:  # a lone snow scene is seen but not counted
+        seen &= np.asarray(occupancy["scene_readable"].values, bool)[:, None]
     out = {}
     for kd in (*_CLASSES, UNKNOWN_KIND):
         m = (cars["kind"] == kd).to_numpy()

@@ -392,7 +392,7 @@ def count_sites(
     Examples
     --------
     >>> tree = count_sites("data/sites.json")  # doctest: +SKIP
-    >>> tree["tumangang"].dataset.railcars.sum("track")  # doctest: +SKIP
+    >>> tree["tumangang"].dataset.railcars.sum("track", min_count=1)  # doctest: +SKIP
     """
     import dask
 

@@ -204,6 +204,13 @@ class CountAccuracy:
         The same share for the usable-data mask's own visible fraction at the
         true tracks, where the table has :func:`mask_visible_fraction`'s
         column (NaN otherwise): how far trusting the mask can get.
+    unread_scenes : int
+        Scenes left out of the scene figures although cloud-free with at least
+        ``min_cars`` true railcars, because their tracks were seen but not
+        counted (``scene_readable`` False: a lone snow scene).
+    unread_track_scenes : int
+        Track-scenes seen (``valid_fraction`` above 0) but not counted, all
+        scenes; left out of every figure above.
     table : pandas.DataFrame
         The per-scene totals.
     """
@@ -219,6 +226,8 @@ class CountAccuracy:
     valid_fraction_within: float
     valid_fraction_tolerance: float
     mask_valid_fraction_within: float = float("nan")
+    unread_scenes: int = 0
+    unread_track_scenes: int = 0
     table: pd.DataFrame = field(repr=False)
 
     def summary(self) -> str:
@@ -241,6 +250,15 @@ class CountAccuracy:
                     else ""
                 ),
             ]
+            + (
+                [
+                    f"  seen but not counted (no empty-track reference fits, as in a lone "
+                    f"snow scene): {self.unread_track_scenes} track-scenes; "
+                    f"{self.unread_scenes} scene(s) left out of the scene totals above"
+                ]
+                if self.unread_track_scenes
+                else []
+            )
         )
 
     def _repr_html_(self) -> str:
@@ -273,6 +291,8 @@ def accuracy(
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
         raise InputError(f"valid_fraction_tolerance: expected a number in (0, 1), got {tol!r}")
     t = table.dropna(subset=["estimate"])
+    # seen but not counted: a scene no empty-track reference fits (scene_readable False)
+    unread = table["estimate"].isna() & (table["valid_fraction"] > 0)
     by = t.groupby("time")
     scenes = pd.DataFrame(
         {
@@ -289,6 +309,20 @@ def accuracy(
         clear = pd.Series(True, index=scenes.index)
     sel = scenes[clear & (scenes["true"] >= min_cars)]
     rel = (sel["estimate"] - sel["true"]) / sel["true"]
+    missed = table[unread].groupby("time")
+    missed_scenes = 0
+    if unread.any():
+        whole = table.groupby("time")
+        true_all = whole["true"].sum()
+        cloud_all = (
+            whole["cloud_fraction"].max()
+            if "cloud_fraction" in table.columns
+            else pd.Series(0.0, index=true_all.index)
+        )
+        keys = list(missed.groups)
+        missed_scenes = int(
+            ((cloud_all[keys] <= max_cloud_fraction) & (true_all[keys] >= min_cars)).sum()
+        )
     inside = (t["true"] >= t["low"]) & (t["true"] <= t["high"])
     if "true_visible_fraction" in t.columns:
         vf_err = (table["valid_fraction"] - table["true_visible_fraction"]).abs().dropna()
@@ -314,5 +348,7 @@ def accuracy(
         valid_fraction_within=vf_within,
         valid_fraction_tolerance=float(valid_fraction_tolerance),
         mask_valid_fraction_within=mask_within,
+        unread_scenes=missed_scenes,
+        unread_track_scenes=int(unread.sum()),
         table=scenes.reset_index(),
     )
