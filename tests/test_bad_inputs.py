@@ -644,6 +644,12 @@ SERIES_CASES = {
         lambda: toolkit.compare_with_baseline(_series(_BASE), "2019-01-15", exclude=()),
         r"no observation on 2019-01-15",
     ),
+    "baseline-event-value-missing": (
+        lambda: toolkit.compare_with_baseline(
+            _series([*_BASE[:-1], np.nan]), "2020-12-21", exclude=()
+        ),
+        r"the value on 2020-12-21 is missing .*scene not counted",
+    ),
     "baseline-no-times": (
         lambda: toolkit.compare_with_baseline(np.array(_BASE, float)),
         r"needs time stamps",

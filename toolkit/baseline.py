@@ -686,6 +686,12 @@ def compare_with_baseline(
         same_day = np.flatnonzero((t_all.normalize() == ev.normalize()) & ok)
         cand = exact if exact.size else same_day
         if cand.size == 0:
+            if (t_all.normalize() == ev.normalize()).any():
+                raise SeriesError(
+                    f"event_date: the value on {_fmt_time(ev)} is missing (too little of the "
+                    "yard visible, or a scene not counted, such as a lone snow scene); pass "
+                    "the date of an acquisition with a value"
+                )
             raise SeriesError(
                 f"event_date: no observation on {_fmt_time(ev)}; pass the date of an acquisition"
             )
