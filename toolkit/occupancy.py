@@ -1597,10 +1597,10 @@ def _margin_brightness_ratio(
     if margin_px > 0 and masked.any():
         size = 2 * margin_px + 1
         near = ndimage.maximum_filter1d(masked.astype("uint8"), size=size, axis=-1) > 0
+    if mi.size == 0:  # no margin samples: nothing to tell by
+        return np.full(n_t, np.nan)
     p90 = np.full(n_t, np.nan)
     count = np.zeros(n_t, np.int64)
-    if mi.size == 0:
-        return p90
     with np.errstate(all="ignore"):
         for t in range(n_t):
             b = v[t][:, :, mi, :].mean(axis=-1)[~near[t]]
