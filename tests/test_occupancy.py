@@ -528,6 +528,8 @@ def test_the_brightness_beside_the_tracks_is_judged_within_the_group_and_away_fr
     """Eight scenes of ballast; one far brighter in its margins (a lone snow scene), one
     as bright only near masked positions (haze beyond a cloud mask's edge, left out), and
     a group of six bright scenes judged among themselves."""
+    from scipy import ndimage
+
     from toolkit.occupancy import _LONE_BRIGHT_RATIO, _margin_brightness_ratio
 
     rng = np.random.default_rng(3)
@@ -540,22 +542,24 @@ def test_the_brightness_beside_the_tracks_is_judged_within_the_group_and_away_fr
     v[5, :, 150:250][..., margin, :] *= 1.6
     v[5, :, 190:210] = np.nan
     groups = np.zeros(n_t, int)
-    ratio = _margin_brightness_ratio(v, masked, margin, groups, 50)
+    # positions within 50 of a masked one, as _classify's cloud margin gives them
+    near = ndimage.maximum_filter1d(masked.astype("uint8"), size=101, axis=-1) > 0
+    ratio = _margin_brightness_ratio(v, near, margin, groups)
     assert ratio[3] > 1.5 > _LONE_BRIGHT_RATIO
     others = np.delete(ratio, 3)
     assert np.all(np.abs(others - 1) < 0.05), ratio
     # without leaving out the masked positions' surroundings, scene 5 would read bright
-    assert _margin_brightness_ratio(v, masked, margin, groups, 0)[5] > 1.3
+    assert _margin_brightness_ratio(v, masked, margin, groups)[5] > 1.3
     # scenes 2-7 bright alike form a group: judged among themselves, none stands out;
     # a group of four (no temporal reference of its own) is judged against all scenes
     v2 = v.copy()
     v2[2:][..., margin, :] = v[3][..., margin, :]
     g6 = np.where(np.arange(n_t) >= 2, 1, 0)
-    assert np.all(_margin_brightness_ratio(v2, masked, margin, g6, 50)[2:] < 1.1)
+    assert np.all(_margin_brightness_ratio(v2, near, margin, g6)[2:] < 1.1)
     g4 = np.where(np.arange(n_t) >= 4, 1, 0)
-    assert np.all(_margin_brightness_ratio(v2, masked, margin, g4, 50)[4:] > 0.9)
+    assert np.all(_margin_brightness_ratio(v2, near, margin, g4)[4:] > 0.9)
     # too few scenes to tell
-    assert np.isnan(_margin_brightness_ratio(v[:3], masked[:3], margin, groups[:3], 50)).all()
+    assert np.isnan(_margin_brightness_ratio(v[:3], near[:3], margin, groups[:3])).all()
 
 
 def test_a_scene_snowed_over_among_bare_ones_is_flagged_and_its_hand_counts_unused():

@@ -1337,9 +1337,11 @@ def _classify(
     # positions near masked pixels (cloud edges) need stronger evidence
     masked = ~known & on_track[None]
     haze_scene = masked.reshape(masked.shape[0], -1).any(axis=1)
+    near = masked  # positions within margin_px of a masked one along the track
     if margin_px > 0 and masked.any():
-        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=2 * margin_px + 1, axis=-1)
-        thr = np.where(near.astype(bool), 3.0 * threshold, threshold)
+        size = 2 * margin_px + 1
+        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=size, axis=-1) > 0
+        thr = np.where(near, 3.0 * threshold, threshold)
     else:
         thr = np.full(known.shape, threshold)
     chi_med = {1: 0.6745, 2: 1.18}.get(n_b, 1.54)  # median of a chi with n_b dof
@@ -1357,7 +1359,7 @@ def _classify(
         # its group's reference: read apart, the tuning site with two of them gained (scene
         # error 3.4 -> 0.8 %), but two of four held-out sites with them lost (seed 13: 1.2
         # -> 2.6 %, seed 113: 4.7 -> 5.4 %)
-        brightness = _margin_brightness_ratio(v, masked, margin, groups, margin_px)
+        brightness = _margin_brightness_ratio(v, near, margin, groups)
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
         gain = scene_med.astype("float32")  # float32 throughout: the stack can be large
         n = None
@@ -1574,16 +1576,16 @@ def _classify(
 
 
 def _margin_brightness_ratio(
-    v: np.ndarray, masked: np.ndarray, margin: np.ndarray, groups: np.ndarray, margin_px: int
+    v: np.ndarray, near: np.ndarray, margin: np.ndarray, groups: np.ndarray
 ) -> np.ndarray:
     """Each scene's brightness beside the tracks against the rest of its appearance group.
 
-    ``v`` (time, track, along, across, band) with NaN where not usable, ``masked``
-    (time, track, along) the on-track positions that are not. Per scene, the 90th
-    percentile of the band-mean of the samples in the strip margins (where no car
-    body stands; the brighter part, as most margins in a busy scene lie in shadows)
-    that are more than ``margin_px`` positions from a masked one along the track
-    (thin haze beyond a cloud mask's edge brightens the ballast), divided by the
+    ``v`` (time, track, along, across, band) with NaN where not usable, ``near``
+    (time, track, along) the positions at or near a masked one along the track
+    (``_classify``'s cloud margin). Per scene, the 90th percentile of the band-mean
+    of the samples in the strip margins (where no car body stands; the brighter
+    part, as most margins in a busy scene lie in shadows) at positions not
+    ``near`` (thin haze beyond a cloud mask's edge brightens the ballast), divided by the
     median of that value over the scenes of its group (see
     :func:`_appearance_groups`), or over all scenes where the group has no temporal
     reference of its own (fewer than ``_TEMPORAL_MIN_SCENES`` scenes, see
@@ -1593,10 +1595,6 @@ def _margin_brightness_ratio(
     """
     n_t = v.shape[0]
     mi = np.flatnonzero(margin)
-    near = masked
-    if margin_px > 0 and masked.any():
-        size = 2 * margin_px + 1
-        near = ndimage.maximum_filter1d(masked.astype("uint8"), size=size, axis=-1) > 0
     if mi.size == 0:  # no margin samples: nothing to tell by
         return np.full(n_t, np.nan)
     p90 = np.full(n_t, np.nan)
