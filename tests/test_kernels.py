@@ -52,6 +52,23 @@ def test_bilinear_samples_equal_map_coordinates():
     assert np.isnan(value[80]).all() and not ok[80]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_masked_values_and_gains_equal_numpy(dtype):
+    rng = np.random.default_rng(5)
+    val = rng.uniform(0.0, 255.0, (4, 2, 30, 5, 3)).astype(dtype)
+    valid = rng.random(val.shape[:-1]) < 0.8
+    want = np.where(valid[..., None], val, np.nan).astype("float32")
+    got = _fast.masked_float32(val[:, :, ::-1], valid[:, :, ::-1])  # strided views too
+    np.testing.assert_array_equal(got, want[:, :, ::-1])
+    assert got.dtype == np.float32
+    gain = rng.uniform(20.0, 200.0, (4, 3)).astype("float32")
+    out = np.empty_like(want)
+    assert _fast.divide_by_gains(want, gain, out=out) is out
+    np.testing.assert_array_equal(out, want / gain[:, None, None, None, :])
+    with pytest.raises(ValueError, match="shapes"):
+        _fast.masked_float32(val, valid[:, :1])
+
+
 def test_shadow_candidates_equal_numpy():
     nt, r = _strip(1)
     with np.errstate(all="ignore"):

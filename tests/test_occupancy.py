@@ -1269,6 +1269,37 @@ def test_count_bounds_are_whole_numbers():
     assert got[1] <= got[0] <= got[2]
 
 
+def test_counting_a_stack_equals_counting_each_row_alone():
+    """Rows with no occupied run count nothing (their visible length only) and repeated
+    rows (most readings of a quiet scene agree) are counted once: the stack's figures
+    equal those of each row counted on its own; cleaning leaves such rows as they are."""
+    from toolkit.occupancy import _clean_runs, _count_runs
+
+    rng = np.random.default_rng(7)
+    rows = np.zeros((6, 400), "int8")
+    rows[0, 20:140] = OCCUPIED
+    rows[0, 300:330] = OCCUPIED
+    rows[1] = rows[0]  # the same row again, beside other evidence on the last one
+    rows[2, :50] = UNKNOWN  # nothing occupied, part unseen
+    rows[3] = rows[0]
+    rows[4, 200:203] = OCCUPIED  # shorter than any car
+    rows[5, :] = UNKNOWN
+    dev = rng.uniform(0.0, 10.0, (6, 400))
+    dev[1] = dev[0]
+    kw = {"step": 0.5, "mean_len": 15.2, "lo_len": 12.5, "hi_len": 19.5, "gaps": True}
+    stack = _count_runs(rows, dev, **kw)
+    alone = np.array(
+        [_count_runs(r[None], d[None], **kw)[0] for r, d in zip(rows, dev, strict=True)]
+    )
+    np.testing.assert_array_equal(stack, alone)
+    np.testing.assert_array_equal(stack[2], [0, 0, 0, 0, 350 * 0.5, 0])
+    np.testing.assert_array_equal(stack[5], [0, 0, 0, 0, 0, 0])
+    assert stack[0][3] == 75.0 and stack[1][0] == stack[0][0] >= 4  # 60 m and 15 m of cars
+    cleaned = _clean_runs(rows, max_gap=5, min_run=12)
+    np.testing.assert_array_equal(cleaned[[0, 1, 2, 3, 5]], rows[[0, 1, 2, 3, 5]])
+    assert (cleaned[4] == OCCUPIED).sum() == 0  # the short run is dropped
+
+
 def test_neighbour_positions_pair_tracks_within_reach():
     """Each position's nearest position on another track within 6.5 m (beyond 2 m)."""
     from toolkit.occupancy import _neighbour_positions

@@ -136,6 +136,51 @@ def nanmedian_rows(a: np.ndarray) -> np.ndarray:
     return nanmedian_axis0(np.asarray(a).T.copy())
 
 
+def masked_float32(val: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``np.where(valid[..., None], val, np.nan).astype("float32")``: ``val`` (time, ...,
+    band), ``valid`` (time, ...) bool; in one parallel pass."""
+    val = np.ascontiguousarray(val)
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    if val.shape[:-1] != valid.shape or val.ndim < 2:
+        raise ValueError(f"masked_float32: shapes {val.shape} and {valid.shape} do not match")
+    n_t, n_b = val.shape[0], val.shape[-1]
+    flat = _masked_float32(val.reshape(n_t, -1, n_b), valid.reshape(n_t, -1))
+    return flat.reshape(val.shape)
+
+
+@njit(cache=True, parallel=True)
+def _masked_float32(val, valid):  # pragma: no cover - compiled
+    n_t, m, n_b = val.shape
+    out = np.empty((n_t, m, n_b), np.float32)
+    for t in prange(n_t):
+        for i in range(m):
+            ok = valid[t, i]
+            for b in range(n_b):
+                out[t, i, b] = val[t, i, b] if ok else np.nan
+    return out
+
+
+def divide_by_gains(v: np.ndarray, gain: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.divide(v, gain[:, None, ..., None, :], out=out)``: ``v`` (time, ..., band)
+    C-contiguous float32, ``gain`` (time, band) float32; in one parallel pass."""
+    if out is None:
+        out = np.empty_like(v)
+    n_t, n_b = v.shape[0], v.shape[-1]
+    _divide_by_gains(
+        v.reshape(n_t, -1, n_b), np.ascontiguousarray(gain, v.dtype), out.reshape(n_t, -1, n_b)
+    )
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _divide_by_gains(v, gain, out):  # pragma: no cover - compiled
+    n_t, m, n_b = v.shape
+    for t in prange(n_t):
+        for i in range(m):
+            for b in range(n_b):
+                out[t, i, b] = v[t, i, b] / gain[t, b]
+
+
 @njit(cache=True, nogil=True)
 def bilinear_samples(img, bad, rows, cols, value, ok):  # pragma: no cover - compiled
     """Bilinear samples of every band of ``img`` (band, y, x) at (rows, cols), and validity,

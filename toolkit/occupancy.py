@@ -40,6 +40,8 @@ from toolkit._fast import (
     band_mean_ratio,
     brighter_margin,
     car_cuts,
+    divide_by_gains,
+    masked_float32,
     masked_median_over_time,
     masked_median_per_offset,
     masked_ratio_median,
@@ -1337,7 +1339,7 @@ def _classify(
     also reads the deviation without it.
     """
     n_t, n_k, n_a, n_c, n_b = val.shape
-    v = np.where(valid[..., None], val, np.float32(np.nan)).astype("float32", copy=False)
+    v = masked_float32(val, valid)
     known = valid[..., core].mean(axis=-1) >= 0.5
     # positions near masked pixels (cloud edges) need stronger evidence
     masked = ~known & on_track[None]
@@ -1377,7 +1379,7 @@ def _classify(
         while it < passes - 1:
             it += 1
             moved[:] = False
-            n = np.divide(v, gain[:, None, None, None, :], out=n if n is not None else None)
+            n = divide_by_gains(v, gain, out=n)
             # snow on roofs and on the bed makes a parked car and the empty track look
             # alike, and patchy snow splits a place's looks into modes: among snow scenes
             # (group 1) the appearance modes say nothing about parked cars
@@ -2346,7 +2348,8 @@ def _cleaned(occ: xr.DataArray, *, max_gap: int, min_run: int) -> xr.DataArray:
 def _clean_runs(occ: np.ndarray, *, max_gap: int, min_run: int) -> np.ndarray:
     out = occ.copy()
     flat = out.reshape(-1, out.shape[-1])
-    for row in flat:
+    for i in np.flatnonzero((flat == OCCUPIED).any(axis=1)):  # rows with none stay as they are
+        row = flat[i]
         # close short free gaps bounded by occupied on both sides
         starts, ends = _runs(row == FREE)
         for s, e in zip(starts, ends, strict=True):
@@ -2371,7 +2374,18 @@ def _count_runs(
     sflat = None if share is None else np.broadcast_to(share, occ.shape).reshape(flat.shape)
     out = np.zeros((flat.shape[0], 6))
     kw = {"step": step, "mean_len": mean_len, "lo_len": lo_len, "hi_len": hi_len, "gaps": gaps}
-    for i, row in enumerate(flat):
+    # a row with no occupied run counts nothing; repeated rows (the readings of a quiet
+    # scene mostly agree) are counted once
+    empty = ~(flat == OCCUPIED).any(axis=1)
+    out[empty, 4] = (flat[empty] != UNKNOWN).sum(axis=1) * step
+    done = {}
+    for i in np.flatnonzero(~empty):
+        row = flat[i]
+        key = (row.tobytes(), dflat[i].tobytes(), None if sflat is None else sflat[i].tobytes())
+        if key in done:
+            out[i] = out[done[key]]
+            continue
+        done[key] = i
         kw["share"] = None if sflat is None else sflat[i]
         cars = _segment_row(row, dflat[i], **kw)
         # whole numbers: each segment's bounds are shared out over its cars as fractions,
