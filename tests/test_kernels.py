@@ -69,6 +69,17 @@ def test_masked_values_and_gains_equal_numpy(dtype):
         _fast.masked_float32(val, valid[:, :1])
 
 
+def test_scene_medians_at_offsets_equal_numpy():
+    nt, _ = _strip(6, shape=(5, 3, 40, 11, 3))
+    nt[2] = np.nan  # a scene with nothing seen
+    idx = np.array([0, 1, 9, 10])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN scene
+        want = np.nanmedian(nt[..., idx, :].reshape(5, -1, 3).astype("float64"), axis=1)
+    assert np.isnan(want[2]).all() and np.isfinite(want[[0, 1, 3, 4]]).all()
+    np.testing.assert_array_equal(_fast.scene_medians_at(nt, idx), want)
+
+
 def test_shadow_candidates_equal_numpy():
     nt, r = _strip(1)
     with np.errstate(all="ignore"):

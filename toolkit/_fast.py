@@ -577,6 +577,29 @@ def masked_median_per_offset(n, use):  # pragma: no cover - compiled
     return out
 
 
+@njit(cache=True, parallel=True)
+def scene_medians_at(v, idx):  # pragma: no cover - compiled
+    """``nanmedian(v[..., idx, :].reshape(T, -1, B), axis=1)`` of the strips ``v`` (T, K,
+    A, C, B) at the across offsets ``idx``: (T, B), all-NaN giving NaN; no copy of the
+    samples."""
+    n_t, n_k, n_a, _, n_b = v.shape
+    out = np.empty((n_t, n_b), np.float64)
+    for tb in prange(n_t * n_b):
+        t = tb // n_b
+        b = tb % n_b
+        buf = np.empty(n_k * n_a * idx.size, np.float64)
+        m = 0
+        for k in range(n_k):
+            for a in range(n_a):
+                for c in idx:
+                    x = v[t, k, a, c, b]
+                    if not np.isnan(x):
+                        buf[m] = x
+                        m += 1
+        out[t, b] = _median_of(buf, m)
+    return out
+
+
 @njit(cache=True)
 def _select_median(v):  # pragma: no cover - compiled
     """Median of ``v`` (reordered in place) in float64; NaN when empty."""

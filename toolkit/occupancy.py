@@ -50,6 +50,7 @@ from toolkit._fast import (
     nanmedian_flat,
     running_median_rows,
     scene_distances,
+    scene_medians_at,
     shadow_candidates,
     within_worker_threads,
 )
@@ -2086,9 +2087,7 @@ def _snow_groups(v: np.ndarray, scene_med: np.ndarray, margin: np.ndarray) -> np
     """
     groups = _appearance_groups(np.where(scene_med > 0, scene_med, np.nan))
     if groups.max() > 0 and margin.any():
-        n_t, n_b = v.shape[0], v.shape[-1]
-        beside = v[..., margin, :]
-        beside_med = nanmedian_axis0(np.moveaxis(beside.reshape(n_t, -1, n_b), 1, 0))
+        beside_med = scene_medians_at(v, np.flatnonzero(margin))
         if _appearance_groups(np.where(beside_med > 0, beside_med, np.nan)).max() == 0:
             groups[:] = 0
     return groups
