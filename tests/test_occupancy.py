@@ -115,6 +115,21 @@ def test_snow_scenes_of_the_default_sample(sample_counts, default_sample):
     assert snow["error"].abs().mean() <= 0.15, snow["error"].abs().sum()
 
 
+def test_the_sample_s_snow_scenes_are_read_as_such(sample_counts, default_sample):
+    """SYNTHETIC: every snow scene of the sample with its tracks in view is read with the
+    snow scenes (``snow_scene``), and no other scene is; the counts carry the flag."""
+    counts, occ, _, _ = sample_counts
+    truth = pd.read_csv(default_sample.truth_path, parse_dates=["time"])
+    per_scene = truth.groupby("time").agg(snow=("snow", "first"), seen=("visible_fraction", "max"))
+    snow = per_scene["snow"].reindex(pd.DatetimeIndex(occ["time"].values), method="nearest")
+    seen = per_scene["seen"].reindex(snow.index, method="nearest") > 0
+    read = occ["snow_scene"].values
+    assert snow.sum() == 10 and (snow & seen).sum() == 8
+    np.testing.assert_array_equal(read[seen.values], snow.values[seen.values])
+    assert not read[~seen.values].any()  # nothing in view: with the others
+    np.testing.assert_array_equal(counts["snow_scene"].values, read)
+
+
 def test_default_sample_accuracy(sample_counts):
     _, _, _, table = sample_counts
     acc = accuracy(table, min_cars=20)
@@ -1734,8 +1749,9 @@ def dense_1m_tuning_site(tmp_path_factory):
     site = _spread_site(tmp_path_factory, seed=105, resolution_m=1.0, history="dense")
     strips = _coregistered_strips(site)
     truth = pd.read_csv(site.truth_path, dtype={"track_id": str}, parse_dates=["time"])
-    counts = toolkit.counts_from_occupancy(toolkit.estimate_occupancy(strips)).compute()
-    return strips, compare_with_truth(counts, site.truth_path), truth
+    occ = toolkit.estimate_occupancy(strips).compute()
+    counts = toolkit.counts_from_occupancy(occ).compute()
+    return strips, compare_with_truth(counts, site.truth_path), truth, counts
 
 
 def test_a_full_yard_is_not_read_as_snow_by_its_cars_and_low_sun(dense_1m_tuning_site):
@@ -1743,8 +1759,9 @@ def test_a_full_yard_is_not_read_as_snow_by_its_cars_and_low_sun(dense_1m_tuning
     colours and split its three darkest scenes (low autumn sun) from the other nine,
     which were then read as snow scenes: twice the threshold, no parked-car rules. The
     ballast beside the track, where snow would lie, does not split, so it is one group."""
-    _, table, truth = dense_1m_tuning_site
+    _, table, truth, counts = dense_1m_tuning_site
     assert not truth["snow"].any()
+    assert counts["snow_scene"].sum() == 0  # 9 of 12 before
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
     # measured: MARE 16.5 %, bias -2.7 %, track MAE 3.58, coverage 85 %, mean width 11.5

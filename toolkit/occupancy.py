@@ -262,6 +262,9 @@ def estimate_occupancy(
         of 219 and 69 of 267 railcars, a quiet one 24 of 9). Its occupancy is kept for
         inspection; :func:`counts_from_occupancy` leaves its counts out.
         A group of five or more snow scenes has a reference of its own.
+        ``snow_scene (time)`` bool: the scenes read with the snow scenes (set
+        apart as brighter by the scenes' medians and by the ballast beside the
+        tracks; twice the threshold).
         attrs record the method and parameters.
 
     Notes
@@ -323,7 +326,7 @@ def estimate_occupancy(
         unshadeable = xr.zeros_like(side, dtype=bool)
     else:
         unshadeable = (np.abs(sun[0]) < _NEIGHBOUR_COVER_M) & sun[1]
-    raw, dev, ref, raw_readings, share, brightness = xr.apply_ufunc(
+    raw, dev, ref, raw_readings, share, brightness, snow = xr.apply_ufunc(
         _classify,
         strips["value"],
         strips["valid"] & strips["on_track"],
@@ -343,6 +346,7 @@ def estimate_occupancy(
             ["track", "along", "across", "band"],
             ["reading", *dims],
             dims,
+            ["time"],
             ["time"],
         ],
         kwargs={
@@ -365,7 +369,7 @@ def estimate_occupancy(
             "clean_run": int(round(min_run_m / step)),
         },
         dask="parallelized",
-        output_dtypes=["int8", "float32", "float32", "int8", "float32", "float32"],
+        output_dtypes=["int8", "float32", "float32", "int8", "float32", "float32", "bool"],
         dask_gufunc_kwargs={"allow_rechunk": True, "output_sizes": {"reading": len(READINGS)}},
     )
 
@@ -384,6 +388,7 @@ def estimate_occupancy(
             "margin_brightness_ratio": brightness,
             # a lone snow scene (see _LONE_BRIGHT_RATIO): its counts are left out
             "scene_readable": ~(brightness > _LONE_BRIGHT_RATIO),
+            "snow_scene": snow,
         },
         coords={k: strips.coords[k] for k in ("on_track", "length_m") if k in strips.coords},
     )
@@ -436,6 +441,15 @@ def estimate_occupancy(
             "that look like it (margin_brightness_ratio): a lone snow scene, whose empty "
             "track looks like no other scene's. Its occupancy is kept for inspection; "
             "counts_from_occupancy leaves its counts out (NaN).",
+        }
+    )
+    out["snow_scene"].attrs.update(
+        {
+            "long_name": "scene read with the snow scenes",
+            "description": "the scenes' medians and the ballast beside the tracks both set "
+            "it apart as brighter (_snow_groups): read against the snow scenes' own "
+            "empty-track reference (the ballast beside the track where they are fewer "
+            "than five) with twice the threshold",
         }
     )
     out.attrs.update(
@@ -495,7 +509,8 @@ def counts_from_occupancy(
         (time) when the occupancy has it: in a scene the occupancy could not
         read (a lone snow scene, see :func:`estimate_occupancy`) the counts,
         bounds, occupied length and occupancy are NaN while ``valid_fraction``
-        still says how much of the track was visible.
+        still says how much of the track was visible. ``snow_scene (time)`` is
+        carried over from the occupancy when it has it.
 
     Notes
     -----
@@ -586,6 +601,8 @@ def counts_from_occupancy(
     ).drop_vars("stat", errors="ignore")
     if readable is not None:
         ds["scene_readable"] = readable
+    if "snow_scene" in occupancy:
+        ds["snow_scene"] = occupancy["snow_scene"]
     units = {
         "railcars": ("railcars on the visible part of the track", "1"),
         "railcars_low": ("lower bound of railcars", "1"),
@@ -1580,6 +1597,7 @@ def _classify(
         readings,
         share,
         brightness.astype("float32"),
+        groups == 1,
     )
 
 
