@@ -67,6 +67,8 @@ def test_masked_values_and_gains_equal_numpy(dtype):
     np.testing.assert_array_equal(out, want / gain[:, None, None, None, :])
     with pytest.raises(ValueError, match="shapes"):
         _fast.masked_float32(val, valid[:, :1])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _fast.divide_by_gains(want[:, :, ::-1], gain)
 
 
 def test_scene_medians_at_offsets_equal_numpy():

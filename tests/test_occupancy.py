@@ -1294,9 +1294,9 @@ def test_counting_a_stack_equals_counting_each_row_alone():
     rows = np.zeros((6, 400), "int8")
     rows[0, 20:140] = OCCUPIED
     rows[0, 300:330] = OCCUPIED
-    rows[1] = rows[0]  # the same row again, beside other evidence on the last one
+    rows[1] = rows[0]  # the same row with the same evidence (dev below): counted once
     rows[2, :50] = UNKNOWN  # nothing occupied, part unseen
-    rows[3] = rows[0]
+    rows[3] = rows[0]  # the same row with other evidence: counted on its own
     rows[4, 200:203] = OCCUPIED  # shorter than any car
     rows[5, :] = UNKNOWN
     dev = rng.uniform(0.0, 10.0, (6, 400))

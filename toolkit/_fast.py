@@ -165,6 +165,8 @@ def divide_by_gains(v: np.ndarray, gain: np.ndarray, out: np.ndarray | None = No
     C-contiguous float32, ``gain`` (time, band) float32; in one parallel pass."""
     if out is None:
         out = np.empty_like(v)
+    if not (v.flags.c_contiguous and out.flags.c_contiguous and out.shape == v.shape):
+        raise ValueError("divide_by_gains: v and out must be C-contiguous and of one shape")
     n_t, n_b = v.shape[0], v.shape[-1]
     _divide_by_gains(
         v.reshape(n_t, -1, n_b), np.ascontiguousarray(gain, v.dtype), out.reshape(n_t, -1, n_b)
