@@ -1375,8 +1375,8 @@ def _classify(
     left, right = across_i[np.arange(across_i.size) < mid], across_i[np.arange(across_i.size) > mid]
     halves_idx = [left, right] if left.size and right.size else [across_i]
     with np.errstate(all="ignore"):
-        # (time, band): the strided view is read in place, in its own precision
-        scene_med = nanmedian_axis0(np.moveaxis(v.reshape(n_t, -1, n_b), 1, 0))
+        # (time, band), read in place; the snow groups read the margins the same way
+        scene_med = scene_medians_at(v, np.arange(n_c))
         groups = _snow_groups(v, scene_med, margin)
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
             thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
