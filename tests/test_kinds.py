@@ -57,8 +57,11 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.758 of 2216 detected cars that match a truth
-    # car and are given one of the five kinds (others go to "other"); 0.754 of 2203
+    # measured (2 seeds, 20 scenes): 0.772 of 2264 detected cars that match a truth
+    # car and are given one of the five kinds (others go to "other"); 0.758 of 2216
+    # before a scene was also busy once dark cars were not taken for shadows where no
+    # neighbour's car can shade the core (the model refitted on the cars then found,
+    # 7878 -> 7957); 0.754 of 2203
     # before a busy scene read a car's own shadow without the shadow explanation on the
     # core (the model refitted on the cars then found, 7726 -> 7878); 0.736 of 2150
     # before the haze explanations' uniform dimming was capped at 30 % (the model
@@ -75,8 +78,8 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     # ballast-like mode of the occupancy step it was 0.707 of 1288: the mode finds 118
     # more real cars (parked ones), which are classified less well, while the cars
     # found both ways are classified better (0.743 against 0.730 on 790 of them).
-    assert len(real) > 2150
-    assert share >= 0.73
+    assert len(real) > 2200
+    assert share >= 0.75
 
 
 def test_per_kind_counts_of_the_detected_cars(held_out):
@@ -87,16 +90,17 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
-    # measured: 629 / 2309 = 0.272 (box 209/799, tank 59/405, ore 160/598, flat 198/506,
-    # locomotive 3/1); 648 / 2289 = 0.283 before a busy scene read a car's own shadow
+    # measured: 568 / 2348 = 0.242 (box 188/799, tank 51/406, ore 141/634, flat 185/508,
+    # locomotive 3/1); 629 / 2309 = 0.272 before a scene was also busy once dark cars were
+    # not taken for shadows where no neighbour's car can shade the core; 648 / 2289 = 0.283 before a busy scene read a car's own shadow
     # without the shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
     # uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 / 1791 = 0.324 before the empty-track reference took the
     # track's typical look where it had taken a car's colour and busy scenes' rules for
     # shadows; 682 / 1791 = 0.381 with the 0.5 m model before it was refitted by
     # its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416 with
     # an older occupancy step, which found fewer of the cars
-    assert total > 2200
-    assert err / total <= 0.30
+    assert total > 2300
+    assert err / total <= 0.26
 
 
 def test_per_kind_counts_on_cloud_free_scenes(held_out):
@@ -112,8 +116,10 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
                 err += abs(est - tc.get(kind, 0))
                 total += tc.get(kind, 0)
     rel = err / max(total, 1)
-    # measured: 1054 / 2443 = 0.431 (sum over 16 cloud-free scenes and the kinds of
-    # |estimate - truth| / truth cars; 1088 / 2443 = 0.445 before a busy scene read a
+    # measured: 966 / 2443 = 0.395 (sum over 16 cloud-free scenes and the kinds of
+    # |estimate - truth| / truth cars; 1054 / 2443 = 0.431 before a scene was also busy
+    # once dark cars were not taken for shadows where no neighbour's car can shade the
+    # core; 1088 / 2443 = 0.445 before a busy scene read a
     # car's own shadow without the shadow explanation on the core; 1105 / 2443 = 0.452 before the haze explanations'
     # uniform dimming was capped at 30 %; 1397 / 2443 = 0.572 before the empty-track
     # reference took the track's typical look where it had taken a car's colour and busy
@@ -123,7 +129,7 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
     # "random" history packs the tracks and most of the error is cars not detected at
     # all, not wrongly classified
     assert total > 2400
-    assert rel <= 0.46
+    assert rel <= 0.42
 
 
 def test_kind_counts_add_up_to_the_cars(held_out):
@@ -215,9 +221,11 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.659 of 1362 detected cars that match a truth car
-    # and are given one of the five kinds; the 0.5 m model on the same cars: 0.544 of 1403.
-    # 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow without
+    # measured (2 seeds, 20 scenes): 0.648 of 1522 detected cars that match a truth car
+    # and are given one of the five kinds (0.659 of 1362 before a scene was also busy once
+    # dark cars were not taken for shadows where no neighbour's car can shade the core:
+    # the model refitted on the cars then found, 7988 -> 7894); the 0.5 m model on the
+    # same cars: 0.544 of 1403 before that. 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow without
     # the shadow explanation on the core (the model refitted on the cars then found, 7790
     # -> 7988); 0.650 of 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was
     # capped at 30 % (the model refitted on the cars then found, 7484 -> 7790); 0.650 of 1230 and 0.530 of 1331 before the empty-track reference took the track's
@@ -228,11 +236,11 @@ def test_kinds_at_1m(held_out_1m):
     # likely coupler gaps, which also changed the 1 m model's training cars, 7052 -> 6974;
     # 0.660 of 1215 and 0.563 of 1151 before a busy scene's gains came from its most
     # common brightness, which also changed the 1 m model's training cars, 6549 -> 7052)
-    assert len(real) > 1330
+    assert len(real) > 1450
     assert share >= 0.64
 
 
-@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7988), (0.5, 7878)])
+@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7894), (0.5, 7957)])
 def test_the_default_models_are_refitted_from_their_recipe(tmp_path, resolution_m, n_cars):
     """Each default model comes back from synthetic_training_cars and fit_kind_model at
     its pixel size: same cars, same weights to the four stored decimals."""
