@@ -1615,10 +1615,10 @@ def _classify(
             flat = occ_t.reshape(-1)
             c_t = _casters(casters, t)
             has = c_t >= 0
+            row, at = np.divmod(np.maximum(c_t, 0), n_a)  # the caster's track and place
             blocked = np.zeros(c_t.shape, bool)
             for off in range(-w, w + 1):
-                j = np.clip(c_t + off, 0, flat.size - 1)
-                blocked |= flat[j]
+                blocked |= flat[row * n_a + np.clip(at + off, 0, n_a - 1)]
             no_caster[t] = has & ~blocked
     for t in np.flatnonzero(busy & np.isfinite(dev_u).any(axis=(1, 2))):
         dev_unshaded[t] = dev_u[t]
@@ -2053,9 +2053,9 @@ def _shadow_sides(strips, *, enabled: bool = True):
 
 def _sun_reach(strips):
     """:func:`_shadow_sides`' signed reach and, per scene, whether the sun was placed
-    (a time, and the sun more than 5 degrees high); None where it cannot be placed in
-    any scene: no acquisition times, no sample coordinates or CRS, or a CRS pyproj
-    cannot place."""
+    (a time, and the sun more than 5 degrees high) and its azimuth (degrees, NaN where
+    not placed); None where it cannot be placed in any scene: no acquisition times, no
+    sample coordinates or CRS, or a CRS pyproj cannot place."""
     import pandas as pd
     from pyproj import Transformer
 
@@ -2082,6 +2082,7 @@ def _sun_reach(strips):
         return None
     out = np.zeros(shape, "float32")
     placed = np.zeros(shape[0], bool)
+    azimuth = np.full(shape[0], np.nan)
     for i, t in enumerate(times):
         if pd.isna(t):
             continue
@@ -2089,42 +2090,31 @@ def _sun_reach(strips):
         if elev <= 5:
             continue
         placed[i] = True
+        azimuth[i] = az
         sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
         c = sx * nx + sy * ny
         reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
         out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c) * reach, 0.0)
     reach = xr.DataArray(out, dims=("time", "track", "along"))
-    return reach, xr.DataArray(placed, dims="time")
+    return reach, xr.DataArray(placed, dims="time"), azimuth
 
 
 def _caster_geometry(strips, sun):
     """What :func:`_casters` needs: the tracks' centrelines and across directions, the
-    sun's azimuth and the shadows' reach per scene; None where the sun cannot be placed
-    or there is no other track."""
+    sun's azimuth and the shadows' reach per scene (``sun`` from :func:`_sun_reach`);
+    None where the sun cannot be placed or there is no other track."""
     if sun is None or "x_sample" not in strips.coords or strips.sizes["track"] < 2:
         return None
-    import pandas as pd
-    from pyproj import Transformer
-
-    from toolkit._sun import sun_position
-
     n_c = strips.sizes["across"]
     xs = np.asarray(strips["x_sample"].values, "float64")
     ys = np.asarray(strips["y_sample"].values, "float64")
     width = float(strips["across_m"].values[-1] - strips["across_m"].values[0])
-    xm, ym = xs[..., n_c // 2], ys[..., n_c // 2]
-    to_lonlat = Transformer.from_crs(strips.attrs["crs"], "EPSG:4326", always_xy=True)
-    lon, lat = to_lonlat.transform(np.nanmean(xm), np.nanmean(ym))
-    azimuth = np.full(strips.sizes["time"], np.nan)
-    for i, t in enumerate(pd.DatetimeIndex(strips["time"].values)):
-        if bool(sun[1].values[i]):
-            azimuth[i] = sun_position(t.to_pydatetime().replace(tzinfo=None), lat, lon)[1]
     return (
-        xm,
-        ym,
+        xs[..., n_c // 2],
+        ys[..., n_c // 2],
         (xs[..., -1] - xs[..., 0]) / width,
         (ys[..., -1] - ys[..., 0]) / width,
-        azimuth,
+        sun[2],
         np.asarray(sun[0].values, "float32"),
     )
 
