@@ -649,8 +649,8 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     print("\n" + acc.summary())
     # measured: MARE 5.5 %, bias -5.2 %, track MAE 2.13, coverage 77.5 %, mean width 4.41
     # (2.21, 76.7 %, 4.39 before a busy scene's shadow explanation needed a car on the
-    # neighbouring track towards the sun; 5.9 %, -5.9 %, 2.30, 77 %, 4.47 before a busy scene read a car's own shadow without
-    # the shadow explanation on the core; 5.7 %, -5.7 %, 2.39, 73 %, 4.0 before the haze explanations' uniform dimming was
+    # neighbouring track towards the sun; 5.9 %, -5.9 %, 2.30, 77 %, 4.47 before a busy
+    # scene read a car's own shadow without the shadow explanation on the core; 5.7 %, -5.7 %, 2.39, 73 %, 4.0 before the haze explanations' uniform dimming was
     # capped at 30 %; the intervals widened here, not on the random-traffic tuning site
     # (3.15 -> 2.95), and the width bound moves from 4.2 to 4.6; 5.6 %,
     # -5.0 %, 2.41, 68 %, 2.52 before the empty-track reference took the track's typical
@@ -1775,10 +1775,11 @@ def test_a_full_yard_is_not_read_as_snow_by_its_cars_and_low_sun(dense_1m_tuning
     # (9.0 %, 0.0 %, 2.89, 91.2 %, 12.1 before a busy scene's shadow explanation needed a
     # car on the neighbouring track towards the sun, which finds dark cars in low sun and
     # also reads 3 more railcars in 2023-09-18 and 11 in 2021-10-17, both over-counted:
-    # the bias bound moves from 2 % to 3 %; 16.5 %, -2.7 %, 3.58, 85 %, 11.5 before a scene was also busy once the dark cars were
-    # not taken for shadows where no neighbour's car can shade the core, and that place was
-    # judged with half a pixel's blur of the shadow's edge; 30.0 %, -30.0 %, 6.30, 53 %, 9.4
-    # while nine scenes were read as snow)
+    # the bias bound moves from 2 % to 3 %; 16.5 %, -2.7 %, 3.58, 85 %, 11.5 before a
+    # scene was also busy once the dark cars were not taken for shadows where no
+    # neighbour's car can shade the core, and that place was judged with half a pixel's
+    # blur of the shadow's edge; 30.0 %, -30.0 %, 6.30, 53 %, 9.4 while nine scenes were
+    # read as snow)
     assert acc.n_scenes >= 9 and acc.unread_scenes == 0
     assert acc.scene_mare <= 0.09
     assert abs(acc.scene_bias) <= 0.03
@@ -1970,7 +1971,7 @@ def test_a_scene_busy_once_dark_cars_are_not_taken_for_shadows_is_read_busy():
     assert (main[bright] == OCCUPIED).mean() >= 0.95
     assert (main == OCCUPIED).sum() <= 820, (main == OCCUPIED).sum()
     n = toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
-    # 400 m of cars over couplers at 15.2 m each: 13 railcars per consist
+    # 200 m of cars over couplers at 15.2 m each: 13 railcars per consist
     assert 24 <= n[5] <= 28, n[5]
     assert n[[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].sum() == 0, n
 
