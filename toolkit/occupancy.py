@@ -2053,8 +2053,8 @@ def _shadow_sides(strips, *, enabled: bool = True):
 
 def _sun_reach(strips):
     """:func:`_shadow_sides`' signed reach and, per scene, whether the sun was placed
-    (a time, and the sun more than 5 degrees high) and its azimuth (degrees, NaN where
-    not placed); None where it cannot be placed in any scene: no acquisition times, no
+    (a time, and the sun more than 5 degrees high) and its azimuth and elevation
+    (degrees, NaN where not placed); None where it cannot be placed in any scene: no acquisition times, no
     sample coordinates or CRS, or a CRS pyproj cannot place."""
     import pandas as pd
     from pyproj import Transformer
@@ -2083,6 +2083,7 @@ def _sun_reach(strips):
     out = np.zeros(shape, "float32")
     placed = np.zeros(shape[0], bool)
     azimuth = np.full(shape[0], np.nan)
+    elevation = np.full(shape[0], np.nan)
     for i, t in enumerate(times):
         if pd.isna(t):
             continue
@@ -2090,19 +2091,20 @@ def _sun_reach(strips):
         if elev <= 5:
             continue
         placed[i] = True
-        azimuth[i] = az
+        azimuth[i], elevation[i] = az, elev
         sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
         c = sx * nx + sy * ny
         reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
         out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c) * reach, 0.0)
     reach = xr.DataArray(out, dims=("time", "track", "along"))
-    return reach, xr.DataArray(placed, dims="time"), azimuth
+    return reach, xr.DataArray(placed, dims="time"), (azimuth, elevation)
 
 
 def _caster_geometry(strips, sun):
-    """What :func:`_casters` needs: the tracks' centrelines and across directions, the
-    sun's azimuth and the shadows' reach per scene (``sun`` from :func:`_sun_reach`);
-    None where the sun cannot be placed or there is no other track."""
+    """What :func:`_casters` needs: the tracks' centrelines and across directions and
+    the sun's azimuth and elevation per scene (``sun`` from :func:`_sun_reach`), small
+    enough to travel with the task; None where the sun cannot be placed or there is no
+    other track."""
     if sun is None or "x_sample" not in strips.coords or strips.sizes["track"] < 2:
         return None
     n_c = strips.sizes["across"]
@@ -2114,8 +2116,7 @@ def _caster_geometry(strips, sun):
         ys[..., n_c // 2],
         (xs[..., -1] - xs[..., 0]) / width,
         (ys[..., -1] - ys[..., 0]) / width,
-        sun[2],
-        np.asarray(sun[0].values, "float32"),
+        *sun[2],
     )
 
 
@@ -2128,7 +2129,7 @@ def _casters(geometry, t: int) -> np.ndarray:
     two tracks away could shade the core too. (track, along) int64."""
     from scipy.spatial import cKDTree
 
-    xm, ym, nx, ny, azimuth, reach = geometry
+    xm, ym, nx, ny, azimuth, elevation = geometry
     n_k, n_a = xm.shape
     best = np.full(n_k * n_a, -1, np.int64)
     if not np.isfinite(azimuth[t]):
@@ -2152,8 +2153,8 @@ def _casters(geometry, t: int) -> np.ndarray:
         cand = np.where(np.isfinite(dist), good[np.minimum(idx, good.size - 1)], -1)
         other = (cand >= 0) & (track[np.maximum(cand, 0)] != track[ok])
         best[np.flatnonzero(ok)[other]] = cand[other]
-    r = np.abs(reach[t].ravel())
-    best[(r == 0) | (r >= _SECOND_NEIGHBOUR_M)] = -1
+    r = (4.0 / np.tan(np.radians(elevation[t])) * c).ravel()  # as in _sun_reach
+    best[~(r >= 1.0) | (r >= _SECOND_NEIGHBOUR_M)] = -1
     return best.reshape(n_k, n_a)
 
 
