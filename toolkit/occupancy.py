@@ -2054,8 +2054,8 @@ def _shadow_sides(strips, *, enabled: bool = True):
 def _sun_reach(strips):
     """:func:`_shadow_sides`' signed reach and, per scene, whether the sun was placed
     (a time, and the sun more than 5 degrees high) and its azimuth and elevation
-    (degrees, NaN where not placed); None where it cannot be placed in any scene: no acquisition times, no
-    sample coordinates or CRS, or a CRS pyproj cannot place."""
+    (degrees, NaN where not placed); None where it cannot be placed in any scene: no
+    acquisition times, no sample coordinates or CRS, or a CRS pyproj cannot place."""
     import pandas as pd
     from pyproj import Transformer
 
