@@ -2067,12 +2067,8 @@ def _sun_reach(strips):
     times = pd.DatetimeIndex(strips["time"].values)
     if "x_sample" not in strips.coords or not strips.attrs.get("crs") or strips.sizes["across"] < 2:
         return None  # no geometry to place the sun against
-    xs, ys = strips["x_sample"].values, strips["y_sample"].values
-    n_c = xs.shape[-1]
-    width = float(strips["across_m"].values[-1] - strips["across_m"].values[0])
-    nx = (xs[..., -1] - xs[..., 0]) / width
-    ny = (ys[..., -1] - ys[..., 0]) / width
-    cx, cy = np.nanmean(xs[..., n_c // 2]), np.nanmean(ys[..., n_c // 2])
+    xm, ym, nx, ny = _track_frame(strips)
+    cx, cy = np.nanmean(xm), np.nanmean(ym)
     try:
         to_lonlat = Transformer.from_crs(strips.attrs["crs"], "EPSG:4326", always_xy=True)
         lon, lat = to_lonlat.transform(cx, cy)
@@ -2092,9 +2088,7 @@ def _sun_reach(strips):
             continue
         placed[i] = True
         azimuth[i], elevation[i] = az, elev
-        sx, sy = -np.sin(np.radians(az)), -np.cos(np.radians(az))
-        c = sx * nx + sy * ny
-        reach = 4.0 / np.tan(np.radians(elev)) * np.abs(c)
+        _, _, c, reach = _shadow_vector(az, elev, nx, ny)
         out[i] = np.where(np.isfinite(c) & (reach >= 1.0), np.sign(c) * reach, 0.0)
     reach = xr.DataArray(out, dims=("time", "track", "along"))
     return reach, xr.DataArray(placed, dims="time"), (azimuth, elevation)
@@ -2107,17 +2101,28 @@ def _caster_geometry(strips, sun):
     other track."""
     if sun is None or "x_sample" not in strips.coords or strips.sizes["track"] < 2:
         return None
+    return (*_track_frame(strips), *sun[2])
+
+
+def _track_frame(strips):
+    """The centreline's x and y and the unit vector towards +across, per (track, along),
+    from the strips' sample coordinates (float64)."""
     n_c = strips.sizes["across"]
     xs = np.asarray(strips["x_sample"].values, "float64")
     ys = np.asarray(strips["y_sample"].values, "float64")
     width = float(strips["across_m"].values[-1] - strips["across_m"].values[0])
-    return (
-        xs[..., n_c // 2],
-        ys[..., n_c // 2],
-        (xs[..., -1] - xs[..., 0]) / width,
-        (ys[..., -1] - ys[..., 0]) / width,
-        *sun[2],
-    )
+    nx = (xs[..., -1] - xs[..., 0]) / width
+    ny = (ys[..., -1] - ys[..., 0]) / width
+    return xs[..., n_c // 2], ys[..., n_c // 2], nx, ny
+
+
+def _shadow_vector(azimuth, elevation, nx, ny):
+    """The horizontal unit vector away from the sun (sx, sy), its component along the
+    across direction (nx, ny) (signed: shadows fall towards +across where positive), and
+    the reach of a 4 m car's shadow across the track beyond its side (m)."""
+    sx, sy = -np.sin(np.radians(azimuth)), -np.cos(np.radians(azimuth))
+    c = sx * nx + sy * ny
+    return sx, sy, c, 4.0 / np.tan(np.radians(elevation)) * np.abs(c)
 
 
 def _casters(geometry, t: int) -> np.ndarray:
@@ -2140,8 +2145,8 @@ def _casters(geometry, t: int) -> np.ndarray:
     if good.size < 2:
         return best.reshape(n_k, n_a)
     tree = cKDTree(pts[good])
-    sx, sy = -np.sin(np.radians(azimuth[t])), -np.cos(np.radians(azimuth[t]))  # from the sun
-    c = np.abs(sx * nx + sy * ny)
+    sx, sy, c, reach = _shadow_vector(azimuth[t], elevation[t], nx, ny)
+    c = np.abs(c)
     for across_m in _CASTER_ACROSS_M:
         with np.errstate(divide="ignore", invalid="ignore"):
             run = across_m / c  # ground distance towards the sun to that across
@@ -2153,7 +2158,7 @@ def _casters(geometry, t: int) -> np.ndarray:
         cand = np.where(np.isfinite(dist), good[np.minimum(idx, good.size - 1)], -1)
         other = (cand >= 0) & (track[np.maximum(cand, 0)] != track[ok])
         best[np.flatnonzero(ok)[other]] = cand[other]
-    r = (4.0 / np.tan(np.radians(elevation[t])) * c).ravel()  # as in _sun_reach
+    r = reach.ravel()
     best[~(r >= 1.0) | (r >= _SECOND_NEIGHBOUR_M)] = -1
     return best.reshape(n_k, n_a)
 
