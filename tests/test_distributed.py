@@ -447,15 +447,21 @@ def test_cube_larger_than_worker_memory_is_counted_and_change_mapped(big_yard, t
         small.start()
         with get_client(scheduler_file=small.scheduler_file, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
-            _out_of_core(client, big_yard, capsys)
+            try:
+                _out_of_core(client, big_yard, capsys, small)
+            except AssertionError as err:  # say what the cluster said, whatever failed
+                raise AssertionError(f"{err}\n{small.log_text()[-4000:]}") from err
             log = small.log_text()
             assert "was killed" not in log and "Restarting worker" not in log, log[-3000:]
     finally:
         small.stop()
 
 
-def _out_of_core(client, big_yard, capsys):
+def _out_of_core(client, big_yard, capsys, small):
     info = describe_cluster(client)
+    # the worker processes as the operating system knows them (a restarted worker is a new
+    # process), so the check below does not depend on the client's connection
+    started = {p: psutil.Process(p).create_time() for p in info.worker_pids}
     limit = info.min_memory_limit_bytes
     probe = toolkit.load_cube(big_yard["scenes"])
     cube_bytes = probe.size * probe.dtype.itemsize
@@ -468,10 +474,12 @@ def _out_of_core(client, big_yard, capsys):
     with _PeakRSS(info.worker_pids) as mem:
         counts, cmap = counts.compute(), cmap.compute()
     elapsed = time.perf_counter() - t0
-    after = describe_cluster(client)
-    # no worker was killed or restarted: the same processes are still there
-    assert after.worker_pids == info.worker_pids
-    assert all(psutil.pid_exists(p) for p in info.worker_pids)
+    # no worker was killed or restarted: the same processes are still there, and so is the
+    # scheduler
+    assert len(started) == 2
+    for pid, created in started.items():
+        assert psutil.pid_exists(pid) and psutil.Process(pid).create_time() == created, pid
+    assert small.procs[0].poll() is None, "the scheduler exited"
     peak = max(mem.peak.values())
     assert peak < limit / 2**20, (mem.peak, limit)
     # ground truth: planted cars and the planted change
@@ -486,7 +494,8 @@ def _out_of_core(client, big_yard, capsys):
         print(
             f"\n[out-of-core] cube {cube_bytes / 2**30:.2f} GiB, worker limit "
             f"{limit / 2**20:.0f} MiB, chunks {chunks['y']}x{chunks['x']}, peak worker RSS "
-            f"{peak:.0f} MiB, {elapsed:.1f} s, counts equal to the planted cars: {agree:.3f}"
+            f"{peak:.0f} MiB, {elapsed:.1f} s, counts equal to the planted cars: {agree:.3f}, "
+            f"client {client.status}"
         )
 
 
