@@ -225,8 +225,10 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.651 of 1506 detected cars that match a truth car
-    # and are given one of the five kinds (0.648 of 1522 before a busy scene's shadow
+    # measured (2 seeds, 20 scenes): 0.650 of 1653 detected cars that match a truth car
+    # and are given one of the five kinds (0.651 of 1506 before the margin towards the sun
+    # was taken as in a neighbour's shadow up to 0.85 of the light at 1 m pixels, the
+    # model refitted, 7926 -> 7860 cars; 0.648 of 1522 before a busy scene's shadow
     # explanation needed a car on the neighbouring track towards the sun, the model
     # refitted, 7894 -> 7926 cars; 0.659 of 1362 before a scene was also busy once
     # dark cars were not taken for shadows where no neighbour's car can shade the core:
@@ -242,11 +244,11 @@ def test_kinds_at_1m(held_out_1m):
     # likely coupler gaps, which also changed the 1 m model's training cars, 7052 -> 6974;
     # 0.660 of 1215 and 0.563 of 1151 before a busy scene's gains came from its most
     # common brightness, which also changed the 1 m model's training cars, 6549 -> 7052)
-    assert len(real) > 1450
+    assert len(real) > 1600
     assert share >= 0.64
 
 
-@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7926), (0.5, 7971)])
+@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7860), (0.5, 7971)])
 def test_the_default_models_are_refitted_from_their_recipe(tmp_path, resolution_m, n_cars):
     """Each default model comes back from synthetic_training_cars and fit_kind_model at
     its pixel size: same cars, same weights to the four stored decimals."""

@@ -1456,8 +1456,14 @@ def _classify(
                 if use_shadow and own_shadows:
                     # where a neighbour's shadow reaches this track (its margin towards
                     # the sun is dark), let the shadow's depth vary a little: penumbra
-                    # and blur change its depth, not its colour
-                    reached = _sun_side_dark(ratios, shadow_side[t], n[t])
+                    # and blur change its depth, not its colour. At 0.6-1.5 m pixels the
+                    # margin's pixels also take in the neighbour's car body, 0.6 m
+                    # beyond it at the closest track spacing: in its shadow the margin
+                    # reads up to 0.85 of the light (as the far margin in a railcar's
+                    # own shadow, see _own_shadow_dark). On the 1 m tuning sites the
+                    # strict 0.75 read such shadows with a coupler gap's light in them
+                    # as cars (seed 42: 5 on an empty track)
+                    reached = _sun_side_dark(ratios, shadow_side[t], n[t], dark=own_dark)
                 light = _light_factors(ratios if light_changes else None, (n_k, n_a, n_c))
                 explain[t] = (
                     np.nan_to_num(k_sh),
@@ -1594,8 +1600,16 @@ def _classify(
         # for shaded ballast made the first reading's share too low (on the 1 m full tuning
         # yard, seed 105, a scene read 23 % occupied, about 46 % in truth: 103 railcars of
         # 191, 206 with this). Not where the margin towards the sun is dark too: a shadow
-        # wider than the strip (a cloud's or a building's) is not a car
-        reached = np.stack([explain[t][2] for t in range(n_t)])
+        # wider than the strip (a cloud's or a building's) is not a car. Dark here is
+        # _DARK at any pixel size: with the blurred margin's 0.85 that scene read 105
+        reached = np.stack(
+            [
+                _sun_side_dark(margin_ratios.get(t), shadow_side[t], n[t])
+                if explain[t][1] and own_shadows
+                else np.zeros((n_k, n_a), bool)
+                for t in range(n_t)
+            ]
+        )
         first = decide(np.where(unshadeable & ~reached & np.isfinite(dev_u), dev_u, dev))
         runs = _clean_runs(first, max_gap=clean_gap, min_run=clean_run)
         busy |= (runs == OCCUPIED).sum(axis=(1, 2)) >= _BUSY_SHARE * np.maximum(
@@ -1829,13 +1843,14 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
     return out
 
 
-def _sun_side_dark(ratios, side, nt):
+def _sun_side_dark(ratios, side, nt, *, dark=None):
     """The margin towards the sun is in shadow: a neighbour's shadow reaches this track."""
+    dark = _DARK if dark is None else dark
     if ratios is None:
         return np.zeros(nt.shape[:2], bool)
     lo, hi = ratios
     _, near = _far_near(ratios, side)
-    return np.where(side != 0, near < _DARK, (lo < _DARK) & (hi < _DARK))
+    return np.where(side != 0, near < dark, (lo < dark) & (hi < dark))
 
 
 def _penumbra(reached, ratios, side):
