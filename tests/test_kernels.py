@@ -109,6 +109,7 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
             sc = np.where(reached[..., None], np.clip(sc, lo, hi), 1.0)
             d_sh = np.sqrt(np.sum((nt - shade * sc[..., None]) ** 2, axis=-1))
             d, lit = np.fmin(d_lit, d_sh), ~(d_sh < d_lit)
+        d_clear = d
         if haze:
             seg = 3.0 * np.nanmean(r, axis=-1, keepdims=True) - r
             tau = np.sum((nt - r) * seg, axis=-1) / np.maximum(np.sum(seg * seg, axis=-1), 1e-12)
@@ -120,6 +121,7 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
             d = np.fmin(d, np.sqrt(np.sum((nt - (1.0 - tau[..., None]) * r) ** 2, axis=-1)))
     none = np.full(nt.shape[:2], np.nan)
     no_edge = np.zeros(nt.shape[:2], bool)
+    haze = np.full(nt.shape[:2], int(haze), np.int8)
     w = np.linspace(0.0, 1.0, nt.shape[2])
     got_d, got_plain, got_lit = _fast.scene_distances(
         nt, r, k_sh, use_shadow, reached, lo, hi, haze, none, none, w, no_edge
@@ -127,6 +129,14 @@ def test_scene_distances_equal_numpy(use_shadow, haze):
     np.testing.assert_allclose(got_d, d, rtol=1e-12, atol=0, equal_nan=True)
     np.testing.assert_allclose(got_plain, d, rtol=1e-12, atol=0, equal_nan=True)
     np.testing.assert_array_equal(got_lit, lit)
+    if haze.any():
+        # code 2: haze explains the sample but leaves the noise's distances (d_plain) alone
+        only = _fast.scene_distances(
+            nt, r, k_sh, use_shadow, reached, lo, hi, 2 * haze, none, none, w, no_edge
+        )
+        np.testing.assert_allclose(only[0], d, rtol=1e-12, atol=0, equal_nan=True)
+        np.testing.assert_allclose(only[1], d_clear, rtol=1e-12, atol=0, equal_nan=True)
+        assert (only[1] > only[0] + 1e-9).any()
     # light factors, interpolated across the strip, where given
     f_lo = np.where(reached, 0.9, np.nan)
     f_hi = np.where(reached, 1.2, np.nan)

@@ -161,8 +161,10 @@ def test_held_out_seed_at_1m(held_out_1m):
     acc = accuracy(held_out_1m, min_cars=20)
     print("\n" + acc.summary())
     # measured on 14 scenes (a short series: the temporal reference has few empty looks at
-    # each place), co-registered (the default): MARE 4.6 %, bias -3.2 %, track MAE 0.300,
-    # coverage 96.2 %, mean width 1.22 (0.315, 1.27 before the margin towards the sun was
+    # each place), co-registered (the default): MARE 4.3 %, bias -3.6 %, track MAE 0.292,
+    # coverage 96.2 %, mean width 1.22 (4.6 %, -3.2 %, 0.300 before the core could be read
+    # as hazy ballast where both margins read 1.08 times as bright as the empty track or
+    # more; 0.315, 1.27 before the margin towards the sun was
     # taken as in a neighbour's shadow up to 0.85 of the light at 1 m pixels; 0.377, 94.6 %,
     # 1.25 before the haze explanations'
     # uniform dimming was capped at 30 %, which had explained dark cars away in scenes with
@@ -187,7 +189,7 @@ def test_held_out_seed_at_1m(held_out_1m):
     # three changes before; 65 %, 0.81 with the car-length range alone).
     assert acc.n_scenes >= 4
     assert abs(acc.scene_bias) <= 0.04
-    assert acc.scene_mare <= 0.062
+    assert acc.scene_mare <= 0.05
     assert acc.track_mae <= 0.33
     assert acc.coverage >= 0.94
     assert acc.mean_interval_width <= 1.3
@@ -417,8 +419,10 @@ def _coregistered_strips(site):
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     acc = accuracy(held_out_dense_05m[0], min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 1.9 %, bias -1.9 %, track MAE 1.24, coverage 88.0 %, mean width 6.31
-    # (3.0 %, -3.0 %, 1.27, 88.0 %, 6.35 before a busy scene's shadow explanation needed a
+    # measured: MARE 1.9 %, bias -1.9 %, track MAE 1.22, coverage 88.0 %, mean width 6.29
+    # (1.24, 6.31 before the core could be read as hazy ballast
+    # where both margins read 1.08 times as bright as the empty track or more; 3.0 %,
+    # -3.0 %, 1.27, 88.0 %, 6.35 before a busy scene's shadow explanation needed a
     # car on the neighbouring track towards the sun; 4.7 %, -0.6 %, 1.49, 88.0 %, 6.53
     # before a place was judged with half a pixel's blur of a neighbour's shadow's edge:
     # 2020-03-29, the sun's reach 3.75 m, read 220 railcars of 189 in those shadows, 183
@@ -444,9 +448,9 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     assert acc.n_scenes >= 8
     assert acc.scene_mare <= 0.025
     assert abs(acc.scene_bias) <= 0.02
-    assert acc.track_mae <= 1.3
+    assert acc.track_mae <= 1.26
     assert acc.coverage >= 0.86
-    assert acc.mean_interval_width <= 6.4
+    assert acc.mean_interval_width <= 6.35
     assert acc.unread_scenes == 1
 
 
@@ -649,8 +653,9 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     table = held_out_random_05m
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 5.5 %, bias -5.2 %, track MAE 2.13, coverage 77.5 %, mean width 4.41
-    # (2.21, 76.7 %, 4.39 before a busy scene's shadow explanation needed a car on the
+    # measured: MARE 5.4 %, bias -5.1 %, track MAE 2.12, coverage 78.3 %, mean width 4.41
+    # (5.5 %, -5.2 %, 2.13, 77.5 % before the core could be read as hazy ballast where both
+    # margins read 1.08 times as bright as the empty track or more; 2.21, 76.7 %, 4.39 before a busy scene's shadow explanation needed a car on the
     # neighbouring track towards the sun; 5.9 %, -5.9 %, 2.30, 77 %, 4.47 before a busy
     # scene read a car's own shadow without the shadow explanation on the core; 5.7 %, -5.7 %, 2.39, 73 %, 4.0 before the haze explanations' uniform dimming was
     # capped at 30 %; the intervals widened here, not on the random-traffic tuning site
@@ -1773,8 +1778,9 @@ def test_a_full_yard_is_not_read_as_snow_by_its_cars_and_low_sun(dense_1m_tuning
     assert counts["snow_scene"].sum() == 0  # 9 of 12 before
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 7.8 %, bias +2.8 %, track MAE 2.82, coverage 91.2 %, mean width 12.3
-    # (8.1 %, +2.6 %, 2.76, 91.2 %, 12.0 before the margin towards the sun was taken as in
+    # measured: MARE 7.7 %, bias +2.4 %, track MAE 2.79, coverage 91.2 %, mean width 12.2
+    # (7.8 %, +2.8 %, 2.82, 12.3 before the core could be read as hazy ballast where both
+    # margins read 1.08 times as bright as the empty track or more; 8.1 %, +2.6 %, 2.76, 91.2 %, 12.0 before the margin towards the sun was taken as in
     # a neighbour's shadow up to 0.85 of the light at 1 m pixels; 9.0 %, 0.0 %, 2.89, 91.2 %, 12.1 before a busy scene's shadow explanation needed a
     # car on the neighbouring track towards the sun, which finds dark cars in low sun and
     # also reads 3 more railcars in 2023-09-18 and 11 in 2021-10-17, both over-counted:
@@ -1806,14 +1812,19 @@ def test_a_full_yard_s_busy_scenes_under_high_sun(dense_1m_tuning_site):
         assert abs(est - true) <= 0.09 * true, (day, est, true, before)
 
 
-def test_a_neighbour_s_consist_shading_an_empty_track_at_1m(tmp_path):
+def test_an_empty_track_in_a_consist_s_shadow_or_in_haze_at_1m(tmp_path):
     """SYNTHETIC, tuning seed 42 at 1 m, its last 14 acquisitions. On 2023-10-05 (the sun
     41 degrees high) track 10 is empty and lies 4.6 m north of track 09, which holds a
     consist of ten cars. Their shadows cross track 10's core, lit where a coupler gap lets
     the sun through. The margin towards the sun lies 0.6 m from the cars' sides, so its
     1 m pixels take in the car bodies: in the shadow it read 0.73-0.85 of the light. The
     strict 0.75 did not see the shadow there, and 5 railcars were read on the empty track
-    (the scene 78 of 73). The margin now counts as shaded up to 0.85 at 1 m pixels."""
+    (the scene 78 of 73). The margin now counts as shaded up to 0.85 at 1 m pixels.
+
+    On 2023-09-06 a cloud beside the yard leaves a veil of haze over track 10 (empty) that
+    the usable-data mask does not flag: the strip read 1.1-1.3 times as bright as the
+    empty track, margins too, and 8 railcars were read there. Where both margins are that
+    bright the core may now be read as hazy ballast (_HAZE_LIGHT)."""
     history = toolkit.five_year_history(seed=42)
     site = toolkit.simulate_site(
         tmp_path / "site", resolution_m=1.0, seed=42, dates=list(history["time"].iloc[-14:])
@@ -1823,6 +1834,9 @@ def test_a_neighbour_s_consist_shading_an_empty_track_at_1m(tmp_path):
     day = pd.to_datetime(table["time"]).dt.normalize() == pd.Timestamp("2023-10-05")
     empty = table[day & (table["track_id"] == "10")].iloc[0]
     assert (empty["true"], empty["estimate"]) == (0, 0)
+    hazy = pd.to_datetime(table["time"]).dt.normalize() == pd.Timestamp("2023-09-06")
+    veiled = table[hazy & (table["track_id"] == "10")].iloc[0]
+    assert veiled["true"] == 0 and veiled["estimate"] == 0, veiled.to_dict()
     # measured: the scene 73 of 73 (78 before); the issue's event-scene target is +-2
     assert table.loc[day, "true"].sum() == 73
     assert abs(table.loc[day, "estimate"].sum() - 73) <= 2

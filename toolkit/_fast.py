@@ -304,17 +304,19 @@ def scene_distances(
     ``d_lit = |nt - r|``. With ``use_shadow``: ``shade = k_sh * r``, scaled by
     the least-squares factor ``sum(nt * shade) / sum(shade**2)`` clipped to
     ``[scale_lo, scale_hi]`` where ``reached[k, a]`` (else 1), ``d_sh = |nt -
-    shade|``, ``d = fmin(d_lit, d_sh)`` and ``lit = not d_sh < d_lit``. With
-    ``haze``: also the distance to ballast blended towards a neutral of three
-    times its mean (share 0-0.6) and to ballast dimmed uniformly (by 0 to
-    ``HAZE_DIMMING_MAX``).
+    shade|``, ``d = fmin(d_lit, d_sh)`` and ``lit = not d_sh < d_lit``. Where
+    ``haze[k, a]`` (int8) is 1: also the distance to ballast blended towards a
+    neutral of three times its mean (share 0-0.6) and to ballast dimmed
+    uniformly (by 0 to ``HAZE_DIMMING_MAX``).
     That is ``d_plain``; ``d`` is also the distance to ``f * r`` with the
     light factor ``f = light_lo + (light_hi - light_lo) * across_w[c]``
-    interpolated across the strip, where ``light_lo[k, a]`` is finite, and,
+    interpolated across the strip, where ``light_lo[k, a]`` is finite,
     with ``use_shadow`` where ``penumbra[k, a]``, the distance to the nearest
     blend ``r + alpha * (sc * shade - r)`` (least-squares ``alpha`` clipped to
     0-1) of the lit and the shaded empty track: the blurred edge of a
-    neighbour's shadow. NaN samples give NaN distances and count as lit.
+    neighbour's shadow, and where ``haze[k, a]`` is 2 the haze distances
+    above (an explanation that leaves the noise's distances alone). NaN
+    samples give NaN distances and count as lit.
     """
     n_k, n_a, n_c, n_b = nt.shape
     d = np.empty((n_k, n_a, n_c), np.float64)
@@ -359,7 +361,8 @@ def scene_distances(
                     for b in range(n_b):
                         edge[b] = sc * sh[b] - r[k, a, c, b]
                     d_pen = _blend_distance(nt, r, k, a, c, edge, 1.0)
-            if haze:
+            d_haze = np.nan
+            if haze[k, a]:
                 mean_r = 0.0
                 m = 0
                 for b in range(n_b):
@@ -369,7 +372,7 @@ def scene_distances(
                 mean_r = mean_r / m if m > 0 else np.nan
                 for b in range(n_b):
                     seg[b] = 3.0 * mean_r - r[k, a, c, b]
-                best = _fmin(best, _blend_distance(nt, r, k, a, c, seg, 0.6))
+                d_haze = _blend_distance(nt, r, k, a, c, seg, 0.6)
                 num = 0.0
                 den = 0.0
                 for b in range(n_b):
@@ -379,10 +382,14 @@ def scene_distances(
                 s = 0.0
                 for b in range(n_b):
                     s += (np.float64(nt[k, a, c, b]) - (1.0 - tau) * r[k, a, c, b]) ** 2
-                best = _fmin(best, np.sqrt(s))
+                d_haze = _fmin(d_haze, np.sqrt(s))
+                if haze[k, a] == 1:
+                    best = _fmin(best, d_haze)
             d_plain[k, a, c] = best
             if d_pen < best:
                 best = d_pen
+            if haze[k, a] == 2:
+                best = _fmin(best, d_haze)
             if np.isfinite(light_lo[k, a]):
                 f = light_lo[k, a] + (light_hi[k, a] - light_lo[k, a]) * across_w[c]
                 s = 0.0
