@@ -57,31 +57,27 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.772 of 2272 detected cars that match a truth
-    # car and are given one of the five kinds (others go to "other"); 0.773 of 2263 before
-    # the haze explanation applied where both margins read brighter than the empty track (unmasked haze)
-    # (the model refitted, 7971 -> 7895 cars); 0.772 of 2264
-    # before a busy scene's shadow explanation needed a car on the neighbouring track
-    # towards the sun (the model refitted, 7957 -> 7971 cars); 0.758 of 2216
-    # before a scene was also busy once dark cars were not taken for shadows where no
-    # neighbour's car can shade the core (the model refitted on the cars then found,
-    # 7878 -> 7957); 0.754 of 2203
-    # before a busy scene read a car's own shadow without the shadow explanation on the
-    # core (the model refitted on the cars then found, 7726 -> 7878); 0.736 of 2150
-    # before the haze explanations' uniform dimming was capped at 30 % (the model
-    # refitted on the cars then found, 7517 -> 7726); 0.717 of 1733
-    # before a place whose empty-track reference had taken a car's colour took it from
-    # the scenes that show the track's typical look, and a busy scene explained no dark
-    # sample as a shadow where no neighbour's car can shade the core (the model refitted
-    # on the cars then found); 0.696 of 1623
-    # before the 0.5 m model was refitted by its recipe (it had been fitted on 3357 cars
-    # of an older occupancy step; then 7169, now 7517); 0.697 of 1627
-    # before runs were cut into whole cars at the most likely coupler gaps; 0.697 of 1406
-    # before a busy scene's gains came from its most common brightness, which finds
-    # 221 more real cars in these seeds' busy scenes. Before the
-    # ballast-like mode of the occupancy step it was 0.707 of 1288: the mode finds 118
-    # more real cars (parked ones), which are classified less well, while the cars
-    # found both ways are classified better (0.743 against 0.730 on 790 of them).
+    # measured (2 seeds, 20 scenes): 0.772 of 2272 detected cars that match a truth car and are
+    # given one of the five kinds (others go to "other"); 0.773 of 2263 before the haze explanation
+    # applied where both margins read brighter than the empty track (unmasked haze) (the model
+    # refitted, 7971 -> 7895 cars); 0.772 of 2264 before a busy scene's shadow explanation needed a
+    # car on the neighbouring track towards the sun (the model refitted, 7957 -> 7971 cars); 0.758
+    # of 2216 before a scene was also busy once dark cars were not taken for shadows where no
+    # neighbour's car can shade the core (the model refitted on the cars then found, 7878 -> 7957);
+    # 0.754 of 2203 before a busy scene read a car's own shadow without the shadow explanation on
+    # the core (the model refitted on the cars then found, 7726 -> 7878); 0.736 of 2150 before the
+    # haze explanations' uniform dimming was capped at 30 % (the model refitted on the cars then
+    # found, 7517 -> 7726); 0.717 of 1733 before a place whose empty-track reference had taken a
+    # car's colour took it from the scenes that show the track's typical look, and a busy scene
+    # explained no dark sample as a shadow where no neighbour's car can shade the core (the model
+    # refitted on the cars then found); 0.696 of 1623 before the 0.5 m model was refitted by its
+    # recipe (it had been fitted on 3357 cars of an older occupancy step; then 7169, now 7517);
+    # 0.697 of 1627 before runs were cut into whole cars at the most likely coupler gaps; 0.697 of
+    # 1406 before a busy scene's gains came from its most common brightness, which finds 221 more
+    # real cars in these seeds' busy scenes. Before the ballast-like mode of the occupancy step it
+    # was 0.707 of 1288: the mode finds 118 more real cars (parked ones), which are classified less
+    # well, while the cars found both ways are classified better (0.743 against 0.730 on 790 of
+    # them).
     assert len(real) > 2200
     assert share >= 0.75
 
@@ -94,17 +90,18 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
-    # measured: 568 / 2350 = 0.242; 565 / 2348 = 0.241 before the haze explanation applied
-    # where both margins read brighter than the empty track (unmasked haze) (box 185/799, tank 53/406, ore 139/634,
-    # flat 185/508, locomotive 3/1); 568 / 2348 = 0.242 before a busy scene's shadow explanation needed
-    # a car on the neighbouring track towards the sun; 629 / 2309 = 0.272 before a scene was also busy once dark cars were
-    # not taken for shadows where no neighbour's car can shade the core; 648 / 2289 = 0.283 before a busy scene read a car's own shadow
-    # without the shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
-    # uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 / 1791 = 0.324 before the empty-track reference took the
-    # track's typical look where it had taken a car's colour and busy scenes' rules for
-    # shadows; 682 / 1791 = 0.381 with the 0.5 m model before it was refitted by
-    # its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416 with
-    # an older occupancy step, which found fewer of the cars
+    # measured: 568 / 2350 = 0.242; 565 / 2348 = 0.241 before the haze explanation applied where
+    # both margins read brighter than the empty track (unmasked haze) (box 185/799, tank 53/406, ore
+    # 139/634, flat 185/508, locomotive 3/1); 568 / 2348 = 0.242 before a busy scene's shadow
+    # explanation needed a car on the neighbouring track towards the sun; 629 / 2309 = 0.272 before
+    # a scene was also busy once dark cars were not taken for shadows where no neighbour's car can
+    # shade the core; 648 / 2289 = 0.283 before a busy scene read a car's own shadow without the
+    # shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
+    # uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 / 1791 = 0.324
+    # before the empty-track reference took the track's typical look where it had taken a car's
+    # colour and busy scenes' rules for shadows; 682 / 1791 = 0.381 with the 0.5 m model before it
+    # was refitted by its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416
+    # with an older occupancy step, which found fewer of the cars
     assert total > 2300
     assert err / total <= 0.26
 
@@ -122,20 +119,19 @@ def test_per_kind_counts_on_cloud_free_scenes(held_out):
                 err += abs(est - tc.get(kind, 0))
                 total += tc.get(kind, 0)
     rel = err / max(total, 1)
-    # measured: 952 / 2443 = 0.390 (sum over 16 cloud-free scenes and the kinds of
-    # |estimate - truth| / truth cars; 965 / 2443 before the haze explanation applied
-    # where both margins read brighter than the empty track (unmasked haze); 966 / 2443 before a busy scene's shadow explanation
-    # needed a car on the neighbouring track towards the sun; 1054 / 2443 = 0.431 before a scene was also busy
-    # once dark cars were not taken for shadows where no neighbour's car can shade the
-    # core; 1088 / 2443 = 0.445 before a busy scene read a
-    # car's own shadow without the shadow explanation on the core; 1105 / 2443 = 0.452 before the haze explanations'
-    # uniform dimming was capped at 30 %; 1397 / 2443 = 0.572 before the empty-track
-    # reference took the track's typical look where it had taken a car's colour and busy
-    # scenes' rules for shadows, which find more of the cars of these busy scenes;
-    # 1561 / 2443 = 0.639 with the 0.5 m model before it was refitted by its recipe,
-    # 1924 / 2443 = 0.788 with an older occupancy step); the
-    # "random" history packs the tracks and most of the error is cars not detected at
-    # all, not wrongly classified
+    # measured: 952 / 2443 = 0.390 (sum over 16 cloud-free scenes and the kinds of |estimate -
+    # truth| / truth cars; 965 / 2443 before the haze explanation applied where both margins read
+    # brighter than the empty track (unmasked haze); 966 / 2443 before a busy scene's shadow
+    # explanation needed a car on the neighbouring track towards the sun; 1054 / 2443 = 0.431 before
+    # a scene was also busy once dark cars were not taken for shadows where no neighbour's car can
+    # shade the core; 1088 / 2443 = 0.445 before a busy scene read a car's own shadow without the
+    # shadow explanation on the core; 1105 / 2443 = 0.452 before the haze explanations' uniform
+    # dimming was capped at 30 %; 1397 / 2443 = 0.572 before the empty-track reference took the
+    # track's typical look where it had taken a car's colour and busy scenes' rules for shadows,
+    # which find more of the cars of these busy scenes; 1561 / 2443 = 0.639 with the 0.5 m model
+    # before it was refitted by its recipe, 1924 / 2443 = 0.788 with an older occupancy step); the
+    # "random" history packs the tracks and most of the error is cars not detected at all, not
+    # wrongly classified
     assert total > 2400
     assert rel <= 0.42
 
@@ -229,27 +225,26 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.648 of 1611 detected cars that match a truth car
-    # and are given one of the five kinds (0.650 of 1653 before the haze explanation
-    # applied where both margins read brighter than the empty track (unmasked haze), the model refitted,
-    # 7860 -> 7717 cars; 0.651 of 1506 before the margin towards the sun
-    # was taken as in a neighbour's shadow up to 0.85 of the light at 1 m pixels, the
-    # model refitted, 7926 -> 7860 cars; 0.648 of 1522 before a busy scene's shadow
-    # explanation needed a car on the neighbouring track towards the sun, the model
-    # refitted, 7894 -> 7926 cars; 0.659 of 1362 before a scene was also busy once
-    # dark cars were not taken for shadows where no neighbour's car can shade the core:
-    # the model refitted on the cars then found, 7988 -> 7894); the 0.5 m model on the
-    # same cars: 0.544 of 1403 before that. 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow without
-    # the shadow explanation on the core (the model refitted on the cars then found, 7790
-    # -> 7988); 0.650 of 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was
-    # capped at 30 % (the model refitted on the cars then found, 7484 -> 7790); 0.650 of 1230 and 0.530 of 1331 before the empty-track reference took the track's
-    # typical look where it had taken a car's colour and busy scenes' rules for shadows
-    # (the model refitted on the cars then found, 6974 -> 7484); 0.569 of 1186 before the
-    # 0.5 m model was refitted by its recipe
-    # (0.646 of 1232 and 0.563 of 1189 before runs were cut into whole cars at the most
-    # likely coupler gaps, which also changed the 1 m model's training cars, 7052 -> 6974;
-    # 0.660 of 1215 and 0.563 of 1151 before a busy scene's gains came from its most
-    # common brightness, which also changed the 1 m model's training cars, 6549 -> 7052)
+    # measured (2 seeds, 20 scenes): 0.648 of 1611 detected cars that match a truth car and are
+    # given one of the five kinds (0.650 of 1653 before the haze explanation applied where both
+    # margins read brighter than the empty track (unmasked haze), the model refitted, 7860 -> 7717
+    # cars; 0.651 of 1506 before the margin towards the sun was taken as in a neighbour's shadow up
+    # to 0.85 of the light at 1 m pixels, the model refitted, 7926 -> 7860 cars; 0.648 of 1522
+    # before a busy scene's shadow explanation needed a car on the neighbouring track towards the
+    # sun, the model refitted, 7894 -> 7926 cars; 0.659 of 1362 before a scene was also busy once
+    # dark cars were not taken for shadows where no neighbour's car can shade the core: the model
+    # refitted on the cars then found, 7988 -> 7894); the 0.5 m model on the same cars: 0.544 of
+    # 1403 before that. 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow
+    # without the shadow explanation on the core (the model refitted on the cars then found, 7790 ->
+    # 7988); 0.650 of 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was
+    # capped at 30 % (the model refitted on the cars then found, 7484 -> 7790); 0.650 of 1230 and
+    # 0.530 of 1331 before the empty-track reference took the track's typical look where it had
+    # taken a car's colour and busy scenes' rules for shadows (the model refitted on the cars then
+    # found, 6974 -> 7484); 0.569 of 1186 before the 0.5 m model was refitted by its recipe (0.646
+    # of 1232 and 0.563 of 1189 before runs were cut into whole cars at the most likely coupler
+    # gaps, which also changed the 1 m model's training cars, 7052 -> 6974; 0.660 of 1215 and 0.563
+    # of 1151 before a busy scene's gains came from its most common brightness, which also changed
+    # the 1 m model's training cars, 6549 -> 7052)
     assert len(real) > 1580
     assert share >= 0.64
 
