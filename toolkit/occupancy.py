@@ -1370,7 +1370,10 @@ def _classify(
     from :func:`_caster_geometry`; ``along_step_m`` is the strips' step), and where
     the own-shadow cue holds, its test also reads the deviation without it. Where both
     margins are ``haze_light`` times as bright as the empty track or more, the core may be
-    read as hazy ballast (see :func:`_hazy`).
+    read as hazy ballast (see :func:`_hazy`). A place where some scenes lift the shade of a
+    car parked in the others (:func:`_lifted_shadow`, also where only the reference's shaded
+    margin shows the car; not in a lone snow scene) takes its reference from those scenes;
+    where one scene alone does, its samples there take no part in its noise level.
     """
     n_t, n_k, n_a, n_c, n_b = val.shape
     v = masked_float32(val, valid)
@@ -1407,6 +1410,7 @@ def _classify(
         free = known.copy()
         lit = np.ones(valid.shape, bool)
         lifted = None  # scenes showing the empty track under a parked car (from the last pass)
+        own_ref = None  # ... where a scene is the only one of its group to show it
         passes = n_iter
         moved = np.zeros(n_t, bool)  # scenes whose gains the mode moved in this pass
         it = -1
@@ -1447,6 +1451,7 @@ def _classify(
                 n=n,
                 refs=refs,
                 free=free,
+                own_ref=own_ref,
                 out=(dev, dev_raw, sigma, sigma_busy, margin_ratios, explain),
             ):
                 dev, dev_raw, sigma, sigma_busy, margin_ratios, explain = out
@@ -1492,6 +1497,7 @@ def _classify(
                     chi_med,
                     d_noise=d_plain,
                     margin=margin,
+                    own_ref=None if own_ref is None else own_ref[t],
                 )
                 sigma[t] = s_t
                 dev[t] = dc
@@ -1514,9 +1520,22 @@ def _classify(
             if it == passes - 1 and moved.any() and passes < max_passes:
                 passes += 1  # a busy scene's gains moved: read every scene again with them
             if own_shadows and it < passes - 1 and (shadow_side != 0).any():
+                # a lone snow scene (not counted, see _LONE_BRIGHT_RATIO) shows nothing of
+                # the empty track's look: its bright margins read as a lifted shade (on the
+                # 0.5 m site of seed 31 two such scenes lifted 460 places never parked on)
+                readable = ~(brightness > _LONE_BRIGHT_RATIO)
                 lifted = _lifted_shadow(
-                    margin_ratios, shadow_side, known & ~free, shortest_car_samples
+                    {t: r for t, r in margin_ratios.items() if readable[t]},
+                    shadow_side,
+                    known & ~free,
+                    shortest_car_samples,
+                    shaded_ref={g: _shaded_margins(r, margin) for g, r in refs.items()},
+                    groups=groups,
                 )
+                own_ref = np.zeros_like(lifted)
+                for g in np.unique(groups):
+                    one = lifted[groups == g].sum(axis=0) == 1
+                    own_ref[groups == g] = lifted[groups == g] & one[None]
     own = np.zeros(dev.shape, bool)
     if own_shadows and (shadow_side != 0).any():
         # grey cars, tarps and open wagons can look like ballast from above, but anything
@@ -1834,7 +1853,7 @@ def _margin_ratios(nt, r, margin, smooth):
     return out
 
 
-def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
+def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run, *, shaded_ref=None, groups=None):
     """Where a scene shows the empty track under a railcar parked in most scenes.
 
     A car parked in most scenes enters the temporal reference with its own
@@ -1846,19 +1865,60 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run):
     them) of which at least _LIFT_DEVIANT_SHARE deviate: the core may match a
     car that looks like ballast in places, and noise breaks the deviation
     into pieces. ``deviant`` is (time, track, along) bool; returns the same
-    shape.
+    shape. With ``shaded_ref`` (per appearance group, the (lo, hi) margins of
+    :func:`_shaded_margins`) and ``groups`` (the group of each scene), a run
+    is also kept where the reference's own margin on that side is shaded over
+    at least half of it: the parked car is then seen by its shadow alone (a
+    grey tarp or a white tank looks like the ballast from above).
     """
     out = np.zeros(deviant.shape, bool)
+    ref_shade = np.zeros(deviant.shape, bool)
     lo_near, hi_near = _NEAR_SAME
     for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
         out[t] = (s != 0) & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
-    rows = zip(out.reshape(-1, out.shape[-1]), deviant.reshape(-1, out.shape[-1]), strict=True)
-    for row, deviant_row in rows:
+        if shaded_ref is not None:
+            lo, hi = shaded_ref[groups[t]]
+            ref_shade[t] = np.where(s > 0, hi, lo)
+    rows = zip(
+        out.reshape(-1, out.shape[-1]),
+        deviant.reshape(-1, out.shape[-1]),
+        ref_shade.reshape(-1, out.shape[-1]),
+        strict=True,
+    )
+    for row, deviant_row, shade_row in rows:
         starts, ends = _runs(row)
         for a, b in zip(starts, ends, strict=True):
-            if b - a < min_run or deviant_row[a:b].mean() < _LIFT_DEVIANT_SHARE:
+            seen = deviant_row[a:b].mean() >= _LIFT_DEVIANT_SHARE or shade_row[a:b].mean() >= 0.5
+            if b - a < min_run or not seen:
                 row[a:b] = False
     return out
+
+
+def _shaded_margins(ref, margin):
+    """Where the empty-track reference's margins lie in a shadow (lo, hi), (K, A) bool each.
+
+    A margin is shaded where its brightness (mean over its samples and bands)
+    is under _REF_SHADED times the track's typical (its median along the
+    track) and the other margin's is over _LIT times its own: a railcar
+    parked in most scenes leaves its own shadow in the temporal median on one
+    side only, where a neighbour's shade or a dark bed darkens both.
+    """
+    n_c = ref.shape[-2]
+    mi = np.flatnonzero(margin)
+    mid = (n_c - 1) / 2.0
+    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
+    shape = ref.shape[:2]
+    if not lo_i.size or not hi_i.size:
+        return np.zeros(shape, bool), np.zeros(shape, bool)
+    rel = []
+    for idx in (lo_i, hi_i):
+        m = _nanmean(ref[..., idx, :], axis=(-2, -1))  # (K, A)
+        typical = _nanmedian(m, axis=1)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel.append(m / typical)
+    lo, hi = rel
+    with np.errstate(invalid="ignore"):
+        return (lo < _REF_SHADED) & (hi > _LIT), (hi < _REF_SHADED) & (lo > _LIT)
 
 
 def _sun_side_dark(ratios, side, nt, *, dark=None):
@@ -1957,6 +2017,9 @@ _NEIGHBOUR_REACH_M = 4.5 - 1.65 + 2.5
 _NEAR_SAME = (0.85, 1.18)
 # ... and the core deviates over at least this share of the lifted run
 _LIFT_DEVIANT_SHARE = 0.5
+# ... or the reference's own margin on that side is under this share of the track's typical
+# brightness there (see _shaded_margins)
+_REF_SHADED = _DARK_BLURRED
 # coupler gaps (about 1 m between car bodies) are looked for in strips sampled this
 # finely: at 1 m a gap is one blurred sample, still a narrow dip of the deviation
 _GAP_MAX_STEP_M = 1.0
@@ -2205,11 +2268,16 @@ def _casters(geometry, t: int) -> np.ndarray:
     return best.reshape(n_k, n_a)
 
 
-def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None, margin=None):
+def _core_deviation(
+    d, known, free, halves_idx, smooth, chi_med, *, d_noise=None, margin=None, own_ref=None
+):
     """Per-position deviation in noise units from per-sample distances (track, along, across).
 
     A car covers both halves of the core; a neighbour's shadow edge or a glint
-    covers one: the less deviant half counts. Returns the smoothed and the raw
+    covers one: the less deviant half counts. Positions where ``own_ref``
+    (track, along) holds, whose reference is this scene's own samples (the only
+    scene that lifts a parked car's shade, see :func:`_lifted_shadow`), deviate
+    by nothing and take no part in the noise level. Returns the smoothed and the raw
     deviation, the noise sigma (from the positions judged free, measured on
     ``d_noise`` when given, else on ``d``) and the sigma of the ``busy_noise``
     reading (``_BUSY_NOISE_FACTOR`` times the sigma in a busy scene, no lower
@@ -2230,6 +2298,8 @@ def _core_deviation(d, known, free, halves_idx, smooth, chi_med, *, d_noise=None
     """
     dc_raw, dc = _core_profiles(d, known, halves_idx, smooth)
     noise = dc if d_noise is None else _core_profiles(d_noise, known, halves_idx, smooth)[1]
+    if own_ref is not None:
+        known, free = known & ~own_ref, free & ~own_ref
     s = nanmedian_flat(np.where(free, noise, np.nan)) / chi_med
     busy = False
     if margin is not None and margin.any() and np.isfinite(s):
