@@ -1529,8 +1529,10 @@ def _classify(
                     shadow_side,
                     known & ~free,
                     shortest_car_samples,
-                    shaded_ref={g: _shaded_margins(r, margin) for g, r in refs.items()},
+                    # not among snow scenes: patchy snow beside the track shades nothing
+                    shaded_ref={0: _shaded_margins(refs[0], margin)} if 0 in refs else None,
                     groups=groups,
+                    max_gap=int(round(_LIFT_GAP_M / along_step_m)),
                 )
                 own_ref = np.zeros_like(lifted)
                 for g in np.unique(groups):
@@ -1853,7 +1855,9 @@ def _margin_ratios(nt, r, margin, smooth):
     return out
 
 
-def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run, *, shaded_ref=None, groups=None):
+def _lifted_shadow(
+    margin_ratios, shadow_side, deviant, min_run, *, shaded_ref=None, groups=None, max_gap=0
+):
     """Where a scene shows the empty track under a railcar parked in most scenes.
 
     A car parked in most scenes enters the temporal reference with its own
@@ -1865,18 +1869,21 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run, *, shaded_ref=N
     them) of which at least _LIFT_DEVIANT_SHARE deviate: the core may match a
     car that looks like ballast in places, and noise breaks the deviation
     into pieces. ``deviant`` is (time, track, along) bool; returns the same
-    shape. With ``shaded_ref`` (per appearance group, the (lo, hi) margins of
+    shape. With ``shaded_ref`` (for some appearance groups, the (lo, hi) margins of
     :func:`_shaded_margins`) and ``groups`` (the group of each scene), a run
     is also kept where the reference's own margin on that side is shaded over
     at least half of it: the parked car is then seen by its shadow alone (a
-    grey tarp or a white tank looks like the ballast from above).
+    grey tarp or a white tank looks like the ballast from above). Runs apart by at
+    most ``max_gap`` positions are judged as one (the shade of a parked cut breaks
+    at its coupler gaps and at its cars' ends); the positions between them are not
+    marked.
     """
     out = np.zeros(deviant.shape, bool)
     ref_shade = np.zeros(deviant.shape, bool)
     lo_near, hi_near = _NEAR_SAME
     for t, s, far, near in _far_and_near(margin_ratios, shadow_side):
         out[t] = (s != 0) & (far > 1.0 / _DARK) & (near > lo_near) & (near < hi_near)
-        if shaded_ref is not None:
+        if shaded_ref is not None and groups[t] in shaded_ref:
             lo, hi = shaded_ref[groups[t]]
             ref_shade[t] = np.where(s > 0, hi, lo)
     rows = zip(
@@ -1886,9 +1893,19 @@ def _lifted_shadow(margin_ratios, shadow_side, deviant, min_run, *, shaded_ref=N
         strict=True,
     )
     for row, deviant_row, shade_row in rows:
-        starts, ends = _runs(row)
+        joined = row.copy()
+        if max_gap > 0:
+            gap_starts, gap_ends = _runs(~row)
+            for a, b in zip(gap_starts, gap_ends, strict=True):
+                if 0 < a and b < row.size and b - a <= max_gap:
+                    joined[a:b] = True
+        starts, ends = _runs(joined)
         for a, b in zip(starts, ends, strict=True):
-            seen = deviant_row[a:b].mean() >= _LIFT_DEVIANT_SHARE or shade_row[a:b].mean() >= 0.5
+            part = row[a:b]
+            seen = (
+                deviant_row[a:b][part].mean() >= _LIFT_DEVIANT_SHARE
+                or shade_row[a:b][part].mean() >= 0.5
+            )
             if b - a < min_run or not seen:
                 row[a:b] = False
     return out
@@ -2020,6 +2037,8 @@ _LIFT_DEVIANT_SHARE = 0.5
 # ... or the reference's own margin on that side is under this share of the track's typical
 # brightness there (see _shaded_margins)
 _REF_SHADED = _DARK_BLURRED
+# ... judged over runs of lifted shade apart by at most this much (m)
+_LIFT_GAP_M = 3.0
 # coupler gaps (about 1 m between car bodies) are looked for in strips sampled this
 # finely: at 1 m a gap is one blurred sample, still a narrow dip of the deviation
 _GAP_MAX_STEP_M = 1.0
