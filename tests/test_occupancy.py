@@ -48,12 +48,16 @@ def held_out_1m(held_out_1m_site):
 
 def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
     """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated."""
+    path = tmp_path_factory.mktemp(f"held_out_{seed}") / "site"
+    return _last_acquisitions(path, seed=seed, resolution_m=resolution_m, last=last)
+
+
+def _last_acquisitions(path, *, seed, resolution_m, last):
+    """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated at
+    ``path``."""
     history = toolkit.five_year_history(seed=seed)
     return toolkit.simulate_site(
-        tmp_path_factory.mktemp(f"held_out_{seed}") / "site",
-        resolution_m=resolution_m,
-        seed=seed,
-        dates=list(history["time"].iloc[-last:]),
+        path, resolution_m=resolution_m, seed=seed, dates=list(history["time"].iloc[-last:])
     )
 
 
@@ -1977,6 +1981,14 @@ def test_a_full_yard_s_busy_scenes_under_high_sun(dense_1m_tuning_site):
         assert abs(est - true) <= 0.09 * true, (day, est, true, before)
 
 
+def _last_acquisitions_counted(tmp_path, *, seed, resolution_m, last):
+    """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated at
+    ``resolution_m`` and counted with the defaults: the table against the truth."""
+    site = _last_acquisitions(tmp_path / "site", seed=seed, resolution_m=resolution_m, last=last)
+    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
+    return compare_with_truth(counts.compute(), site.truth_path)
+
+
 def test_an_empty_track_in_a_consist_s_shadow_or_in_haze_at_1m(tmp_path):
     """SYNTHETIC, tuning seed 42 at 1 m, its last 14 acquisitions. On 2023-10-05 (the sun
     41 degrees high) track 10 is empty and lies 4.6 m north of track 09, which holds a
@@ -1990,12 +2002,7 @@ def test_an_empty_track_in_a_consist_s_shadow_or_in_haze_at_1m(tmp_path):
     the usable-data mask does not flag: the strip read 1.1-1.3 times as bright as the
     empty track, margins too, and 8 railcars were read there. Where both margins are that
     bright the core may now be read as hazy ballast (_HAZE_LIGHT)."""
-    history = toolkit.five_year_history(seed=42)
-    site = toolkit.simulate_site(
-        tmp_path / "site", resolution_m=1.0, seed=42, dates=list(history["time"].iloc[-14:])
-    )
-    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
-    table = compare_with_truth(counts.compute(), site.truth_path)
+    table = _last_acquisitions_counted(tmp_path, seed=42, resolution_m=1.0, last=14)
     day = pd.to_datetime(table["time"]).dt.normalize() == pd.Timestamp("2023-10-05")
     empty = table[day & (table["track_id"] == "10")].iloc[0]
     assert (empty["true"], empty["estimate"]) == (0, 0)
@@ -2014,12 +2021,7 @@ def test_tarped_flat_cars_parked_in_half_the_scenes_at_1m(tmp_path):
     took their look and their shadow, and the empty scenes deviated too little in the core
     to lift it. The track read 1-2 railcars short in 6 of those 7 scenes (and the site
     3.2 % short). The reference's shaded margin now shows the parked cars."""
-    history = toolkit.five_year_history(seed=41)
-    site = toolkit.simulate_site(
-        tmp_path / "site", resolution_m=1.0, seed=41, dates=list(history["time"].iloc[-14:])
-    )
-    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
-    table = compare_with_truth(counts.compute(), site.truth_path)
+    table = _last_acquisitions_counted(tmp_path, seed=41, resolution_m=1.0, last=14)
     clear = table[table["cloud_fraction"] == 0]
     first = clear[clear["track_id"] == "01"].set_index("time")
     late = first[first.index >= pd.Timestamp("2023-09-18")]
@@ -2038,12 +2040,7 @@ def test_tarped_flat_cars_parked_in_half_the_scenes_at_05m(tmp_path):
     gaps and the cars' ends. The empty track then kept their look: it read 2 railcars
     in 4 of the 6 cloud-free scenes before they came, and 1-2 short after. Judged over
     pieces apart by up to 3 m, the scenes before read the truth."""
-    history = toolkit.five_year_history(seed=12)
-    site = toolkit.simulate_site(
-        tmp_path / "site", resolution_m=0.5, seed=12, dates=list(history["time"].iloc[-20:])
-    )
-    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
-    table = compare_with_truth(counts.compute(), site.truth_path)
+    table = _last_acquisitions_counted(tmp_path, seed=12, resolution_m=0.5, last=20)
     clear = table[table["cloud_fraction"] == 0]
     tenth = clear[clear["track_id"] == "10"].set_index("time")
     before = tenth[tenth.index < pd.Timestamp("2023-09-12")]
