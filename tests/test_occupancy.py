@@ -1386,6 +1386,13 @@ def _with_geometry(strips, *, x0=631700.0, y0=4697700.0):
     ).assign_attrs(crs="EPSG:32652")
 
 
+def _placed_strips():
+    """Hand-made strips on the ground (see :func:`_with_geometry`), 12 scenes a week apart
+    at 02:00 UTC (late morning there: the shadows fall to +across)."""
+    strips = _with_geometry(_hand_made_strips())
+    return strips.assign_coords(time=pd.date_range("2023-06-01 02:00", periods=12, freq="7D"))
+
+
 def test_a_car_parked_in_most_scenes_is_found_where_its_shadow_lifts():
     """SYNTHETIC: 120 m of ballast-grey cars stand on the track in 10 of 12 scenes.
 
@@ -1393,8 +1400,7 @@ def test_a_car_parked_in_most_scenes_is_found_where_its_shadow_lifts():
     them the margin away from the sun is lit where the reference's is shaded; those
     scenes give the empty track there, and the cars are counted where they stand.
     """
-    strips = _with_geometry(_hand_made_strips())
-    strips = strips.assign_coords(time=pd.date_range("2023-06-01 02:00", periods=12, freq="7D"))
+    strips = _placed_strips()
     v = strips["value"].values
     across = strips["across_m"].values
     body = np.abs(across) <= 1.7
@@ -1483,8 +1489,7 @@ def _parked_ballast_like_cars(*, tone, n_parked, shade=0.45):
     """SYNTHETIC: hand-made strips with 120 m of cars (200-320 m, one body without coupler
     gaps) in the last ``n_parked`` of 12 scenes, their core ``tone`` times the empty
     track's own look and their shadow on the margin away from the sun."""
-    strips = _with_geometry(_hand_made_strips())
-    strips = strips.assign_coords(time=pd.date_range("2023-06-01 02:00", periods=12, freq="7D"))
+    strips = _placed_strips()
     v = strips["value"].values
     across = strips["across_m"].values
     body = np.abs(across) <= 1.7
@@ -1530,8 +1535,7 @@ def test_a_lone_snow_scene_does_not_lift_a_shade_that_no_car_made():
     lifting, their snow became the empty track, and every other scene read 5-7 railcars
     there (found on the held-out 0.5 m site of seed 31: 18.6 % over). A lone snow scene
     is not counted, and no longer lifts a shade."""
-    strips = _with_geometry(_hand_made_strips())
-    strips = strips.assign_coords(time=pd.date_range("2023-06-01 02:00", periods=12, freq="7D"))
+    strips = _placed_strips()
     v = strips["value"].values
     across = strips["across_m"].values
     edge = (across >= 2.0) & (across <= 2.5)
