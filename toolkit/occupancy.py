@@ -1837,12 +1837,16 @@ def _hazy(scene_masked, ratios, shape, light=None):
     return out
 
 
+def _margin_sides(margin):
+    """The indices of the margin's samples across the strip, on its low and its high side."""
+    mi = np.flatnonzero(margin)
+    mid = (np.size(margin) - 1) / 2.0
+    return mi[mi < mid], mi[mi > mid]
+
+
 def _margin_ratios(nt, r, margin, smooth):
     """Brightness of each strip margin relative to the empty track, smoothed along: (lo, hi)."""
-    n_c = nt.shape[-2]
-    mi = np.flatnonzero(margin)
-    mid = (n_c - 1) / 2.0
-    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
+    lo_i, hi_i = _margin_sides(margin)
     if not lo_i.size or not hi_i.size:
         return None
     ratio = band_mean_ratio(nt, r, 1e-6)  # (K, A, C)
@@ -1920,10 +1924,7 @@ def _shaded_margins(ref, margin):
     parked in most scenes leaves its own shadow in the temporal median on one
     side only, where a neighbour's shade or a dark bed darkens both.
     """
-    n_c = ref.shape[-2]
-    mi = np.flatnonzero(margin)
-    mid = (n_c - 1) / 2.0
-    lo_i, hi_i = mi[mi < mid], mi[mi > mid]
+    lo_i, hi_i = _margin_sides(margin)
     shape = ref.shape[:2]
     if not lo_i.size or not hi_i.size:
         return np.zeros(shape, bool), np.zeros(shape, bool)
@@ -2454,9 +2455,7 @@ def _reference(
     scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
     n_t = int(scenes.sum())
     mi = np.flatnonzero(margin)
-    mid = (n_c - 1) / 2.0
-    sides = [mi[mi < mid], mi[mi > mid]]
-    sides = [sd for sd in sides if sd.size]
+    sides = [sd for sd in _margin_sides(margin) if sd.size]
     if len(sides) == 2:
         ball = nanmedian_axis0(brighter_margin(n, *sides)[scenes])  # (K, A, B)
     elif sides:
