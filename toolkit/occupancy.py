@@ -88,7 +88,6 @@ READINGS = (
     "busy_noise",
     "shadows",
     "no_shadow",
-    "mode_reference",
 )
 #: The readings that only raise the count's high bound (the others bound it both ways,
 #: except ``strict``, which only lowers the low bound).
@@ -250,10 +249,7 @@ def estimate_occupancy(
         everywhere (where a busy scene's estimate does without it, see
         ``shadows``), ``no_shadow`` without it anywhere in a busy scene (dark
         cars there look like ballast in the shadows of the cars beside them;
-        elsewhere the same as the estimate), ``mode_reference`` with the
-        empty track taken from the ballast-like appearance mode where the
-        estimate does not use it (``ballast_like_mode`` False; elsewhere the
-        same as the estimate). Their counts bound the count in
+        elsewhere the same as the estimate). Their counts bound the count in
         :func:`counts_from_occupancy`. ``ballast_share (time, track, along)``
         float32, the share of the empty track's look in each position's colour
         against the colours of the cars beside it (about 0 on a car body, up to
@@ -637,8 +633,7 @@ def counts_from_occupancy(
             "the low bound"
             + (
                 ", widened to the counts under the strict, lenient, ballast-reference, "
-                "temporal-reference, busy-noise, shadows, no-shadow and mode-reference "
-                "readings"
+                "temporal-reference, busy-noise, shadows and no-shadow readings"
                 if "occupancy_readings" in occupancy
                 else ""
             ),
@@ -1580,18 +1575,6 @@ def _classify(
     # empty gives a poor one); and the plain temporal median, whatever the rules for
     # parked cars made of it
     dev_alt = {1: np.full_like(dev, np.nan), 2: np.full_like(dev, np.nan)}
-    # ... and, where the estimate does without them (3 m pixels), the empty track from the
-    # ballast-like appearance modes. On the 3 m tuning sites they read a cut parked in half
-    # the scenes right where the estimate reads its empty scenes as cars (seed 141, track
-    # 01: 3-7 railcars too many before the cut came), but also read the shade a
-    # neighbour's parked cut casts as cars (seed 43, track 10: 7 scenes), so they bound
-    # the count and do not make it (coverage 77.8-80.0 % -> 80.0-83.8 %, same counts)
-    if not modes and 0 in pairs:
-        by_mode = _reference(
-            n, free, lit, core, margin, scenes=groups == 0, modes=True, lifted=lifted
-        )[0]
-        pairs = {g: (*pr, by_mode if g == 0 else pr[0]) for g, pr in pairs.items()}
-        dev_alt[3] = np.full_like(dev, np.nan)
 
     def judge_on(t, which):
         d_b, d_b_plain, _ = scene_distances(n[t], pairs[groups[t]][which], *explain[t])
@@ -1610,7 +1593,7 @@ def _classify(
         colour = _nanmean(n[t][..., core, :], axis=2)
         share[t] = ballast_share(colour, core_refs[groups[t]], share_window)
 
-    _per_scene(lambda t: ([judge_on(t, w) for w in dev_alt], share_of(t)), n_t)
+    _per_scene(lambda t: (judge_on(t, 1), judge_on(t, 2), share_of(t)), n_t)
     # a busy scene: most of its track lies in the shadows of cars, and dark cars (empty
     # ore wagons, tank cars) look like ballast in a shadow. Where no railcar on a
     # neighbouring track can shade the whole core (the sun too high, or shining along the
@@ -1690,7 +1673,6 @@ def _classify(
             decide(dev_main * (sigma / sigma_busy)[:, None, None]),
             shaded,
             decide(dev_unshaded),
-            decide(dev_alt[3]) if 3 in dev_alt else decide(dev_main),
         ]
     )
     biggest = np.bincount(groups).argmax()
