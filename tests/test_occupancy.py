@@ -348,8 +348,9 @@ def held_out_3m(tmp_path_factory):
 def test_held_out_seed_at_3m(held_out_3m):
     acc = accuracy(held_out_3m, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 5.5 %, bias +4.6 % (cars on a neighbouring track still bleed into
-    # the strip), track MAE 0.45 (11.2 %, +11.2 %, 0.62 before the blurred edge of a
+    # measured: MARE 3.2 %, bias +2.3 %, track MAE 0.35 (5.5 %, +4.6 %, 0.44 before the
+    # ballast-like mode and the typical look at 3 m, over one stretch of time, and the
+    # light change from the sun's side; 11.2 %, +11.2 %, 0.62 before the blurred edge of a
     # neighbour's shadow was explained, which removed a false car on 13 track-scenes
     # and changed no other; 9.2 %, 0.68 before the own-shadow cue accepted a far
     # margin beyond a neighbour's shadow's reach; 13.4 %, 0.67 before the margins of a
@@ -358,12 +359,13 @@ def test_held_out_seed_at_3m(held_out_3m):
     # With the earlier defaults
     # (no co-registration, one sample per 3 m pixel) MARE 95 %, track MAE 4.4;
     # co-registered with one sample per pixel MARE 57 %. Intervals: coverage 96 %, mean
-    # width 1.66 cars (74 %, 0.76 with the car-length range alone). The scene-error
-    # target at 3 m (12 %) is met; the bias target is not (below).
+    # width 1.74 cars (1.66 before; 74 %, 0.76 with the car-length range alone). The
+    # scene-error target at 3 m (12 %) is met; the bias target is not (below).
     assert acc.n_scenes >= 4
-    assert acc.scene_mare <= 0.07
-    assert acc.track_mae <= 0.5
-    assert acc.coverage >= 0.90
+    assert acc.scene_mare <= 0.045
+    assert abs(acc.scene_bias) <= 0.035
+    assert acc.track_mae <= 0.42
+    assert acc.coverage >= 0.93
     assert acc.mean_interval_width <= 1.8
     assert acc.valid_fraction_mean_error <= 0.02
     # 94.3 % of 140 track-scenes within 0.05 of the true visible fraction (max 0.096); the
@@ -1042,6 +1044,81 @@ def _hand_made_strips(*, n_time=12, n_along=1000, seed=0, step_m=0.5):
         attrs={"step_m": step_m, "half_width_m": 2.5, "pixel_size_m": step_m},
     )
     return strips
+
+
+def _coarse_strips(*, n_time=12, n_along=400):
+    """SYNTHETIC hand-made strips as at 3 m pixels: four samples across, 1.5 m apart."""
+    strips = _hand_made_strips(n_time=n_time, n_along=n_along, step_m=1.5)
+    across = np.array([-2.25, -0.75, 0.75, 2.25])
+    return strips.assign_coords(across=across, across_m=("across", across)).assign_attrs(
+        pixel_size_m=3.0, half_width_m=2.25
+    )
+
+
+def test_at_3m_a_cut_parked_over_one_stretch_of_time_is_read_by_the_ballast_like_mode():
+    """SYNTHETIC: at 3 m a cut of six 15 m cars stands on the track in the last 8 of 12
+    scenes, its colour blurred half into the strip's margins. The temporal median and
+    the ballast beside the track both take the cars' look; without the ballast-like
+    mode (the old default at 3 m) the four empty scenes read as the cut."""
+    strips = _coarse_strips()
+    v = strips["value"].values
+    core = np.abs(strips["across_m"].values) <= 1.7
+    cars = slice(100, 160)  # 150-240 m
+    for t in range(4, 12):
+        car = np.array([0.50, 0.50, 0.56]) * (1 + 0.01 * np.sin(t))
+        v[t, 0, cars][:, core] = car
+        v[t, 0, cars][:, ~core] = 0.5 * v[t, 0, cars][:, ~core] + 0.5 * car
+    strips["value"].values[:] = v
+    truth = np.where(np.arange(12) >= 4, 6, 0)
+
+    def count(**kw):
+        occ = toolkit.estimate_occupancy(strips, **kw)
+        return toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
+
+    assert (count() == truth).all()
+    assert (count(ballast_like_mode=False) == 6).all()
+
+
+def test_at_3m_the_typical_look_is_not_taken_from_scattered_scenes(monkeypatch):
+    """SYNTHETIC: 90 m of a 3 m track have a bed 20 % darker than the rest, except in three
+    scenes spread over the series (a different light, a lone snow scene). The track's
+    typical look is then not taken from those three: their looks are not one stretch of
+    time, as a cut's empty scenes before and after it are, and every scene reads empty.
+    Taken from them, the other nine read 6 railcars each."""
+    strips = _coarse_strips()
+    v = strips["value"].values
+    for t in range(12):
+        if t not in (2, 6, 10):
+            v[t, 0, 100:160] *= 0.8
+    strips["value"].values[:] = v
+
+    def count():
+        occ = toolkit.estimate_occupancy(strips)
+        return toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
+
+    assert (count() == 0).all()
+    monkeypatch.setattr(toolkit.occupancy, "_COARSE_MAX_CHANGES", 99)
+    assert (count() == np.where(np.isin(np.arange(12), (2, 6, 10)), 0, 6)).all()
+
+
+def test_changes_in_time_and_the_sun_side_light_factors():
+    """Unit: how often a look changes in time order over the scenes that show a place; and
+    the light factors where the margin towards the sun is the darker one."""
+    other = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [1, 1]], bool)
+    shown = np.array([[1, 1], [1, 1], [1, 1], [1, 1], [0, 1], [1, 1]], bool)
+    # place 0: 0 0 1 1 (unseen) 1 -> one change; place 1: 0 1 0 1 0 1 -> five
+    assert toolkit.occupancy._changes_in_time(other, shown).tolist() == [1, 5]
+    lo = np.array([[0.60, 0.80, 0.40, 0.95]])  # margin at -across
+    hi = np.array([[0.80, 0.60, 0.60, 0.95]])  # margin at +across
+    side = np.full((1, 4), 3.0)  # shadows fall to +across: the sun is at -across
+    f_lo, f_hi, w = toolkit.occupancy._light_factors((lo, hi), (1, 4, 4))
+    assert np.isnan(f_lo[0, :3]).all() and f_lo[0, 3] == 0.95  # both margins in [0.85, 1.5]
+    f_lo, f_hi, _ = toolkit.occupancy._light_factors((lo, hi), (1, 4, 4), side=side, sun_lo=0.5)
+    # the sun's side darker and at least half the light: explained; the far side darker
+    # (a car's own shadow) or the sun's side under half: not
+    assert f_lo[0, 0] == 0.60 and f_hi[0, 0] == 0.80
+    assert np.isnan(f_lo[0, 1:3]).all() and f_lo[0, 3] == 0.95
+    assert w.tolist() == [0.0, 1 / 3, 2 / 3, 1.0]
 
 
 def test_smooth_light_change_across_the_strip_is_not_a_car():
@@ -1991,6 +2068,25 @@ def _last_acquisitions_counted(tmp_path, *, seed, resolution_m, last):
     site = _last_acquisitions(tmp_path / "site", seed=seed, resolution_m=resolution_m, last=last)
     counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
     return compare_with_truth(counts.compute(), site.truth_path)
+
+
+def test_a_cut_parked_in_half_the_scenes_at_3m(tmp_path):
+    """SYNTHETIC, tuning seed 141 at 3 m, its last 14 acquisitions. Track 01 holds a cut
+    from 2023-09-18 on. The temporal median took the cut's look, and the empty scenes
+    before it read 3-7 railcars each while the cut read 4-6 short. At 3 m the empty
+    track is now taken from the appearance mode like the ballast, or from the track's
+    typical look, where the cut's scenes are one stretch of time; and a neighbour's
+    cars darkening the strip from the sun's side are explained as a light change."""
+    table = _last_acquisitions_counted(tmp_path, seed=141, resolution_m=3.0, last=14)
+    acc = accuracy(table, min_cars=20)
+    print("\n" + acc.summary())
+    one = table[(table["track_id"] == "01") & table["estimate"].notna()]
+    err = (one["estimate"] - one["true"]).abs()
+    # measured: track 01 1.15 railcars per scene (4.15 before), the site 5.5 % / -4.7 %
+    # / 0.53 per track and scene / 90.4 % (5.8 % / -5.8 % / 1.05 / 77.8 % before)
+    assert len(one) >= 12 and err.mean() <= 1.3, err.values
+    assert acc.scene_mare <= 0.07 and abs(acc.scene_bias) <= 0.06
+    assert acc.track_mae <= 0.6 and acc.coverage >= 0.88
 
 
 def test_an_empty_track_in_a_consist_s_shadow_or_in_haze_at_1m(tmp_path):
