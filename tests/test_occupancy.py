@@ -996,13 +996,13 @@ def test_compiled_nanmedian_equals_numpy(shape):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12, equal_nan=True)
 
 
-def test_ballast_like_mode_defaults_by_pixel_size_and_is_checked():
+def test_ballast_like_mode_is_on_at_every_pixel_size_and_checked():
     strips = _hand_made_strips(n_time=6, n_along=200)
     assert toolkit.estimate_occupancy(strips).attrs["ballast_like_mode"] == 1  # 0.5 m
     coarse = strips.assign_attrs(pixel_size_m=3.0)
-    assert toolkit.estimate_occupancy(coarse).attrs["ballast_like_mode"] == 0
-    forced = toolkit.estimate_occupancy(coarse, ballast_like_mode=True)
-    assert forced.attrs["ballast_like_mode"] == 1
+    assert toolkit.estimate_occupancy(coarse).attrs["ballast_like_mode"] == 1  # at 3 m too
+    off = toolkit.estimate_occupancy(coarse, ballast_like_mode=False)
+    assert off.attrs["ballast_like_mode"] == 0
     with pytest.raises(toolkit.InputError, match=r"ballast_like_mode: expected True, False"):
         toolkit.estimate_occupancy(strips, ballast_like_mode="auto")
 
