@@ -2110,7 +2110,7 @@ _MODE_MIN_SHARE = 0.5
 # scenes of the other look are one stretch of time: at most this many changes between
 # the two looks in time order (a cut that came and left), and the typical look only from
 # this many scenes or more. On a 3 m site spread over five years (seed 155) a lone snow
-# scene alone, or scenes of one season, gave the typical look: 0.95 -> 1.42 railcars per
+# scene alone, or scenes of one season, gave the typical look: 0.95 -> 1.54 railcars per
 # track and scene without these, 0.91 with them
 _COARSE_MODES_PIXEL_M = 1.0
 _COARSE_MAX_CHANGES = 2
