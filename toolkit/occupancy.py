@@ -191,8 +191,12 @@ def estimate_occupancy(
         under a smooth change of light: thin haze or the soft edge of a
         cloud's shadow that the usable-data mask misses, or, at coarse
         pixels, a car on the neighbouring track blurred into the strip. A car
-        on this track changes the core and shades at most one margin. The
-        noise level is measured without this explanation.
+        on this track changes the core and shades at most one margin. At
+        pixels coarser than 2 m, also where the margin towards the sun is the
+        darker one and at least half as bright as the empty track (a
+        neighbouring track's cars and their shadow), in scenes less than 30 %
+        busy without this part. The noise level is measured without this
+        explanation.
     cloud_margin_m : float, default 25.0
         Within this distance along the track of masked pixels (cloud, cloud
         shadow, nodata), the threshold is tripled: usable-data masks miss the
@@ -2601,7 +2605,7 @@ def _reference(
 
 def _changes_in_time(other: np.ndarray, shown: np.ndarray) -> np.ndarray:
     """Per place, how often ``other`` changes between consecutive ``shown`` scenes in time
-    order (both (time, ...) bool; the scenes are in time order)."""
+    order (both (time, ...) bool, the scenes in time order, as a cube's are)."""
     prev = np.zeros(other.shape[1:], bool)
     seen = np.zeros(other.shape[1:], bool)
     changes = np.zeros(other.shape[1:], np.int64)
