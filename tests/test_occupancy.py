@@ -1077,6 +1077,11 @@ def test_at_3m_a_cut_parked_over_one_stretch_of_time_is_read_by_the_ballast_like
 
     assert (count() == truth).all()
     assert (count(ballast_like_mode=False) == 6).all()
+    # the scenes in another order: the same reading, returned in time order
+    shuffled = strips.isel(time=np.random.default_rng(0).permutation(12))
+    occ = toolkit.estimate_occupancy(shuffled)
+    assert (occ["time"].values == strips["time"].values).all()
+    assert (toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0] == truth).all()
 
 
 def test_at_3m_the_typical_look_is_not_taken_from_scattered_scenes(monkeypatch):

@@ -239,6 +239,8 @@ def estimate_occupancy(
     Returns
     -------
     xarray.Dataset
+        In time order, whatever the order of ``strips`` (the rules for cars
+        parked over a stretch of time read the scenes in that order).
         ``occupancy (time, track, along)`` int8: 1 occupied, 0 free, -1
         unknown (or past the track's end); ``deviation (time, track, along)``
         float32, the distance to the reference in noise units;
@@ -307,6 +309,10 @@ def estimate_occupancy(
     >>> occ = toolkit.estimate_occupancy(strips)  # doctest: +SKIP
     """
     _check_strips(strips)
+    if np.issubdtype(strips["time"].dtype, np.datetime64) and not bool(
+        strips.indexes["time"].is_monotonic_increasing
+    ):
+        strips = strips.sortby("time")
     step = float(strips.attrs["step_m"])
     core = np.abs(strips["across_m"]) <= core_half_width_m
     if not bool(core.any()):
