@@ -1518,7 +1518,7 @@ def _classify(
                     lit[t] = lit_t
                 # the noise level comes from the distances without the light explanation,
                 # which would otherwise lower it and make every other place look deviant
-                dc, dc_raw, s_t, sigma_busy[t] = _core_deviation(
+                dc, dc_raw, s_t, sigma_busy[t], plain = _core_deviation(
                     d,
                     known[t],
                     free[t],
@@ -1536,7 +1536,6 @@ def _classify(
                     # the neighbour's shade (on a full 3 m yard, seed 126, calibrated from
                     # three hand-counted scenes, the worst of five draws read the other
                     # scenes 34 % under; 27 % before the explanation, 29 % with this)
-                    plain = _core_profiles(d_plain, known[t], halves_idx, smooth)[1] / s_t
                     with np.errstate(invalid="ignore"):
                         busy_plain[t] = np.sum(plain > thr[t]) / max(int(known[t].sum()), 1)
                 dev[t] = dc
@@ -2362,9 +2361,10 @@ def _core_deviation(
     scene that lifts a parked car's shade, see :func:`_lifted_shadow`), deviate
     by nothing and take no part in the noise level. Returns the smoothed and the raw
     deviation, the noise sigma (from the positions judged free, measured on
-    ``d_noise`` when given, else on ``d``) and the sigma of the ``busy_noise``
+    ``d_noise`` when given, else on ``d``), the sigma of the ``busy_noise``
     reading (``_BUSY_NOISE_FACTOR`` times the sigma in a busy scene, no lower
-    than the floor; the sigma itself elsewhere).
+    than the floor; the sigma itself elsewhere) and the smoothed deviation of
+    ``d_noise`` (``d`` when not given) in the same noise units.
 
     With ``margin`` (bool over ``across``: the strip's margins, beside any car
     body), a busy scene is read with a lower sigma. Where most of the track is
@@ -2402,6 +2402,7 @@ def _core_deviation(
         dc_raw / sigma,
         sigma,
         (max(_BUSY_NOISE_FACTOR * sigma, _NOISE_FLOOR) if busy else sigma),
+        noise / sigma,
     )
 
 
@@ -2515,7 +2516,7 @@ def _reference(
     reference is still far from the track's typical look takes it from the
     scenes that show that look (see :func:`_typical_look`).
     """
-    _, n_k, n_a, n_c, n_b = n.shape
+    _, n_k, n_a, _, n_b = n.shape
     scenes = np.ones(n.shape[0], bool) if scenes is None else np.asarray(scenes, bool)
     n_t = int(scenes.sum())
     mi = np.flatnonzero(margin)
@@ -2589,7 +2590,7 @@ def _reference(
             better &= judged >= _MODE_MIN_SHARE * shown
         if better.any() and coarse:
             # ... at coarse pixels where the other mode's scenes are one stretch of time
-            seen_m = use.any(axis=-1) & scenes[:, None, None]
+            seen_m = use.any(axis=-1)  # use holds the group's scenes only
             better &= _changes_in_time(seen_m & ~members, seen_m) <= _COARSE_MAX_CHANGES
         if better.any():
             alt = masked_median_over_time(n, members[..., None] & use, better)
