@@ -1046,6 +1046,12 @@ def _hand_made_strips(*, n_time=12, n_along=1000, seed=0, step_m=0.5):
     return strips
 
 
+def _first_track_counts(strips, **kw):
+    """Railcars per scene on the strips' first track, counted with these options."""
+    occ = toolkit.estimate_occupancy(strips, **kw)
+    return toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
+
+
 def _coarse_strips(*, n_time=12, n_along=400):
     """SYNTHETIC hand-made strips as at 3 m pixels: four samples across, 1.5 m apart."""
     strips = _hand_made_strips(n_time=n_time, n_along=n_along, step_m=1.5)
@@ -1070,13 +1076,8 @@ def test_at_3m_a_cut_parked_over_one_stretch_of_time_is_read_by_the_ballast_like
         v[t, 0, cars][:, ~core] = 0.5 * v[t, 0, cars][:, ~core] + 0.5 * car
     strips["value"].values[:] = v
     truth = np.where(np.arange(12) >= 4, 6, 0)
-
-    def count(**kw):
-        occ = toolkit.estimate_occupancy(strips, **kw)
-        return toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
-
-    assert (count() == truth).all()
-    assert (count(ballast_like_mode=False) == 6).all()
+    assert (_first_track_counts(strips) == truth).all()
+    assert (_first_track_counts(strips, ballast_like_mode=False) == 6).all()
     # the scenes in another order: the same reading, returned in time order
     shuffled = strips.isel(time=np.random.default_rng(0).permutation(12))
     occ = toolkit.estimate_occupancy(shuffled)
@@ -1096,14 +1097,10 @@ def test_at_3m_the_typical_look_is_not_taken_from_scattered_scenes(monkeypatch):
         if t not in (2, 6, 10):
             v[t, 0, 100:160] *= 0.8
     strips["value"].values[:] = v
-
-    def count():
-        occ = toolkit.estimate_occupancy(strips)
-        return toolkit.counts_from_occupancy(occ)["railcars"].values[:, 0]
-
-    assert (count() == 0).all()
+    assert (_first_track_counts(strips) == 0).all()
     monkeypatch.setattr(toolkit.occupancy, "_COARSE_MAX_CHANGES", 99)
-    assert (count() == np.where(np.isin(np.arange(12), (2, 6, 10)), 0, 6)).all()
+    scattered = np.isin(np.arange(12), (2, 6, 10))
+    assert (_first_track_counts(strips) == np.where(scattered, 0, 6)).all()
 
 
 def test_changes_in_time_and_the_sun_side_light_factors():
