@@ -57,8 +57,10 @@ def test_share_of_detected_cars_classified_correctly(held_out):
     cars = pd.concat([c for *_, c in held_out], ignore_index=True)
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.766 of 2272 detected cars that match a truth car and are
-    # given one of the five kinds (others go to "other"; 0.766 of 2271 before lifted shade was
+    # measured (2 seeds, 20 scenes): 0.767 of 2271 detected cars that match a truth car and are
+    # given one of the five kinds (others go to "other"; 0.766 of 2272 before a cloud-free scene
+    # 1.25 times as bright beside the tracks was a lone snow scene, the model refitted, 7995 ->
+    # 7989 cars; 0.766 of 2271 before lifted shade was
     # judged over runs apart by up to 3 m, the model refitted, 7984 -> 7995 cars); 0.772 of 2272
     # before a parked car's shade
     # in the reference's margin could be lifted where the core barely deviates (the model refitted,
@@ -94,8 +96,9 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
             for kind in KINDS:
                 err += abs(int((g["kind"] == kind).sum()) - int((g["truth"] == kind).sum()))
                 total += int((g["truth"] == kind).sum())
-    # measured: 588 / 2358 = 0.249 (box 201/803, tank 51/404, ore 146/639, flat 187/511,
-    # locomotive 3/1); 594 / 2359 = 0.252 before lifted shade was judged over runs apart by up to
+    # measured: 580 / 2359 = 0.246 (box 200/804, tank 51/403, ore 141/639, flat 185/512, locomotive
+    # 3/1); 588 / 2358 = 0.249 before a cloud-free scene 1.25 times as bright beside the tracks was
+    # a lone snow scene; 594 / 2359 = 0.252 before lifted shade was judged over runs apart by up to
     # 3 m; 568 / 2350 = 0.242 before a parked car's shade in the reference's margin could be lifted
     # where the core barely deviates, and the model refitted; 565 / 2348 = 0.241 before the haze
     # explanation applied where both margins read brighter than the empty track (unmasked haze) (box
@@ -115,41 +118,55 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
 
 def test_per_kind_counts_on_cloud_free_scenes(held_out):
     """End to end against all truth cars: dominated by cars the occupancy step misses."""
-    err, total = 0.0, 0
+    err, total, unread = 0.0, 0, 0
     for _strips, occ, truth, cars in held_out:
         counts = kind_counts(cars, occ)
         clear = truth.groupby("time")["visible"].all()
         for t in clear.index[clear.values]:
+            if bool(counts["railcars"].sel(time=t).isnull().all()):
+                unread += 1  # a scene the counts leave out (a lone snow scene)
+                continue
             tc = truth[truth["time"] == t]["kind"].value_counts()
             for kind in KINDS:
                 est = float(counts[f"railcars_{kind}"].sel(time=t).sum())
                 err += abs(est - tc.get(kind, 0))
                 total += tc.get(kind, 0)
     rel = err / max(total, 1)
-    # measured: 957 / 2443 = 0.392 (sum over 16 cloud-free scenes and the kinds of |estimate -
-    # truth| / truth cars; 960 / 2443 before lifted shade was judged over runs apart by up to 3 m;
-    # 952 / 2443 before a parked car's shade in the reference's margin could be
-    # lifted where the core barely deviates, and the model refitted; 965 / 2443 before the haze
-    # explanation applied where both margins read brighter than the empty track (unmasked haze); 966
-    # / 2443 before a busy scene's shadow explanation needed a car on the neighbouring track towards
-    # the sun; 1054 / 2443 = 0.431 before a scene was also busy once dark cars were not taken for
-    # shadows where no neighbour's car can shade the core; 1088 / 2443 = 0.445 before a busy scene
-    # read a car's own shadow without the shadow explanation on the core; 1105 / 2443 = 0.452 before
-    # the haze explanations' uniform dimming was capped at 30 %; 1397 / 2443 = 0.572 before the
-    # empty-track reference took the track's typical look where it had taken a car's colour and busy
-    # scenes' rules for shadows, which find more of the cars of these busy scenes; 1561 / 2443 =
-    # 0.639 with the 0.5 m model before it was refitted by its recipe, 1924 / 2443 = 0.788 with an
-    # older occupancy step); the "random" history packs the tracks and most of the error is cars not
-    # detected at all, not wrongly classified
-    assert total > 2400
-    assert rel <= 0.42
+    # measured: 579 / 1974 = 0.293 (sum over the 13 counted cloud-free scenes and the kinds of
+    # |estimate - truth| / truth cars). Seed 401's three cloud-free snow scenes, 1.30-1.36 times as
+    # bright beside the tracks, are not counted (lone snow scenes: counted, they read 30 of 62, 53
+    # of 148 and 71 of 259 railcars). Before that, over all 16: 957 / 2443 = 0.392; 960 / 2443
+    # before lifted shade was judged over runs apart by up to 3 m; 952 / 2443 before a parked car's
+    # shade in the reference's margin could be lifted where the core barely deviates, and the model
+    # refitted; 965 / 2443 before the haze explanation applied where both margins read brighter than
+    # the empty track (unmasked haze); 966 / 2443 before a busy scene's shadow explanation needed a
+    # car on the neighbouring track towards the sun; 1054 / 2443 = 0.431 before a scene was also
+    # busy once dark cars were not taken for shadows where no neighbour's car can shade the core;
+    # 1088 / 2443 = 0.445 before a busy scene read a car's own shadow without the shadow explanation
+    # on the core; 1105 / 2443 = 0.452 before the haze explanations' uniform dimming was capped at
+    # 30 %; 1397 / 2443 = 0.572 before the empty-track reference took the track's typical look where
+    # it had taken a car's colour and busy scenes' rules for shadows, which find more of the cars of
+    # these busy scenes; 1561 / 2443 = 0.639 with the 0.5 m model before it was refitted by its
+    # recipe, 1924 / 2443 = 0.788 with an older occupancy step); the "random" history packs the
+    # tracks and most of the error is cars not detected at all, not wrongly classified
+    assert unread == 3
+    assert total > 1950
+    assert rel <= 0.32
 
 
 def test_kind_counts_add_up_to_the_cars(held_out):
     strips, occ, _truth, cars = held_out[0]
     counts = kind_counts(cars, occ)
     assert set(counts.dims) == {"time", "track"}
-    assert float(counts["railcars"].sum()) == float((cars["kind"] != "other").sum())
+    read = occ["scene_readable"].values
+    counted = cars[cars["time"].isin(occ["time"].values[read])]
+    assert float(counts["railcars"].sum()) == float((counted["kind"] != "other").sum())
+    # seed 401's three cloud-free snow scenes are not counted (see estimate_occupancy's
+    # scene_readable): their cars are listed, for inspection, and no kind is counted there
+    unread = occ["time"].values[~read]
+    assert len(unread) == 3
+    assert cars["time"].isin(unread).sum() > 50
+    assert bool(counts["railcars"].sel(time=unread).isnull().all())
     assert counts.attrs["pixel_size_m"] == 0.5
     assert cars.attrs["resolved"] is True
     ok = cars["kind"] != "unknown"
@@ -213,7 +230,9 @@ def test_cars_at_1m_are_the_counted_cars(held_out_1m):
     holds the same cars: on every track and date as many rows as the count's railcars."""
     for strips, occ, _truth, cars in held_out_1m:
         assert float(strips.attrs["step_m"]) == 1.0
-        per = cars.groupby(["time", "track_id"]).size().rename("rows")
+        # the cars of a scene the counts leave out (a lone snow scene) are listed, not counted
+        read = cars["time"].isin(occ["time"].values[occ["scene_readable"].values])
+        per = cars[read].groupby(["time", "track_id"]).size().rename("rows")
         est = toolkit.counts_from_occupancy(occ)["railcars"].to_series().dropna()
         est.index = pd.MultiIndex.from_arrays(
             [est.index.get_level_values(0), est.index.get_level_values(1).astype(str)],
@@ -234,34 +253,35 @@ def test_kinds_at_1m(held_out_1m):
     assert (cars["kind"] == "unknown").mean() < 0.05
     real = cars[cars["truth"].isin(KINDS) & cars["kind"].isin(KINDS)]
     share = float((real["kind"] == real["truth"]).mean())
-    # measured (2 seeds, 20 scenes): 0.649 of 1605 detected cars that match a truth car and are
-    # given one of the five kinds (0.649 of 1602 before lifted shade was judged over runs apart by
-    # up to 3 m, the model refitted on 7839 cars again; 0.648 of 1611 before a parked car's shade in
-    # the reference's margin could be lifted where the core barely deviates, the model refitted,
-    # 7717 -> 7839 cars; 0.650 of 1653 before the haze explanation applied where both margins read
-    # brighter than the empty track (unmasked haze), the model refitted, 7860 -> 7717 cars; 0.651 of
-    # 1506 before the margin towards the sun was taken as in a neighbour's shadow up to 0.85 of the
-    # light at 1 m pixels, the model refitted, 7926 -> 7860 cars; 0.648 of 1522 before a busy
-    # scene's shadow explanation needed a car on the neighbouring track towards the sun, the model
-    # refitted, 7894 -> 7926 cars; 0.659 of 1362 before a scene was also busy once dark cars were
-    # not taken for shadows where no neighbour's car can shade the core: the model refitted on the
-    # cars then found, 7988 -> 7894); the 0.5 m model on the same cars: 0.544 of 1403 before that.
-    # 0.650 of 1379 and 0.551 of 1418 before a busy scene read a car's own shadow without the shadow
-    # explanation on the core (the model refitted on the cars then found, 7790 -> 7988); 0.650 of
-    # 1361 and 0.542 of 1362 before the haze explanations' uniform dimming was capped at 30 % (the
-    # model refitted on the cars then found, 7484 -> 7790); 0.650 of 1230 and 0.530 of 1331 before
-    # the empty-track reference took the track's typical look where it had taken a car's colour and
-    # busy scenes' rules for shadows (the model refitted on the cars then found, 6974 -> 7484);
-    # 0.569 of 1186 before the 0.5 m model was refitted by its recipe (0.646 of 1232 and 0.563 of
-    # 1189 before runs were cut into whole cars at the most likely coupler gaps, which also changed
-    # the 1 m model's training cars, 7052 -> 6974; 0.660 of 1215 and 0.563 of 1151 before a busy
-    # scene's gains came from its most common brightness, which also changed the 1 m model's
-    # training cars, 6549 -> 7052)
+    # measured (2 seeds, 20 scenes): 0.650 of 1604 detected cars that match a truth car and are
+    # given one of the five kinds (0.649 of 1605 before a cloud-free scene 1.25 times as bright
+    # beside the tracks was a lone snow scene, the model refitted, 7839 -> 7916 cars; 0.649 of 1602
+    # before lifted shade was judged over runs apart by up to 3 m, the model refitted on 7839 cars
+    # again; 0.648 of 1611 before a parked car's shade in the reference's margin could be lifted
+    # where the core barely deviates, the model refitted, 7717 -> 7839 cars; 0.650 of 1653 before
+    # the haze explanation applied where both margins read brighter than the empty track (unmasked
+    # haze), the model refitted, 7860 -> 7717 cars; 0.651 of 1506 before the margin towards the sun
+    # was taken as in a neighbour's shadow up to 0.85 of the light at 1 m pixels, the model
+    # refitted, 7926 -> 7860 cars; 0.648 of 1522 before a busy scene's shadow explanation needed a
+    # car on the neighbouring track towards the sun, the model refitted, 7894 -> 7926 cars; 0.659 of
+    # 1362 before a scene was also busy once dark cars were not taken for shadows where no
+    # neighbour's car can shade the core: the model refitted on the cars then found, 7988 -> 7894);
+    # the 0.5 m model on the same cars: 0.544 of 1403 before that. 0.650 of 1379 and 0.551 of 1418
+    # before a busy scene read a car's own shadow without the shadow explanation on the core (the
+    # model refitted on the cars then found, 7790 -> 7988); 0.650 of 1361 and 0.542 of 1362 before
+    # the haze explanations' uniform dimming was capped at 30 % (the model refitted on the cars then
+    # found, 7484 -> 7790); 0.650 of 1230 and 0.530 of 1331 before the empty-track reference took
+    # the track's typical look where it had taken a car's colour and busy scenes' rules for shadows
+    # (the model refitted on the cars then found, 6974 -> 7484); 0.569 of 1186 before the 0.5 m
+    # model was refitted by its recipe (0.646 of 1232 and 0.563 of 1189 before runs were cut into
+    # whole cars at the most likely coupler gaps, which also changed the 1 m model's training cars,
+    # 7052 -> 6974; 0.660 of 1215 and 0.563 of 1151 before a busy scene's gains came from its most
+    # common brightness, which also changed the 1 m model's training cars, 6549 -> 7052)
     assert len(real) > 1580
     assert share >= 0.64
 
 
-@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7839), (0.5, 7995)])
+@pytest.mark.parametrize(("resolution_m", "n_cars"), [(1.0, 7916), (0.5, 7989)])
 def test_the_default_models_are_refitted_from_their_recipe(tmp_path, resolution_m, n_cars):
     """Each default model comes back from synthetic_training_cars and fit_kind_model at
     its pixel size: same cars, same weights to the four stored decimals."""

@@ -618,6 +618,45 @@ def test_a_scene_snowed_over_among_bare_ones_is_flagged_and_its_hand_counts_unus
     assert float(counts["valid_fraction"][4, 0]) == 1.0
     # the bare scenes hold no car
     assert (np.delete(counts["railcars"].values, 4, axis=0) == 0).all()
+
+
+def test_a_cloud_free_scene_a_quarter_brighter_beside_the_track_is_not_counted():
+    """SYNTHETIC hand-made strips: 12 scenes of bare ballast; in one the bed beside the
+    track is 1.3 times as bright, as under thin snow. With nothing masked along the track
+    no haze beyond a cloud mask's edge can explain it: the scene is seen, not counted. With
+    a cloud masked over a stretch of the track, the same brightness beyond the mask's
+    surroundings is read as haze and the scene is counted (the limit is 1.4 there)."""
+    from toolkit.occupancy import (
+        _LONE_BRIGHT_RATIO,
+        _LONE_BRIGHT_RATIO_CLEAR,
+        _lone_snow,
+    )
+
+    strips = _hand_made_strips()
+    margin = np.abs(strips["across_m"].values) >= 1.9
+    v = strips["value"].values
+    v[4][..., margin, :] *= 1.3
+    strips["value"] = (strips["value"].dims, v)
+    occ = toolkit.estimate_occupancy(strips).compute()
+    ratio = float(occ["margin_brightness_ratio"][4])
+    assert _LONE_BRIGHT_RATIO_CLEAR < ratio < _LONE_BRIGHT_RATIO, ratio
+    assert occ["scene_readable"].values.tolist() == [i != 4 for i in range(12)]
+    counts = toolkit.counts_from_occupancy(occ)
+    assert np.isnan(counts["railcars"].values[4]).all()
+    assert float(counts["valid_fraction"][4, 0]) == 1.0
+    # a cloud over 40 m of the track in that scene: read as haze beyond the mask, counted
+    valid = strips["valid"].values.copy()
+    valid[4, :, 100:180] = False
+    clouded = strips.assign(valid=(strips["valid"].dims, valid))
+    occ = toolkit.estimate_occupancy(clouded).compute()
+    assert _LONE_BRIGHT_RATIO_CLEAR < float(occ["margin_brightness_ratio"][4]) < 1.4
+    assert bool(occ["scene_readable"].all())
+    counts = toolkit.counts_from_occupancy(occ)
+    assert (counts["railcars"].values == 0).all()
+    # the rule itself, per scene: NaN ratios are never a lone snow scene
+    ratios = np.array([1.2, 1.3, 1.3, 1.45, np.nan])
+    masked = np.array([False, False, True, True, False])
+    assert _lone_snow(ratios, masked).tolist() == [False, True, False, True, False]
     hand = pd.DataFrame({"time": [strips["time"].values[4]], "track_id": ["01"], "railcars": [0]})
     with pytest.raises(toolkit.InputError, match="none of the hand-counted tracks"):
         toolkit.calibrate(strips, hand, thresholds=(5.0,), car_lengths_m=(15.2,))
@@ -2193,18 +2232,26 @@ def dense_3m_site(tmp_path_factory):
 def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(dense_3m_site):
     """SYNTHETIC. In a yard full on every date at 3 m the defaults miss most cars (the
     temporal reference is taken from scenes that mostly show cars). Three cloud-free
-    scenes counted by hand (every track) calibrate the site; five choices of three are
-    tried: the three spread evenly over the series and four triples drawn at random
-    (seed 0). Each adopts a fit, and each fit counts the other cloud-free scenes far
-    better. Hand counts of a lone snow scene are listed but not used."""
+    scenes counted by hand (every track) calibrate the site; of the ten choices of three
+    among the five cloud-free scenes the toolkit counts, five are tried: the three spread
+    evenly over the series and four drawn at random (seed 0). Each adopts a fit, and each
+    fit counts the other two far better. Hand counts of a lone snow scene are listed but not
+    used."""
     strips, truth = dense_3m_site
     occ = toolkit.estimate_occupancy(strips).compute()
     unread = pd.DatetimeIndex(occ["time"].values[~occ["scene_readable"].values])
-    hand, per_scene, evenly = _hand_counts_of_three_clear_scenes(truth)
+    _, per_scene, _ = _hand_counts_of_three_clear_scenes(truth)
     pool = per_scene.index[(per_scene["cloud"] == 0) & (per_scene["cars"] >= 5)]
-    triples = list(itertools.combinations(range(len(pool)), 3))
+    # the four cloud-free snow scenes are not counted (lone snow scenes; read with the
+    # calibrated fit they would still be a third under); an analyst counts by hand scenes
+    # the toolkit reads
+    assert len(unread) == 4 and pool.isin(unread).sum() == 4
+    read = pool[~pool.isin(unread)]
+    triples = [pd.DatetimeIndex(c) for c in itertools.combinations(read, 3)]
+    evenly = read[[0, 2, 4]]
+    others = [t for t in triples if not t.equals(evenly)]
     rng = np.random.default_rng(0)
-    draws = [evenly] + [pool[list(triples[i])] for i in rng.choice(len(triples), 4, False)]
+    draws = [evenly] + [others[i] for i in rng.choice(len(others), 4, replace=False)]
     scored = {}  # (threshold, mean car length) -> every clear scene's error, counted once
 
     def errors(picked, threshold, car_length_m):
@@ -2214,12 +2261,13 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(dense_3m_sit
             )
         return scored[threshold, car_length_m].drop(picked, errors="ignore").to_numpy()
 
-    n_tracks = strips.sizes["track"]
-    for picked in draws:
+    def hand_counts(picked):
         hand = truth[truth["time"].isin(picked)][["time", "track_id", "railcars_visible"]]
-        result = toolkit.calibrate(strips, hand.rename(columns={"railcars_visible": "railcars"}))
-        n_snow = int(pd.DatetimeIndex(picked).isin(unread).sum())
-        assert result.n_unused == n_tracks * n_snow
+        return hand.rename(columns={"railcars_visible": "railcars"})
+
+    for picked in draws:
+        result = toolkit.calibrate(strips, hand_counts(picked))
+        assert result.n_unused == 0
         b = errors(picked, 5.0, 15.2)
         a = errors(picked, result.params["threshold"], result.params["car_length_m"])
         print(
@@ -2228,13 +2276,18 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(dense_3m_sit
             f"scenes MARE {np.abs(b).mean():.3f} -> {np.abs(a).mean():.3f}, bias "
             f"{b.mean():+.3f} -> {a.mean():+.3f}"
         )
-        # measured: adopted for all five, threshold 2 and mean lengths 13.0-18.2 m; other
-        # scenes 82-86 % -> 13-29 % (bias -82..-86 % -> -29..+13 %); three of the draws
-        # hold a lone snow scene, whose 10 hand counts are not used
-        assert len(b) >= 4 and result.adopted
-        assert np.abs(b).mean() >= 0.8
-        assert np.abs(a).mean() <= 0.32
-        assert abs(a.mean()) < abs(b.mean()) - 0.45
+        # measured over all ten triples: adopted for all, threshold 2 and mean lengths
+        # 15.0-18.2 m; the other two scenes 79-88 % -> 3.4-16.1 % (bias -79..-88 % ->
+        # -16..+9 %). Before the
+        # cloud-free snow scenes at 1.27 and 1.38 were lone snow scenes, five triples of
+        # eight scenes, those two among the scored: 82-86 % -> 13-29 % (bound 32 %)
+        assert len(b) == 2 and result.adopted
+        assert np.abs(b).mean() >= 0.75
+        assert np.abs(a).mean() <= 0.2
+        assert abs(a.mean()) < abs(b.mean()) - 0.6
+    # hand counts of a lone snow scene: listed, not used
+    with_snow = pd.DatetimeIndex([*draws[0][:2], unread[0]])
+    assert toolkit.calibrate(strips, hand_counts(with_snow)).n_unused == strips.sizes["track"]
 
 
 def _other_scene_errors(strips, per_scene, picked, *, threshold, car_length_m):
