@@ -272,7 +272,9 @@ def estimate_occupancy(
         that group has fewer than five), and ``scene_readable (time)`` bool,
         False where that ratio exceeds 1.4, or 1.25 in a scene with nothing
         masked along its tracks (no haze beyond a cloud mask's edge to
-        brighten the ballast): a lone snow scene, whose empty track under
+        brighten the ballast; so in every scene of a cube loaded without
+        usable-data masks, where a hazy scene that bright is not counted
+        either): a lone snow scene, whose empty track under
         snow looks like no other scene's, so no reference can be learned for
         it (on the synthetic tuning sites two busy ones read 114 of 219 and 69
         of 267 railcars, a quiet one 24 of 9; cloud-free ones at 1.27-1.34
