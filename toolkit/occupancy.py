@@ -274,11 +274,11 @@ def estimate_occupancy(
         masked along its tracks (no haze beyond a cloud mask's edge to
         brighten the ballast; so in every scene of a cube loaded without
         usable-data masks, where a hazy scene that bright is not counted
-        either): a lone snow scene, whose empty track under
-        snow looks like no other scene's, so no reference can be learned for
-        it (on the synthetic tuning sites two busy ones read 114 of 219 and 69
-        of 267 railcars, a quiet one 24 of 9; cloud-free ones at 1.27-1.34
-        read 35-66 % of their railcars in busy yards). Its occupancy is kept for
+        either): a lone snow scene, whose empty track under snow looks like
+        no other scene's, so no reference can be learned for it (on the
+        synthetic tuning sites two busy ones read 114 of 219 and 69 of 267
+        railcars, a quiet one 24 of 9; cloud-free ones at 1.27-1.34 read
+        35-66 % of their railcars in busy yards). Its occupancy is kept for
         inspection; :func:`counts_from_occupancy` leaves its counts out.
         A group of five or more snow scenes has a reference of its own.
         ``snow_scene (time)`` bool: the scenes read with the snow scenes (set
@@ -1429,6 +1429,7 @@ def _classify(
         # error 3.4 -> 0.8 %), but two of four held-out sites with them lost (seed 13: 1.2
         # -> 2.6 %, seed 113: 4.7 -> 5.4 %)
         brightness = _margin_brightness_ratio(v, near, margin, groups)
+        lone = _lone_snow(brightness, haze_scene)
         scene_med = np.where(np.isfinite(scene_med) & (scene_med > 0), scene_med, 1.0)
         gain = scene_med.astype("float32")  # float32 throughout: the stack can be large
         n = None
@@ -1569,9 +1570,8 @@ def _classify(
                 # a lone snow scene (not counted, see _lone_snow) shows nothing of
                 # the empty track's look: its bright margins read as a lifted shade (on the
                 # 0.5 m site of seed 31 two such scenes lifted 460 places never parked on)
-                readable = ~_lone_snow(brightness, haze_scene)
                 lifted = _lifted_shadow(
-                    {t: r for t, r in margin_ratios.items() if readable[t]},
+                    {t: r for t, r in margin_ratios.items() if not lone[t]},
                     shadow_side,
                     known & ~free,
                     shortest_car_samples,
@@ -1730,7 +1730,7 @@ def _classify(
         share,
         brightness.astype("float32"),
         groups == 1,
-        _lone_snow(brightness, haze_scene),
+        lone,
     )
 
 
