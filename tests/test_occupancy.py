@@ -618,6 +618,17 @@ def test_a_scene_snowed_over_among_bare_ones_is_flagged_and_its_hand_counts_unus
     assert float(counts["valid_fraction"][4, 0]) == 1.0
     # the bare scenes hold no car
     assert (np.delete(counts["railcars"].values, 4, axis=0) == 0).all()
+    hand = pd.DataFrame({"time": [strips["time"].values[4]], "track_id": ["01"], "railcars": [0]})
+    with pytest.raises(toolkit.InputError, match="none of the hand-counted tracks"):
+        toolkit.calibrate(strips, hand, thresholds=(5.0,), car_lengths_m=(15.2,))
+    # with a counted scene beside it, that one is used and the other listed, unused
+    both = pd.DataFrame(
+        {"time": strips["time"].values[[2, 4]], "track_id": ["01", "01"], "railcars": [0, 0]}
+    )
+    result = toolkit.calibrate(strips, both, thresholds=(5.0,), car_lengths_m=(15.2,))
+    assert (result.n_counts, result.n_scenes, result.n_unused) == (1, 1, 1)
+    assert np.isnan(result.table["estimate_before"].iloc[1])
+    assert "1 more not used" in result.summary()
 
 
 def test_a_cloud_free_scene_a_quarter_brighter_beside_the_track_is_not_counted():
@@ -657,17 +668,6 @@ def test_a_cloud_free_scene_a_quarter_brighter_beside_the_track_is_not_counted()
     ratios = np.array([1.2, 1.3, 1.3, 1.45, np.nan])
     masked = np.array([False, False, True, True, False])
     assert _lone_snow(ratios, masked).tolist() == [False, True, False, True, False]
-    hand = pd.DataFrame({"time": [strips["time"].values[4]], "track_id": ["01"], "railcars": [0]})
-    with pytest.raises(toolkit.InputError, match="none of the hand-counted tracks"):
-        toolkit.calibrate(strips, hand, thresholds=(5.0,), car_lengths_m=(15.2,))
-    # with a counted scene beside it, that one is used and the other listed, unused
-    both = pd.DataFrame(
-        {"time": strips["time"].values[[2, 4]], "track_id": ["01", "01"], "railcars": [0, 0]}
-    )
-    result = toolkit.calibrate(strips, both, thresholds=(5.0,), car_lengths_m=(15.2,))
-    assert (result.n_counts, result.n_scenes, result.n_unused) == (1, 1, 1)
-    assert np.isnan(result.table["estimate_before"].iloc[1])
-    assert "1 more not used" in result.summary()
 
 
 def test_accuracy_reports_the_track_scenes_seen_but_not_counted():
@@ -2278,9 +2278,9 @@ def test_calibration_from_three_hand_counted_scenes_of_a_dense_yard(dense_3m_sit
         )
         # measured over all ten triples: adopted for all, threshold 2 and mean lengths
         # 15.0-18.2 m; the other two scenes 79-88 % -> 3.4-16.1 % (bias -79..-88 % ->
-        # -16..+9 %). Before the
-        # cloud-free snow scenes at 1.27 and 1.38 were lone snow scenes, five triples of
-        # eight scenes, those two among the scored: 82-86 % -> 13-29 % (bound 32 %)
+        # -16..+9 %). Before the cloud-free snow scenes at 1.27 and 1.38 were lone snow
+        # scenes, five triples of eight scenes, those two among the scored: 82-86 % ->
+        # 13-29 % (bound 32 %)
         assert len(b) == 2 and result.adopted
         assert np.abs(b).mean() >= 0.75
         assert np.abs(a).mean() <= 0.2
