@@ -187,12 +187,14 @@ def _note_unreadable(counts) -> None:
         return
     bad = counts["time"].values[~counts["scene_readable"].values.astype(bool)]
     if bad.size:
+        from toolkit.occupancy import _LONE_BRIGHT_RATIO, _LONE_BRIGHT_RATIO_CLEAR
+
         days = ", ".join(str(t)[:10] for t in bad)
         print(
             f"note: {bad.size} scene(s) not counted, railcars left empty ({days}): "
-            "brighter beside the tracks than the other scenes (1.25 times with nothing masked "
-            "along them, 1.4 otherwise), like a lone snow scene, so no empty-track reference "
-            "fits them",
+            f"brighter beside the tracks than the other scenes ({_LONE_BRIGHT_RATIO_CLEAR} "
+            f"times with nothing masked along them, {_LONE_BRIGHT_RATIO} otherwise), like a "
+            "lone snow scene, so no empty-track reference fits them",
             file=sys.stderr,
         )
 
