@@ -31,7 +31,9 @@ The default models were fitted on synthetic scenes from
 blurred: :func:`classify_railcars` takes the one fitted at the pixel size
 nearer the strips'. Their accuracy on other seeds is asserted in
 ``tests/test_kinds.py``: of the detected cars that match a real car and are
-given one of the five kinds, about 0.77 are right at 0.5 m and 0.65 at 1 m.
+given one of the five kinds, about 0.79 are right at 0.5 m and 0.69 at 1 m
+(co-registered strips, as :func:`toolkit.count_railcars` reads a site; 0.77 and
+0.65 from strips not co-registered, as the training cars are).
 Both come back from :func:`synthetic_training_cars` and :func:`fit_kind_model`
 (the tests refit them).
 Refit on hand labels of a real site with :func:`fit_kind_model`.
@@ -328,7 +330,8 @@ def classify_railcars(
     The default models were fitted on synthetic scenes from
     :func:`toolkit.simulate_site` at 0.5 m and at 1 m; on held-out synthetic
     seeds, of the detected cars that match a real car and are given one of the
-    five kinds, they label about 0.77 (0.5 m) and 0.65 (1 m) correctly (see
+    five kinds, they label about 0.79 (0.5 m) and 0.69 (1 m) of them correctly
+    in co-registered strips (see
     ``tests/test_kinds.py`` for the asserted numbers; at 1 m tank cars are the
     hardest, about half read as "other"). Their weights reflect the
     simulator's looks; for a real site, refit with :func:`fit_kind_model`
