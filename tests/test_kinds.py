@@ -101,21 +101,22 @@ def test_per_kind_counts_of_the_detected_cars(held_out):
                 total += int((g["truth"] == kind).sum())
     # measured on co-registered strips: 595 / 2610 = 0.228 (box 223/867, tank 38/441, ore 148/736,
     # flat 182/565, locomotive 4/1). On strips not co-registered: 580 / 2359 = 0.246 (box 200/804,
-    # tank 51/403, ore 141/639, flat 185/512, locomotive 3/1); 588 / 2358 = 0.249 before a cloud-free scene 1.25 times as bright beside the tracks was
-    # a lone snow scene; 594 / 2359 = 0.252 before lifted shade was judged over runs apart by up to
-    # 3 m; 568 / 2350 = 0.242 before a parked car's shade in the reference's margin could be lifted
-    # where the core barely deviates, and the model refitted; 565 / 2348 = 0.241 before the haze
-    # explanation applied where both margins read brighter than the empty track (unmasked haze) (box
-    # 185/799, tank 53/406, ore 139/634, flat 185/508, locomotive 3/1); 568 / 2348 = 0.242 before a
-    # busy scene's shadow explanation needed a car on the neighbouring track towards the sun; 629 /
-    # 2309 = 0.272 before a scene was also busy once dark cars were not taken for shadows where no
-    # neighbour's car can shade the core; 648 / 2289 = 0.283 before a busy scene read a car's own
-    # shadow without the shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the
-    # haze explanations' uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 /
-    # 1791 = 0.324 before the empty-track reference took the track's typical look where it had taken
-    # a car's colour and busy scenes' rules for shadows; 682 / 1791 = 0.381 with the 0.5 m model
-    # before it was refitted by its recipe (ore 191/319: more ore wagons called box cars); 361 / 867
-    # = 0.416 with an older occupancy step, which found fewer of the cars
+    # tank 51/403, ore 141/639, flat 185/512, locomotive 3/1); 588 / 2358 = 0.249 before a
+    # cloud-free scene 1.25 times as bright beside the tracks was a lone snow scene; 594 / 2359 =
+    # 0.252 before lifted shade was judged over runs apart by up to 3 m; 568 / 2350 = 0.242 before a
+    # parked car's shade in the reference's margin could be lifted where the core barely deviates,
+    # and the model refitted; 565 / 2348 = 0.241 before the haze explanation applied where both
+    # margins read brighter than the empty track (unmasked haze) (box 185/799, tank 53/406, ore
+    # 139/634, flat 185/508, locomotive 3/1); 568 / 2348 = 0.242 before a busy scene's shadow
+    # explanation needed a car on the neighbouring track towards the sun; 629 / 2309 = 0.272 before
+    # a scene was also busy once dark cars were not taken for shadows where no neighbour's car can
+    # shade the core; 648 / 2289 = 0.283 before a busy scene read a car's own shadow without the
+    # shadow explanation on the core; 667 / 2197 = 0.304 (ore 167/480) before the haze explanations'
+    # uniform dimming was capped at 30 %, which finds more dark ore wagons; 580 / 1791 = 0.324
+    # before the empty-track reference took the track's typical look where it had taken a car's
+    # colour and busy scenes' rules for shadows; 682 / 1791 = 0.381 with the 0.5 m model before it
+    # was refitted by its recipe (ore 191/319: more ore wagons called box cars); 361 / 867 = 0.416
+    # with an older occupancy step, which found fewer of the cars
     assert total > 2550
     assert err / total <= 0.24
 
