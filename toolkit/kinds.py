@@ -31,9 +31,9 @@ The default models were fitted on synthetic scenes from
 blurred: :func:`classify_railcars` takes the one fitted at the pixel size
 nearer the strips'. Their accuracy on other seeds is asserted in
 ``tests/test_kinds.py``: of the detected cars that match a real car and are
-given one of the five kinds, about 0.79 are right at 0.5 m and 0.69 at 1 m
-(co-registered strips, as :func:`toolkit.count_railcars` reads a site; 0.77 and
-0.65 from strips not co-registered, as the training cars are).
+given one of the five kinds, about 0.84 are right at 0.5 m and 0.72 at 1 m
+(co-registered strips, as :func:`toolkit.count_railcars` reads a site and as
+the models were fitted; 0.77 and 0.65 when both were read without it).
 Both come back from :func:`synthetic_training_cars` and :func:`fit_kind_model`
 (the tests refit them).
 Refit on hand labels of a real site with :func:`fit_kind_model`.
@@ -330,10 +330,10 @@ def classify_railcars(
     The default models were fitted on synthetic scenes from
     :func:`toolkit.simulate_site` at 0.5 m and at 1 m; on held-out synthetic
     seeds, of the detected cars that match a real car and are given one of the
-    five kinds, they label about 0.79 (0.5 m) and 0.69 (1 m) of them correctly
+    five kinds, they label about 0.84 (0.5 m) and 0.72 (1 m) of them correctly
     in co-registered strips (see
     ``tests/test_kinds.py`` for the asserted numbers; at 1 m tank cars are the
-    hardest: 249 of 443 read right, 104 as flat cars, 66 as "other"). Their
+    hardest: 273 of 443 read right, 93 as flat cars, 36 as "other"). Their
     weights reflect the
     simulator's looks; for a real site, refit with :func:`fit_kind_model`
     from a few hundred hand-labelled cars. Cars in snow scenes and cars split
@@ -596,8 +596,9 @@ def synthetic_training_cars(
     :func:`toolkit.simulate_site`: the "random" history on every fifth
     acquisition of the seed's five-year schedule (12 scenes) and the
     "tumangang" history on its first 10 dates with locomotives. Their cars are
-    detected with the defaults (strips without co-registration, occupancy) and
-    measured with :func:`railcar_features`; each is labelled with the kind of
+    detected as :func:`toolkit.count_railcars` detects them (co-registered
+    strips, occupancy with the defaults) and measured with
+    :func:`railcar_features`; each is labelled with the kind of
     the truth car it overlaps most, by at least half its length, else
     ``"other"``. ``fit_kind_model(features, kinds, l2=0.001)`` on seeds
     300-305 at 1 m gives the 1 m default model, at 0.5 m the 0.5 m one (to
@@ -618,6 +619,7 @@ def synthetic_training_cars(
 
     from toolkit.cube import load_cube
     from toolkit.occupancy import estimate_occupancy
+    from toolkit.registration import coregister
     from toolkit.synth import five_year_history, simulate_site
     from toolkit.tracks import track_strips
 
@@ -635,7 +637,12 @@ def synthetic_training_cars(
                 history=kind,
                 dates=dates,
             )
-            strips = track_strips(load_cube(site.path / "scenes"), site.tracks_path).compute()
+            # co-registered, as count_railcars reads a site: fitted on strips read without it,
+            # the models labelled 0.789 (0.5 m) and 0.693 (1 m) of the held-out seeds' cars
+            # right in co-registered strips; refitted on co-registered strips, 0.841 and 0.718
+            cube = load_cube(site.path / "scenes")
+            shifts = coregister(cube, tracks=site.tracks_path)
+            strips = track_strips(cube, site.tracks_path, shifts_m=shifts).compute()
             feats = railcar_features(strips, estimate_occupancy(strips).compute())
             truth = pd.read_csv(site.path / "truth_cars.csv", dtype={"track_id": str})
             truth["time"] = pd.to_datetime(truth["time"])
@@ -802,161 +809,173 @@ def _version() -> str:
 
 # Fitted by fit_kind_model(l2=0.001) on synthetic_training_cars(resolution_m=0.5): seeds
 # 300-305, "random" history (every fifth acquisition, 12 scenes each) and "tumangang"
-# history (its first 10 dates with locomotives); 7989 detected cars labelled from the
+# history (its first 10 dates with locomotives); 8210 detected cars labelled from the
 # simulator's truth_cars.csv (cars overlapping no truth car by half their length as
 # "other"). tests/test_kinds.py refits it.
 _DEFAULT = {
     "source": "synthetic toolkit.simulate_site scenes, 0.5 m, seeds 300-305",
     "mean": [
-        -0.3069,
-        0.0457,
-        -0.0581,
-        -0.0053,
-        0.003,
-        0.1111,
-        0.0199,
-        0.0641,
-        0.0771,
-        14.758,
-        -0.4864,
+        -0.3132,
+        0.0518,
+        -0.0653,
+        -0.0031,
+        0.0276,
+        0.0835,
+        0.02,
+        0.064,
+        0.0812,
+        14.8538,
+        -0.4878,
     ],
-    "scale": [0.2687, 0.1728, 0.1571, 0.1422, 0.0914, 0.1309, 0.0147, 0.0889, 0.13, 2.4304, 0.2065],
+    "scale": [0.273, 0.1756, 0.1599, 0.1509, 0.0792, 0.103, 0.0158, 0.0878, 0.136, 2.305, 0.1823],
     "coef": [
         [
-            -0.0664,
-            0.6123,
-            -0.6272,
-            0.2094,
-            0.2178,
-            -0.7772,
-            -0.0823,
-            -0.7392,
-            0.5631,
-            0.5775,
-            -0.2553,
+            -0.2192,
+            0.6348,
+            -0.2681,
+            0.2006,
+            0.9309,
+            -1.5172,
+            -0.0068,
+            -0.7901,
+            0.7179,
+            0.552,
+            -0.4034,
+        ],
+        [-0.7681, 0.471, 1.0416, -1.6727, 2.2334, 2.8803, -0.0591, 0.2504, -0.075, 0.1148, 0.8333],
+        [
+            0.9321,
+            1.9437,
+            -0.1081,
+            2.4224,
+            -1.1584,
+            -0.1151,
+            0.1158,
+            0.0373,
+            0.7931,
+            -0.9118,
+            -0.6715,
         ],
         [
-            -0.0795,
-            0.6514,
-            1.6403,
-            -0.7956,
-            1.4629,
-            2.5166,
-            -0.1234,
-            0.2101,
-            -0.0166,
-            0.0307,
-            0.2175,
+            -0.128,
+            -2.3186,
+            -1.3896,
+            -0.5426,
+            0.5924,
+            -1.0443,
+            -0.0249,
+            0.0377,
+            -0.824,
+            0.2788,
+            0.0561,
         ],
         [
-            -0.3066,
-            1.6614,
-            -0.3671,
-            0.4715,
-            -1.1882,
-            -0.27,
-            0.1123,
-            -0.2228,
-            1.3227,
-            -0.9289,
-            -0.0882,
+            0.1577,
+            -0.8919,
+            -0.2172,
+            -0.278,
+            -0.2832,
+            -0.3589,
+            0.2534,
+            0.5476,
+            -0.0938,
+            0.405,
+            -0.3335,
         ],
-        [0.113, -2.4335, -1.3992, -0.2011, 0.0514, -1.1077, 0.0882, 0.0394, -0.912, 0.273, 0.1225],
-        [
-            0.1657,
-            -0.8958,
-            -0.1968,
-            -0.1122,
-            0.057,
-            -0.6601,
-            0.266,
-            0.4772,
-            -0.1062,
-            0.4478,
-            -0.1139,
-        ],
-        [0.1739, 0.4042, 0.9499, 0.428, -0.6009, 0.2983, -0.2607, 0.2352, -0.8511, -0.4002, 0.1175],
+        [0.0254, 0.161, 0.9414, -0.1296, -2.315, 0.1552, -0.2785, -0.083, -0.5182, -0.4388, 0.519],
     ],
-    "intercept": [1.8105, 0.1673, 0.4283, 0.221, -2.9561, 0.3288],
+    "intercept": [1.9567, 0.3975, 0.0423, 0.6343, -2.5434, -0.4874],
 }
 
 
 # Fitted by fit_kind_model(l2=0.001) on synthetic_training_cars(resolution_m=1.0): seeds
 # 300-305, "random" history (every fifth acquisition, 12 scenes each) and "tumangang"
-# history (its first 10 dates with locomotives); 7916 detected cars labelled from
+# history (its first 10 dates with locomotives); 8264 detected cars labelled from
 # truth_cars.csv as for _DEFAULT, the features read with the roof reaching the samples
 # 1.5 m out. tests/test_kinds.py refits it.
 _DEFAULT_1M = {
     "source": "synthetic toolkit.simulate_site scenes, 1 m, seeds 300-305",
     "mean": [
-        -0.2567,
-        0.035,
-        -0.0355,
-        -0.0029,
-        0.003,
-        0.1261,
-        0.0122,
-        0.0765,
-        0.0746,
-        14.2119,
-        -0.4016,
+        -0.2861,
+        0.04,
+        -0.0415,
+        -0.0007,
+        -0.0008,
+        0.1076,
+        0.0103,
+        0.0846,
+        0.0881,
+        14.6109,
+        -0.4044,
     ],
-    "scale": [0.2178, 0.1169, 0.1078, 0.0524, 0.1055, 0.0941, 0.0087, 0.1007, 0.131, 3.125, 0.2006],
+    "scale": [
+        0.2127,
+        0.1233,
+        0.1138,
+        0.0474,
+        0.0954,
+        0.0852,
+        0.0078,
+        0.1049,
+        0.1417,
+        2.7297,
+        0.1848,
+    ],
     "coef": [
-        [0.0624, 1.1124, -0.8149, 0.2313, 0.0277, -0.1634, 0.1067, -0.6079, 0.508, 0.376, -0.1736],
-        [-0.5187, 1.0961, 2.1103, -0.8185, 0.1072, 0.8063, -0.0558, 0.367, -0.1356, 0.065, 0.0298],
+        [0.1793, 0.7329, -0.7785, 0.237, 0.1513, -0.1413, 0.0957, -0.5618, 0.4479, 0.5254, -0.3618],
+        [-1.5113, 0.9348, 1.8413, -1.3726, 1.0309, 1.631, -0.0963, 0.3898, -0.0647, 0.0598, 1.0309],
         [
-            -0.1953,
-            1.6959,
-            -0.2203,
-            0.3588,
-            -0.2646,
-            -0.3188,
-            0.176,
-            0.3247,
-            0.5101,
-            -0.7413,
-            -0.2031,
+            0.4236,
+            1.5952,
+            -0.2889,
+            0.7045,
+            -1.1755,
+            -0.8045,
+            0.1115,
+            0.3867,
+            0.4102,
+            -0.7915,
+            -0.671,
         ],
         [
-            -0.1523,
-            -2.5248,
-            -1.1512,
-            -0.011,
-            0.3565,
-            -0.0979,
-            0.1116,
-            0.0963,
-            -0.8383,
-            0.3712,
-            0.5698,
+            -0.3679,
+            -2.4337,
+            -1.2523,
+            -0.293,
+            0.5278,
+            -0.0016,
+            0.0836,
+            -0.0202,
+            -0.7297,
+            0.2898,
+            0.6643,
         ],
         [
-            0.1973,
-            -1.0163,
-            -0.0209,
-            0.0294,
-            0.007,
-            -0.3686,
-            -0.2275,
-            0.3668,
-            -0.0586,
-            0.4968,
-            -0.1559,
+            0.3073,
+            -0.9617,
+            -0.0955,
+            -0.0662,
+            0.0845,
+            -0.4051,
+            -0.0798,
+            0.3502,
+            0.1716,
+            0.5861,
+            -0.2471,
         ],
         [
-            0.6066,
-            -0.3633,
-            0.0969,
-            0.2101,
-            -0.2337,
-            0.1423,
-            -0.1109,
-            -0.5469,
-            0.0143,
-            -0.5678,
-            -0.0669,
+            0.969,
+            0.1325,
+            0.5738,
+            0.7904,
+            -0.619,
+            -0.2785,
+            -0.1147,
+            -0.5447,
+            -0.2353,
+            -0.6695,
+            -0.4153,
         ],
     ],
-    "intercept": [1.3783, 0.395, 0.7007, 0.1126, -3.3345, 0.7479],
+    "intercept": [1.7039, 0.3889, 0.5447, 0.3851, -3.1956, 0.1731],
 }
