@@ -17,6 +17,7 @@ import pytest
 import toolkit
 from toolkit.errors import InputError
 from toolkit.kinds import KINDS, _true_kinds, classify_railcars, kind_counts
+from toolkit.occupancy import _site_strips
 
 HELD_OUT_SEEDS = (401, 402)
 
@@ -28,10 +29,9 @@ def _site(root, seed, resolution_m, n_dates):
     toolkit.simulate_site(
         folder, resolution_m=resolution_m, seed=seed, history="random", dates=dates
     )
-    cube = toolkit.load_cube(folder / "scenes")
     # co-registered, as toolkit.count_railcars and `toolkit count` read a site
-    shifts = toolkit.coregister(cube, tracks=folder / "tracks.geojson")
-    strips = toolkit.track_strips(cube, folder / "tracks.geojson", shifts_m=shifts).compute()
+    cube = toolkit.load_cube(folder / "scenes")
+    strips = _site_strips(cube, folder / "tracks.geojson").compute()
     occ = toolkit.estimate_occupancy(strips).compute()
     truth = pd.read_csv(folder / "truth_cars.csv", dtype={"track_id": str})
     truth["time"] = pd.to_datetime(truth["time"])

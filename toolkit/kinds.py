@@ -618,10 +618,8 @@ def synthetic_training_cars(
     from pathlib import Path
 
     from toolkit.cube import load_cube
-    from toolkit.occupancy import estimate_occupancy
-    from toolkit.registration import coregister
+    from toolkit.occupancy import _site_strips, estimate_occupancy
     from toolkit.synth import five_year_history, simulate_site
-    from toolkit.tracks import track_strips
 
     frames, labels = [], []
     for seed in seeds:
@@ -640,9 +638,7 @@ def synthetic_training_cars(
             # co-registered, as count_railcars reads a site: fitted on strips read without it,
             # the models labelled 0.789 (0.5 m) and 0.693 (1 m) of the held-out seeds' cars
             # right in co-registered strips; refitted on co-registered strips, 0.841 and 0.718
-            cube = load_cube(site.path / "scenes")
-            shifts = coregister(cube, tracks=site.tracks_path)
-            strips = track_strips(cube, site.tracks_path, shifts_m=shifts).compute()
+            strips = _site_strips(load_cube(site.path / "scenes"), site.tracks_path).compute()
             feats = railcar_features(strips, estimate_occupancy(strips).compute())
             truth = pd.read_csv(site.path / "truth_cars.csv", dtype={"track_id": str})
             truth["time"] = pd.to_datetime(truth["time"])

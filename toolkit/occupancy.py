@@ -722,17 +722,7 @@ def count_railcars(
     >>> counts = toolkit.count_railcars(cube, "data/sample/tracks.geojson")  # doctest: +SKIP
     >>> counts.railcars.sum("track", min_count=1).sel(time="2023-10-05")  # doctest: +SKIP
     """
-    from toolkit.tracks import read_tracks, track_strips
-
-    if not isinstance(coregister, (bool, np.bool_)):
-        raise InputError(f"coregister: expected True or False, got {coregister!r}")
-    shifts = None
-    if coregister and cube.sizes.get("time", 0) >= 2:
-        from toolkit.registration import coregister as _coregister
-
-        tracks = read_tracks(tracks)  # read once, for both steps
-        shifts = _coregister(cube, tracks=tracks)
-    strips = track_strips(cube, tracks, half_width_m=half_width_m, shifts_m=shifts)
+    strips = _site_strips(cube, tracks, half_width_m=half_width_m, coregister=coregister)
     occ = estimate_occupancy(
         strips,
         core_half_width_m=core_half_width_m,
@@ -754,6 +744,23 @@ def count_railcars(
     if "scene" in strips.coords:
         counts = counts.assign_coords(scene=("time", strips["scene"].values))
     return counts
+
+
+def _site_strips(cube, tracks, *, half_width_m: float = 2.5, coregister: bool = True):
+    """The (lazy) strips of ``tracks`` in ``cube`` as :func:`count_railcars` reads them: the
+    scenes co-registered first (:func:`toolkit.coregister`) when ``coregister`` and there are
+    at least two of them."""
+    from toolkit.tracks import read_tracks, track_strips
+
+    if not isinstance(coregister, (bool, np.bool_)):
+        raise InputError(f"coregister: expected True or False, got {coregister!r}")
+    shifts = None
+    if coregister and cube.sizes.get("time", 0) >= 2:
+        from toolkit.registration import coregister as _coregister
+
+        tracks = read_tracks(tracks)  # read once, for both steps
+        shifts = _coregister(cube, tracks=tracks)
+    return track_strips(cube, tracks, half_width_m=half_width_m, shifts_m=shifts)
 
 
 def counts_to_dataframe(counts: xr.Dataset) -> pd.DataFrame:
