@@ -97,6 +97,10 @@ def test_shadow_candidates_equal_numpy():
 @pytest.mark.parametrize("use_shadow, haze", [(False, False), (True, False), (True, True)])
 def test_scene_distances_equal_numpy(use_shadow, haze):
     nt, r = _strip(2)
+    # besides samples missing in every band: one band missing, and reference bands missing
+    # (every distance is NaN there; the kernel skips their explanations)
+    nt[0, :5, 0, 1] = np.nan
+    r[1, :5, 2, 0] = np.nan
     k_sh = np.array([0.35, 0.4, 0.45])
     reached = np.random.default_rng(3).random(nt.shape[:2]) < 0.5
     lo, hi = 0.9, 1.15
@@ -211,7 +215,9 @@ def _stack(seed, n_t):
 
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice")
-@pytest.mark.parametrize("n_t", [1, 8, 9, 70])  # odd and even counts; insertion and selection
+# odd and even counts; insertion and selection; up to _RANK_MAX values per series ranked,
+# more selected
+@pytest.mark.parametrize("n_t", [1, 8, 9, 70, 200])
 def test_masked_medians_equal_nanmedian_of_the_masked_stack(n_t):
     n, use = _stack(n_t, n_t)
     masked = np.where(use[..., None], n, np.float32(np.nan)).astype("float64")
@@ -244,6 +250,22 @@ def test_brighter_margin_equals_numpy():
     expected = np.where(np.isnan(expected), np.fmax(s0, s1), expected)
     assert pick_hi.any() and not pick_hi.all()
     np.testing.assert_allclose(_fast.brighter_margin(n, lo, hi), expected, rtol=1e-12)
+    # some scenes only: their rows, the same numbers
+    scenes = np.array([True, False, True, True, False, False])
+    np.testing.assert_array_equal(
+        _fast.brighter_margin(n, lo, hi, scenes=scenes), _fast.brighter_margin(n, lo, hi)[scenes]
+    )
+
+
+def test_short_medians_with_ties_equal_numpy():
+    """Series of 1 to 130 values, many tied: ranked up to _RANK_MAX values, selected beyond."""
+    rng = np.random.default_rng(7)
+    assert 1 < _fast._RANK_MAX < 130
+    for m in range(1, 131):
+        for _ in range(5):
+            v = np.round(rng.normal(1.0, 0.2, m), 1)  # about ten distinct values
+            assert _fast._quickselect_median(v.copy(), m) == np.median(v), m
+    assert np.isnan(_fast._quickselect_median(np.empty(0), 0))
 
 
 @pytest.mark.parametrize(("shape", "size"), [((10, 1641), 9), ((10, 1641), 3), ((3, 5), 9)])

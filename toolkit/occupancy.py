@@ -2556,7 +2556,7 @@ def _reference(
     mi = np.flatnonzero(margin)
     sides = [sd for sd in _margin_sides(margin) if sd.size]
     if len(sides) == 2:
-        ball = nanmedian_axis0(brighter_margin(n, *sides)[scenes])  # (K, A, B)
+        ball = nanmedian_axis0(brighter_margin(n, *sides, scenes=scenes))  # (K, A, B)
     elif sides:
         ball = nanmedian_axis0(_nanmean(n[scenes][..., sides[0], :], axis=-2))
     else:
