@@ -494,7 +494,8 @@ def masked_median_over_time(n, use, places):  # pragma: no cover - compiled
 
     Only at the places (K, A) where ``places`` is true; NaN elsewhere. The
     masked stack is never materialised; each place's series is gathered in
-    time order (contiguous reads) and its median found by selection in float64.
+    time order (contiguous reads) and its median found in float64 (by ranking for up to
+    ``_RANK_MAX`` values, by selection beyond).
     """
     n_t, n_k, n_a, n_c, n_b = n.shape
     out = np.full((n_k, n_a, n_c, n_b), np.nan)
