@@ -255,6 +255,8 @@ def test_brighter_margin_equals_numpy():
     np.testing.assert_array_equal(
         _fast.brighter_margin(n, lo, hi, scenes=scenes), _fast.brighter_margin(n, lo, hi)[scenes]
     )
+    with pytest.raises(ValueError, match="scenes: expected 6 flags"):
+        _fast.brighter_margin(n, lo, hi, scenes=scenes[:4])
 
 
 def test_short_medians_with_ties_equal_numpy():

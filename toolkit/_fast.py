@@ -530,8 +530,8 @@ _RANK_MAX = 96
 
 @njit(cache=True)
 def _rank_median(buf, m):  # pragma: no cover - compiled
-    """Median of ``buf[:m]`` (not reordered; ``m >= 1``): the value whose rank (the values
-    below it, ties broken by position) is the middle one, as ``np.median``."""
+    """Median of ``buf[:m]`` (not reordered; ``m >= 1``, no NaNs): the value whose rank (the
+    values below it, ties broken by position) is the middle one, as ``np.median``."""
     h = m // 2
     even = m % 2 == 0
     upper = np.nan
@@ -745,7 +745,10 @@ def brighter_margin(n, lo_idx, hi_idx, scenes=None):
     if scenes is None:
         pick = np.arange(n.shape[0])
     else:
-        pick = np.flatnonzero(np.asarray(scenes, bool))
+        scenes = np.asarray(scenes, bool)
+        if scenes.shape != (n.shape[0],):
+            raise ValueError(f"scenes: expected {n.shape[0]} flags, got shape {scenes.shape}")
+        pick = np.flatnonzero(scenes)
     return _brighter_margin(n, np.asarray(lo_idx), np.asarray(hi_idx), pick.astype(np.int64))
 
 
