@@ -8,12 +8,13 @@ SAMPLE := data/sample
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: help env lock sample reproduce test test-fast lint bench lab clean
+.PHONY: help env lock sample reproduce test test-fast lint bench accuracy lab clean
 
 help:
 	@echo "make reproduce  - environment, sample data, every notebook, figures/ and results/"
 	@echo "make test       - environment, lint, the whole test suite (notebooks included)"
 	@echo "make bench      - benchmark table (benchmarks/latest.md)"
+	@echo "make accuracy   - counting accuracy on the SYNTHETIC held-out sites (benchmarks/accuracy.md)"
 	@echo "make lab        - JupyterLab on notebooks/"
 
 # The environment: created if missing, installed from the lock file only.
@@ -53,6 +54,9 @@ lint: $(STAMP)
 
 bench: sample
 	$(PY) -m benchmarks.run --sample $(SAMPLE) --out benchmarks/latest.md
+
+accuracy: sample
+	$(PY) -m benchmarks.accuracy --sample $(SAMPLE) --out benchmarks/accuracy.md
 
 lab: $(STAMP) sample
 	$(VENV)/bin/jupyter lab notebooks/

@@ -20,7 +20,13 @@ import xarray as xr
 
 import toolkit
 from toolkit.occupancy import OCCUPIED, UNKNOWN, _appearance_groups, _segment_row, _snow_groups
-from toolkit.validation import accuracy, compare_with_truth, mask_visible_fraction
+from toolkit.validation import (
+    HELD_OUT_SITES,
+    accuracy,
+    compare_with_truth,
+    mask_visible_fraction,
+    simulate_evaluation_site,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def sample_counts(default_sample):
 @pytest.fixture(scope="module")
 def held_out_1m_site(tmp_path_factory):
     """A held-out seed (never used while tuning) at 1 m: the last 14 acquisitions."""
-    return _held_out_site(tmp_path_factory, seed=11, resolution_m=1.0, last=14)
+    return _held_out_site(tmp_path_factory, "seed 11")
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +52,18 @@ def held_out_1m(held_out_1m_site):
     return _coregistered_counts(held_out_1m_site)
 
 
-def _held_out_site(tmp_path_factory, *, seed, resolution_m, last):
-    """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated."""
-    path = tmp_path_factory.mktemp(f"held_out_{seed}") / "site"
-    return _last_acquisitions(path, seed=seed, resolution_m=resolution_m, last=last)
+def _held_out_site(tmp_path_factory, name):
+    """The held-out site ``name`` of toolkit.validation.HELD_OUT_SITES, simulated: the recipe
+    `make accuracy` measures too."""
+    path = tmp_path_factory.mktemp(f"held_out_{HELD_OUT_SITES[name]['seed']}") / "site"
+    return simulate_evaluation_site(name, path)
 
 
 def _last_acquisitions(path, *, seed, resolution_m, last):
     """The last ``last`` acquisitions of seed ``seed``'s five-year schedule, simulated at
     ``path``."""
-    history = toolkit.five_year_history(seed=seed)
-    return toolkit.simulate_site(
-        path, resolution_m=resolution_m, seed=seed, dates=list(history["time"].iloc[-last:])
-    )
+    recipe = {"seed": seed, "resolution_m": resolution_m, "last": last}
+    return simulate_evaluation_site(recipe, path)
 
 
 def _coregistered_counts(site):
@@ -214,7 +219,7 @@ def test_held_out_1m_meets_the_accuracy_target(held_out_1m):
 @pytest.fixture(scope="module")
 def held_out_05m(tmp_path_factory):
     """A held-out seed (never used while tuning) at 0.5 m: the last 20 acquisitions."""
-    site = _held_out_site(tmp_path_factory, seed=13, resolution_m=0.5, last=20)
+    site = _held_out_site(tmp_path_factory, "seed 13")
     cube = toolkit.load_cube(site.path / "scenes")
     shifts = toolkit.coregister(cube, tracks=site.tracks_path)
     strips = toolkit.track_strips(cube, site.tracks_path, shifts_m=shifts).persist()
@@ -278,7 +283,7 @@ def test_own_shadows_find_the_cars_that_look_like_ballast(held_out_05m):
 @pytest.fixture(scope="module")
 def held_out_05m_second(tmp_path_factory):
     """A second held-out seed at 0.5 m (never looked at while tuning): last 20 acquisitions."""
-    site = _held_out_site(tmp_path_factory, seed=31, resolution_m=0.5, last=20)
+    site = _held_out_site(tmp_path_factory, "seed 31")
     return _coregistered_counts(site)
 
 
@@ -338,7 +343,7 @@ def held_out_3m(tmp_path_factory):
     Counted with the defaults: at 3 m they co-register the scenes and sample the
     strips every 1.5 m (half a pixel).
     """
-    site = _held_out_site(tmp_path_factory, seed=36, resolution_m=3.0, last=14)
+    site = _held_out_site(tmp_path_factory, "seed 36")
     cube = toolkit.load_cube(site.path / "scenes")
     counts = toolkit.count_railcars(cube, site.tracks_path)
     assert counts.attrs["step_m"] == 1.5
@@ -389,7 +394,7 @@ def held_out_dense_05m(tmp_path_factory):
     a colour per batch), held out (never looked at while tuning): seed 113 at 0.5 m, 12
     dates spread over the five years. The table against the truth, the occupancy, the
     strips and the simulator's truth table."""
-    site = _spread_site(tmp_path_factory, seed=113, resolution_m=0.5, history="dense")
+    site = _held_out_site(tmp_path_factory, "seed 113, yard 60-90 % full")
     strips = _coregistered_strips(site)
     occ = toolkit.estimate_occupancy(strips).compute()
     counts = toolkit.counts_from_occupancy(occ)
@@ -402,22 +407,14 @@ def held_out_random_05m(tmp_path_factory):
     """Random traffic (history "random": each date's count drawn afresh, from none up to
     the yard's capacity), held out: seed 112 at 0.5 m, 12 dates spread over the five
     years."""
-    return _coregistered_counts(
-        _spread_site(tmp_path_factory, seed=112, resolution_m=0.5, history="random")
-    )
+    return _coregistered_counts(_held_out_site(tmp_path_factory, "seed 112, random traffic"))
 
 
 def _spread_site(tmp_path_factory, *, seed, resolution_m, history):
     """A site of history ``history`` ("dense": the yard 60-90 % full on every date;
     "random"): 12 dates spread over seed ``seed``'s five years, simulated."""
-    times = list(toolkit.five_year_history(seed=seed)["time"])
-    return toolkit.simulate_site(
-        tmp_path_factory.mktemp(f"held_out_{history}_{seed}") / "site",
-        resolution_m=resolution_m,
-        seed=seed,
-        history=history,
-        dates=times[:: len(times) // 12][:12],
-    )
+    recipe = {"seed": seed, "resolution_m": resolution_m, "history": history, "spread": 12}
+    return simulate_evaluation_site(recipe, tmp_path_factory.mktemp(f"{history}_{seed}") / "site")
 
 
 def _coregistered_strips(site):

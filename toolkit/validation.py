@@ -15,7 +15,39 @@ import xarray as xr
 
 from toolkit.errors import InputError
 
-__all__ = ["compare_with_truth", "accuracy", "CountAccuracy", "mask_visible_fraction"]
+__all__ = [
+    "compare_with_truth",
+    "accuracy",
+    "CountAccuracy",
+    "mask_visible_fraction",
+    "HELD_OUT_SITES",
+    "simulate_evaluation_site",
+    "evaluation_accuracy",
+    "accuracy_markdown",
+]
+
+#: The SYNTHETIC sites the README's accuracy table is measured on, never used while
+#: tuning the occupancy step (``tests/test_occupancy.py`` asserts their figures): name ->
+#: the :func:`toolkit.simulate_site` recipe. ``last``: the last so many acquisitions of
+#: the seed's five-year schedule; ``spread``: that many dates spread over the five years.
+HELD_OUT_SITES: dict[str, dict] = {
+    "seed 13": {"seed": 13, "resolution_m": 0.5, "last": 20},
+    "seed 31": {"seed": 31, "resolution_m": 0.5, "last": 20},
+    "seed 11": {"seed": 11, "resolution_m": 1.0, "last": 14},
+    "seed 36": {"seed": 36, "resolution_m": 3.0, "last": 14},
+    "seed 113, yard 60-90 % full": {
+        "seed": 113,
+        "resolution_m": 0.5,
+        "history": "dense",
+        "spread": 12,
+    },
+    "seed 112, random traffic": {
+        "seed": 112,
+        "resolution_m": 0.5,
+        "history": "random",
+        "spread": 12,
+    },
+}
 
 
 def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
@@ -352,3 +384,239 @@ def accuracy(
         unread_track_scenes=int(unread.sum()),
         table=scenes.reset_index(),
     )
+
+
+def simulate_evaluation_site(recipe, out_dir, *, overwrite: bool = False):
+    """Simulate one evaluation site from its recipe (see :data:`HELD_OUT_SITES`).
+
+    Parameters
+    ----------
+    recipe : str or mapping
+        A name in :data:`HELD_OUT_SITES`, or a recipe: ``seed``, ``resolution_m``,
+        optional ``history`` (default "tumangang"), and either ``last`` (the last
+        so many acquisitions of the seed's five-year schedule) or ``spread`` (that
+        many dates spread evenly over it).
+    out_dir : path-like
+        Folder the site is written to (see :func:`toolkit.simulate_site`).
+    overwrite : bool, default False
+        Replace an existing site there.
+
+    Returns
+    -------
+    toolkit.synth.SiteInfo
+
+    Examples
+    --------
+    >>> from toolkit.validation import simulate_evaluation_site
+    >>> site = simulate_evaluation_site("seed 36", "work/seed36")  # doctest: +SKIP
+    """
+    from toolkit.synth import five_year_history, simulate_site
+
+    rec = _recipe(recipe)
+    times = list(five_year_history(seed=rec["seed"])["time"])
+    if "last" in rec:
+        dates = times[-int(rec["last"]) :]
+    else:
+        n = int(rec["spread"])
+        dates = times[:: len(times) // n][:n]
+    options = {"history": rec["history"]} if "history" in rec else {}
+    return simulate_site(
+        out_dir,
+        resolution_m=float(rec["resolution_m"]),
+        seed=int(rec["seed"]),
+        dates=dates,
+        overwrite=overwrite,
+        **options,
+    )
+
+
+def evaluation_accuracy(
+    sites=None, *, workdir, min_cars: int = 20, progress: bool = False
+) -> pd.DataFrame:
+    """Simulate evaluation sites, count them with the defaults and measure the accuracy.
+
+    Each site is simulated afresh into ``workdir`` (the simulator is
+    deterministic: the same recipe gives the same files), counted with
+    :func:`toolkit.count_railcars` and its defaults, and compared
+    with its truth (:func:`compare_with_truth`, :func:`accuracy`, with the
+    usable-data mask's own visible share for comparison).
+
+    Parameters
+    ----------
+    sites : mapping or sequence, optional
+        Names in :data:`HELD_OUT_SITES` (default: all of them), or a mapping of
+        name to recipe (see :func:`simulate_evaluation_site`; a recipe with
+        ``path`` and ``resolution_m`` reads an existing site folder with
+        ``scenes/``, ``tracks.geojson`` and ``truth.csv``, e.g. the sample).
+    workdir : path-like
+        Folder for the simulated sites (one sub-folder each).
+    min_cars : int, default 20
+        See :func:`accuracy`.
+    progress : bool, default False
+        Print one line per site as it is done.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site: ``site``, ``pixel_m``, ``scenes``, ``scenes_scored``,
+        ``scenes_unread``, ``scene_mare``, ``scene_bias``, ``track_mae``,
+        ``coverage``, ``mean_interval_width``, ``valid_fraction_within``,
+        ``mask_valid_fraction_within``, ``valid_fraction_mean_error``,
+        ``valid_fraction_max_error``; ``attrs["synthetic"]`` is True.
+
+    Examples
+    --------
+    >>> from toolkit.validation import evaluation_accuracy, accuracy_markdown
+    >>> table = evaluation_accuracy(workdir="work/eval")  # doctest: +SKIP
+    >>> print(accuracy_markdown(table))  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from toolkit.cube import load_cube
+    from toolkit.occupancy import count_railcars
+
+    if sites is None:
+        sites = dict(HELD_OUT_SITES)
+    elif not isinstance(sites, dict):
+        sites = {str(name): _recipe(name) for name in sites}
+    rows = []
+    for name, recipe in sites.items():
+        rec = _recipe(recipe)
+        if "path" in rec:  # an existing site folder (e.g. the default sample)
+            folder = Path(rec["path"])
+        else:
+            folder = simulate_evaluation_site(
+                rec, Path(workdir) / _folder_name(name), overwrite=True
+            ).path
+        scenes, tracks, truth = folder / "scenes", folder / "tracks.geojson", folder / "truth.csv"
+        for need in (scenes, tracks, truth):
+            if not need.exists():
+                raise InputError(f"site {name!r}: {need} does not exist")
+        counts = count_railcars(load_cube(scenes), tracks).compute()
+        table = compare_with_truth(counts, truth)
+        own = mask_visible_fraction(scenes, tracks, truth)
+        table = table.merge(own, on=["time", "track_id"], how="left")
+        acc = accuracy(table, min_cars=min_cars)
+        rows.append(
+            {
+                "site": name,
+                "pixel_m": float(rec["resolution_m"]),
+                "scenes": int(counts.sizes["time"]),
+                "scenes_scored": acc.n_scenes,
+                "scenes_unread": int(
+                    (~counts["scene_readable"].values).sum() if "scene_readable" in counts else 0
+                ),
+                "scene_mare": acc.scene_mare,
+                "scene_bias": acc.scene_bias,
+                "track_mae": acc.track_mae,
+                "coverage": acc.coverage,
+                "mean_interval_width": acc.mean_interval_width,
+                "valid_fraction_within": acc.valid_fraction_within,
+                "mask_valid_fraction_within": acc.mask_valid_fraction_within,
+                "valid_fraction_mean_error": acc.valid_fraction_mean_error,
+                "valid_fraction_max_error": acc.valid_fraction_max_error,
+            }
+        )
+        if progress:
+            print(f"{name}: {acc.summary().splitlines()[1].strip()}", flush=True)
+    out = pd.DataFrame(rows)
+    out.attrs["synthetic"] = True
+    out.attrs["min_cars"] = int(min_cars)
+    return out
+
+
+def accuracy_markdown(table: pd.DataFrame) -> str:
+    """:func:`evaluation_accuracy`'s table as a Markdown table, labelled SYNTHETIC.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> row = dict(site="seed 36", pixel_m=3.0, scenes=14, scenes_scored=4, scenes_unread=0,
+    ...            scene_mare=0.032, scene_bias=0.023, track_mae=0.35, coverage=0.957,
+    ...            mean_interval_width=1.74, valid_fraction_within=0.943,
+    ...            mask_valid_fraction_within=0.95, valid_fraction_mean_error=0.009,
+    ...            valid_fraction_max_error=0.096)
+    >>> last = accuracy_markdown(pd.DataFrame([row])).splitlines()[-1]
+    >>> print(last.replace(" | ", " |\\n"))
+    | seed 36 (SYNTHETIC) |
+    3 m |
+    14 (4 scored) |
+    3.2 % |
+    +2.3 % |
+    0.350 |
+    95.7 % |
+    1.74 |
+    94.3 % (mask 95.0 %) |
+    0.009 / 0.096 |
+    """
+    need = {
+        "site",
+        "pixel_m",
+        "scenes",
+        "scenes_scored",
+        "scenes_unread",
+        "scene_mare",
+        "scene_bias",
+        "track_mae",
+        "coverage",
+        "mean_interval_width",
+        "valid_fraction_within",
+        "mask_valid_fraction_within",
+        "valid_fraction_mean_error",
+        "valid_fraction_max_error",
+    }
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise InputError(
+            f"table: lacks the columns {missing}; expected toolkit.validation.evaluation_accuracy's"
+        )
+
+    def pct(x, signed=False):
+        return "" if not np.isfinite(x) else (f"{100 * x:+.1f} %" if signed else f"{100 * x:.1f} %")
+
+    lines = [
+        "| site | pixel | scenes | scene error (MARE) | bias | error per track and scene "
+        "| truth within low/high | mean interval width | valid_fraction within 0.05 "
+        "| valid_fraction error mean / max |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table.itertuples(index=False):
+        scenes = f"{r.scenes} ({r.scenes_scored} scored"
+        scenes += f", {r.scenes_unread} not counted)" if r.scenes_unread else ")"
+        mask = (
+            f" (mask {pct(r.mask_valid_fraction_within)})"
+            if np.isfinite(r.mask_valid_fraction_within)
+            else ""
+        )
+        lines.append(
+            f"| {r.site} (SYNTHETIC) | {r.pixel_m:g} m | {scenes} | {pct(r.scene_mare)} "
+            f"| {pct(r.scene_bias, True)} | {r.track_mae:.3f} | {pct(r.coverage)} "
+            f"| {r.mean_interval_width:.2f} | {pct(r.valid_fraction_within)}{mask} "
+            f"| {r.valid_fraction_mean_error:.3f} / {r.valid_fraction_max_error:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _recipe(recipe) -> dict:
+    """A recipe mapping from a name in HELD_OUT_SITES or a mapping (checked)."""
+    if isinstance(recipe, str):
+        if recipe not in HELD_OUT_SITES:
+            raise InputError(
+                f"site {recipe!r}: not an evaluation site; expected one of {sorted(HELD_OUT_SITES)}"
+            )
+        return dict(HELD_OUT_SITES[recipe])
+    if not hasattr(recipe, "keys"):
+        raise InputError(f"site recipe: expected a name or a mapping, got {type(recipe).__name__}")
+    rec = dict(recipe)
+    if "path" in rec and "resolution_m" in rec:
+        return rec
+    missing = [k for k in ("seed", "resolution_m") if k not in rec]
+    if missing or ("last" in rec) == ("spread" in rec):
+        raise InputError(
+            f"site recipe {rec!r}: expected seed, resolution_m and one of last or spread"
+        )
+    return rec
+
+
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in str(name)).strip("_") or "site"

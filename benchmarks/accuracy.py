@@ -1,0 +1,69 @@
+"""Counting accuracy on the SYNTHETIC evaluation sites, as a Markdown table.
+
+Simulates the held-out sites of :data:`toolkit.validation.HELD_OUT_SITES` (never used
+while tuning the occupancy step), counts each with the defaults of
+``toolkit.count_railcars`` and writes ``benchmarks/accuracy.md``: the figures of the
+README's accuracy table, measured afresh. The default sample (a tuning site) is
+included when ``data/sample`` exists. ``make accuracy`` runs it: under a minute
+on two cores.
+
+``python -m benchmarks.accuracy [--out PATH] [--workdir DIR] [--site NAME ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from toolkit._io import atomic_write_text
+from toolkit.validation import HELD_OUT_SITES, accuracy_markdown, evaluation_accuracy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "accuracy.md"))
+    p.add_argument("--workdir", default=None, help="where to simulate (default: a temp dir)")
+    p.add_argument("--site", action="append", choices=sorted(HELD_OUT_SITES), default=None)
+    p.add_argument("--sample", default=str(ROOT / "data" / "sample"))
+    args = p.parse_args(argv)
+    sites = {}
+    if Path(args.sample, "truth.csv").exists():
+        sites["default sample (tuning)"] = {"path": args.sample, "resolution_m": 0.5}
+    for name in args.site or HELD_OUT_SITES:
+        sites[name] = HELD_OUT_SITES[name]
+    with tempfile.TemporaryDirectory(prefix="accuracy_") as tmp:
+        table = evaluation_accuracy(sites, workdir=args.workdir or tmp, progress=True)
+    text = "\n".join(
+        [
+            "# Counting accuracy (SYNTHETIC sites, measured)",
+            "",
+            f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
+            f"{platform.python_version()}. Run: {dt.date.today().isoformat()}. Produced by "
+            "`make accuracy` (`python -m benchmarks.accuracy`).",
+            "",
+            "Every site is SYNTHETIC (`toolkit.simulate_site`), counted with the defaults of "
+            "`toolkit.count_railcars`. Scene error and bias are over cloud-free scenes holding "
+            f'at least {table.attrs["min_cars"]} railcars ("scored"); scenes "not counted" '
+            "are lone snow scenes, seen but left out. The other columns are over every "
+            "track-scene; the mask's figure is the usable-data mask's own visible share at "
+            "the true track. Targets: scene error 3 % at 0.5-1 m and 12 % at 3 m, bias "
+            "within 2 %, 0.5 railcars per track and scene at 0.5-1 m, 90 % within low/high, "
+            "valid_fraction within 0.05 everywhere.",
+            "",
+            accuracy_markdown(table),
+            "",
+        ]
+    )
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
