@@ -11,6 +11,7 @@ from benchmarks import accuracy as accuracy_cli
 from toolkit.errors import InputError
 from toolkit.validation import (
     HELD_OUT_SITES,
+    TUNING_SITES,
     accuracy,
     accuracy_markdown,
     compare_with_truth,
@@ -90,6 +91,19 @@ def test_held_out_names_are_the_tests_recipes():
         "seed 36": (36, 3.0),
         "seed 113, yard 60-90 % full": (113, 0.5),
         "seed 112, random traffic": (112, 0.5),
+    }
+
+
+def test_no_seed_is_both_tuned_on_and_held_out():
+    """A held-out figure is only honest if the occupancy step never saw that seed."""
+    held = {r["seed"] for r in HELD_OUT_SITES.values()}
+    tuned = {r["seed"] for r in TUNING_SITES.values()}
+    assert len(tuned) == len(TUNING_SITES) == 29 and not held & tuned
+    assert {r["resolution_m"] for r in TUNING_SITES.values()} == {0.5, 1.0, 3.0}
+    assert {r.get("history", "tumangang") for r in TUNING_SITES.values()} == {
+        "tumangang",
+        "random",
+        "dense",
     }
 
 
