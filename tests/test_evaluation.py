@@ -10,6 +10,7 @@ import toolkit
 from benchmarks import accuracy as accuracy_cli
 from toolkit.errors import InputError
 from toolkit.validation import (
+    _FIGURES,
     HELD_OUT_SITES,
     TUNING_SITES,
     accuracy,
@@ -42,17 +43,7 @@ def test_the_report_holds_the_figures_of_a_direct_count(tiny):
     assert acc.n_scenes >= 1  # the surge scene is scored, so the scene figures are numbers
     row = table.iloc[0]
     assert row["site"] == "tiny site" and row["pixel_m"] == 3.0 and row["scenes"] == 4
-    for name in (
-        "scene_mare",
-        "scene_bias",
-        "track_mae",
-        "coverage",
-        "mean_interval_width",
-        "valid_fraction_within",
-        "mask_valid_fraction_within",
-        "valid_fraction_mean_error",
-        "valid_fraction_max_error",
-    ):
+    for name in _FIGURES:
         assert row[name] == pytest.approx(getattr(acc, name), abs=1e-12), name
     assert row["scenes_scored"] == acc.n_scenes
     assert table.attrs["synthetic"] is True

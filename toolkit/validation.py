@@ -611,15 +611,7 @@ def evaluation_accuracy(
                 "scenes_unread": int(
                     (~counts["scene_readable"].values).sum() if "scene_readable" in counts else 0
                 ),
-                "scene_mare": acc.scene_mare,
-                "scene_bias": acc.scene_bias,
-                "track_mae": acc.track_mae,
-                "coverage": acc.coverage,
-                "mean_interval_width": acc.mean_interval_width,
-                "valid_fraction_within": acc.valid_fraction_within,
-                "mask_valid_fraction_within": acc.mask_valid_fraction_within,
-                "valid_fraction_mean_error": acc.valid_fraction_mean_error,
-                "valid_fraction_max_error": acc.valid_fraction_max_error,
+                **{name: getattr(acc, name) for name in _FIGURES},
             }
         )
         if progress:
@@ -654,22 +646,7 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
     94.3 % (mask 95.0 %) |
     0.009 / 0.096 |
     """
-    need = {
-        "site",
-        "pixel_m",
-        "scenes",
-        "scenes_scored",
-        "scenes_unread",
-        "scene_mare",
-        "scene_bias",
-        "track_mae",
-        "coverage",
-        "mean_interval_width",
-        "valid_fraction_within",
-        "mask_valid_fraction_within",
-        "valid_fraction_mean_error",
-        "valid_fraction_max_error",
-    }
+    need = {"site", "pixel_m", "scenes", "scenes_scored", "scenes_unread", *_FIGURES}
     missing = sorted(need - set(table.columns))
     if missing:
         raise InputError(
@@ -700,6 +677,20 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
             f"| {r.valid_fraction_mean_error:.3f} / {r.valid_fraction_max_error:.3f} |"
         )
     return "\n".join(lines)
+
+
+#: The CountAccuracy figures evaluation_accuracy reports per site, in its columns' order.
+_FIGURES = (
+    "scene_mare",
+    "scene_bias",
+    "track_mae",
+    "coverage",
+    "mean_interval_width",
+    "valid_fraction_within",
+    "mask_valid_fraction_within",
+    "valid_fraction_mean_error",
+    "valid_fraction_max_error",
+)
 
 
 def _recipe(recipe) -> dict:
