@@ -497,10 +497,10 @@ def simulate_evaluation_site(recipe, out_dir, *, overwrite: bool = False):
     Parameters
     ----------
     recipe : str or mapping
-        A name in :data:`HELD_OUT_SITES` or :data:`TUNING_SITES`, or a recipe: ``seed``, ``resolution_m``,
-        optional ``history`` (default "tumangang"), and either ``last`` (the last
-        so many acquisitions of the seed's five-year schedule) or ``spread`` (that
-        many dates spread evenly over it).
+        A name in :data:`HELD_OUT_SITES` or :data:`TUNING_SITES`, or a recipe:
+        ``seed``, ``resolution_m``, optional ``history`` (default "tumangang"),
+        and either ``last`` (the last so many acquisitions of the seed's
+        five-year schedule) or ``spread`` (that many dates spread evenly over it).
     out_dir : path-like
         Folder the site is written to (see :func:`toolkit.simulate_site`).
     overwrite : bool, default False
@@ -611,7 +611,7 @@ def evaluation_accuracy(
                 "scenes_unread": int(
                     (~counts["scene_readable"].values).sum() if "scene_readable" in counts else 0
                 ),
-                **{name: getattr(acc, name) for name in _FIGURES},
+                **{fig: getattr(acc, fig) for fig in _FIGURES},
             }
         )
         if progress:
