@@ -14,7 +14,7 @@ help:
 	@echo "make reproduce  - environment, sample data, every notebook, figures/ and results/"
 	@echo "make test       - environment, lint, the whole test suite (notebooks included)"
 	@echo "make bench      - benchmark table (benchmarks/latest.md)"
-	@echo "make accuracy   - counting accuracy on the SYNTHETIC held-out sites (benchmarks/accuracy.md)"
+	@echo "make accuracy   - counting accuracy, SYNTHETIC held-out sites (benchmarks/accuracy.md)"
 	@echo "make lab        - JupyterLab on notebooks/"
 
 # The environment: created if missing, installed from the lock file only.

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                 "## Sites used while tuning (SYNTHETIC)",
                 "",
                 "How well the occupancy step fits the sites it was tuned on (`--tuning`); "
-                "not a measure of how it generalises. Grouped by pixel size and traffic.",
+                "not a measure of how it generalises. Grouped by traffic, then pixel size.",
                 "",
                 accuracy_markdown(tuning),
                 "",
