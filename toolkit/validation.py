@@ -583,7 +583,7 @@ def evaluation_accuracy(
     if sites is None:
         sites = dict(HELD_OUT_SITES)
     elif not isinstance(sites, dict):
-        sites = {str(name): _recipe(name) for name in sites}
+        sites = {str(name): name for name in sites}  # each name is read as a recipe below
     rows = []
     for name, recipe in sites.items():
         rec = _recipe(recipe)
