@@ -134,6 +134,29 @@ def test_count_names_the_scenes_it_saw_but_did_not_count(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_count_names_the_tracks_whose_high_bound_is_what_fits(capsys):
+    """At pixels coarser than 2 m, one line on stderr names the tracks whose empty-track
+    reference few scenes show (their railcars can be far too low); none at finer pixels,
+    with a supported reference, or for counts without the support."""
+    import xarray as xr
+
+    from toolkit.cli import _note_unsupported
+
+    counts = xr.Dataset(
+        {"reference_support": ("track", np.array([0.1, 0.8, 0.3], "float32"))},
+        coords={"track": ["01", "02", "03"]},
+        attrs={"pixel_size_m": 3.0},
+    )
+    _note_unsupported(counts)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("note: 2 track(s) seldom seen empty at 3 m")
+    assert "(01, 03)" in err[0] and "railcars_high" in err[0]
+    _note_unsupported(counts.assign_attrs(pixel_size_m=0.5))
+    _note_unsupported(counts.assign(reference_support=("track", np.full(3, 0.9, "float32"))))
+    _note_unsupported(counts.drop_vars("reference_support"))
+    assert capsys.readouterr().err == ""
+
+
 def test_count_to_stdout_and_string_ids(site, tmp_path):
     scenes, _ = site
     tracks = _tracks(tmp_path / "t.geojson", ids=("07",))

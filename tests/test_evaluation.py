@@ -82,6 +82,8 @@ def test_held_out_names_are_the_tests_recipes():
         "seed 36": (36, 3.0),
         "seed 113, yard 60-90 % full": (113, 0.5),
         "seed 112, random traffic": (112, 0.5),
+        "seed 117, yard 60-90 % full": (117, 3.0),
+        "seed 118, random traffic": (118, 3.0),
     }
 
 

@@ -337,17 +337,24 @@ def _assert_meets_the_target(acc):
 
 
 @pytest.fixture(scope="module")
-def held_out_3m(tmp_path_factory):
+def held_out_3m(held_out_3m_counts):
     """A held-out seed at 3 m (never looked at while tuning): the last 14 acquisitions.
 
     Counted with the defaults: at 3 m they co-register the scenes and sample the
     strips every 1.5 m (half a pixel).
     """
+    counts, site = held_out_3m_counts
+    return _with_mask_share(compare_with_truth(counts, site.truth_path), site)
+
+
+@pytest.fixture(scope="module")
+def held_out_3m_counts(tmp_path_factory):
+    """The counts of the held-out 3 m site (seed 36), and the site."""
     site = _held_out_site(tmp_path_factory, "seed 36")
     cube = toolkit.load_cube(site.path / "scenes")
     counts = toolkit.count_railcars(cube, site.tracks_path)
     assert counts.attrs["step_m"] == 1.5
-    return _with_mask_share(compare_with_truth(counts.compute(), site.truth_path), site)
+    return counts.compute(), site
 
 
 def test_held_out_seed_at_3m(held_out_3m):
@@ -386,6 +393,71 @@ def test_held_out_seed_at_3m(held_out_3m):
 def test_held_out_3m_meets_the_accuracy_target(held_out_3m):
     acc = accuracy(held_out_3m, min_cars=20)
     assert acc.scene_mare <= 0.12 and abs(acc.scene_bias) <= 0.02
+
+
+@pytest.fixture(scope="module", params=["seed 117, yard 60-90 % full", "seed 118, random traffic"])
+def held_out_busy_3m(request, tmp_path_factory):
+    """A yard that is seldom empty, at 3 m, held out: seed 117 full on every date (60-90
+    %) and seed 118 with random traffic, 12 dates each spread over five years. The table
+    against the truth and the counts."""
+    site = _held_out_site(tmp_path_factory, request.param)
+    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
+    counts = counts.compute()
+    return compare_with_truth(counts, site.truth_path), counts
+
+
+def test_a_busy_yard_at_3m_bounds_its_count_by_what_fits_on_the_track(held_out_busy_3m):
+    """At 3 m no shadow or coupler gap tells a car in a yard that is seldom empty, and the
+    empty-track reference takes a car's look: the counts fall far short. The reference's
+    support says so (each track's places look like it in few of the scenes), and the high
+    bound is then every railcar that fits on the visible track, so the interval still holds
+    the truth.
+
+    Measured: support 0.00-0.10 per track (seed 117) and 0.10-0.40 (seed 118), against
+    0.64-0.92 on the eight 3 m tuning sites with Tumangang-like traffic; scene error 89 %
+    and 48 % under; truth within low/high on 100 % of track-scenes of both (mean width 44
+    and 47 railcars), where the bounds of the readings alone held it on 0 % and 26 %."""
+    table, counts = held_out_busy_3m
+    support = counts["reference_support"].values
+    assert counts.attrs["pixel_size_m"] == 3.0
+    assert (support < 0.5).all()
+    acc = accuracy(table, min_cars=20)
+    assert acc.n_scenes >= 8
+    assert acc.scene_bias < -0.3  # the failure the bound owns up to
+    assert acc.coverage >= 0.95
+    seen = counts["visible_m"] > 0
+    fits = np.ceil(counts["visible_m"] / 12.5)
+    assert bool(
+        (counts["railcars_high"] >= fits).where(seen & counts["railcars"].notnull(), True).all()
+    )
+    assert "reference_support" in counts.attrs["bounds_method"]
+    assert toolkit.unsupported_tracks(counts) == [str(k) for k in counts["track"].values]
+
+
+def test_lazy_counts_at_3m_compute_as_one_dask_collection(tmp_path):
+    """``dask.compute(counts)`` (as ``count_sites`` and the scaling benchmark call it) gives
+    the numbers of ``counts.compute()``, the reference support and the bounds read from it
+    included (a graph that lost the support's task once failed with a missing dependency)."""
+    site = simulate_evaluation_site({"seed": 36, "resolution_m": 3.0, "last": 4}, tmp_path / "s")
+    counts = toolkit.count_railcars(toolkit.load_cube(site.path / "scenes"), site.tracks_path)
+    assert isinstance(counts["reference_support"].data, da.Array)
+    (together,) = dask.compute(counts)
+    xr.testing.assert_identical(together, counts.compute())
+    assert np.isfinite(together["reference_support"].values).all()
+
+
+@pytest.mark.xfail(strict=True, reason="3 m target of the counting issue not met in busy yards")
+def test_held_out_busy_3m_meets_the_accuracy_target(held_out_busy_3m):
+    acc = accuracy(held_out_busy_3m[0], min_cars=20)
+    assert acc.scene_mare <= 0.12 and abs(acc.scene_bias) <= 0.02
+
+
+def test_a_quiet_yard_keeps_its_bounds_at_3m(held_out_3m_counts):
+    """On the held-out quiet 3 m site every track's reference is well supported: no bound
+    is raised (measured: support 0.69-0.92 per track)."""
+    support = held_out_3m_counts[0]["reference_support"].values
+    assert (support >= 0.6).all()
+    assert toolkit.unsupported_tracks(held_out_3m_counts[0]) == []
 
 
 @pytest.fixture(scope="module")
@@ -1253,6 +1325,48 @@ def test_bounds_without_alternative_readings_are_the_car_length_range():
     wide = toolkit.counts_from_occupancy(occ)
     assert wide.railcars.item() == 2  # the estimate is the main reading's
     assert wide.railcars_low.item() == 0 and wide.railcars_high.item() == 3
+
+
+def test_an_unsupported_reference_raises_the_high_bound_at_coarse_pixels_only():
+    """A track whose places seldom look like its empty-track reference (reference_support
+    under 0.5) gets every railcar that fits on its visible length as its high bound at
+    pixels coarser than 2 m; at finer pixels, with a supported reference, or without the
+    support (an occupancy saved before it was kept) the bounds are the readings'."""
+    n_a = 200  # 300 m at 1.5 m steps (half a 3 m pixel)
+    row = np.zeros(n_a, "int8")
+    row[20:50] = OCCUPIED  # 45 m: 3 cars
+    row[180:] = UNKNOWN  # 30 m under a cloud: 270 m visible
+    occ = xr.Dataset(
+        {
+            "occupancy": (("time", "track", "along"), np.stack([row, row])[None]),
+            "deviation": (("time", "track", "along"), np.full((1, 2, n_a), 6.0, "float32")),
+            "reference_support": ("track", np.array([0.2, 0.8], "float32")),
+        },
+        coords={
+            "time": [np.datetime64("2023-06-01")],
+            "track": ["01", "02"],
+            "along": np.arange(n_a) * 1.5,
+            "length_m": ("track", [300.0, 300.0]),
+        },
+        attrs={"step_m": 1.5, "pixel_size_m": 3.0},
+    )
+    counts = toolkit.counts_from_occupancy(occ)
+    assert counts["railcars"].dims == counts["railcars_high"].dims == ("time", "track")
+    assert counts["visible_m"].values[0].tolist() == [270.0, 270.0]
+    assert counts["railcars"].values[0].tolist() == [3, 3]
+    # 45 m holds 2-4 railcars of 12.5-19.5 m; 270 m visible, ceil(270 / 12.5) = 22
+    assert counts["railcars_high"].values[0].tolist() == [22, 4]
+    assert counts["railcars_low"].values[0].tolist() == [2, 2]
+    assert counts["reference_support"].values.tolist() == pytest.approx([0.2, 0.8])
+    assert "reference_support" in counts.attrs["bounds_method"]
+    for other in (
+        occ.assign_attrs(pixel_size_m=1.0),
+        occ.drop_vars("reference_support"),
+        occ.assign_attrs(pixel_size_m=None),
+    ):
+        plain = toolkit.counts_from_occupancy(other)
+        assert plain["railcars_high"].values[0].tolist() == [4, 4]
+        assert "reference_support" not in plain.attrs["bounds_method"]
 
 
 def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):

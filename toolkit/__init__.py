@@ -47,6 +47,7 @@ from toolkit.occupancy import (
     estimate_occupancy,
     load_counts_cache,
     save_counts_cache,
+    unsupported_tracks,
     write_counts_csv,
 )
 from toolkit.registration import coregister
@@ -90,6 +91,7 @@ __all__ = [
     "counts_to_dataframe",
     "load_counts_cache",
     "save_counts_cache",
+    "unsupported_tracks",
     "write_counts_csv",
     "car_outlines",
     "calibrate",

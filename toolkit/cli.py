@@ -178,6 +178,7 @@ def _count(args) -> int:
     else:
         counts_to_dataframe(counts).to_csv(sys.stdout, index=False, na_rep="")
     _note_unreadable(counts)
+    _note_unsupported(counts)
     return 0
 
 
@@ -195,6 +196,20 @@ def _note_unreadable(counts) -> None:
             f"brighter beside the tracks than the other scenes ({_LONE_BRIGHT_RATIO_CLEAR} "
             f"times with nothing masked along them, {_LONE_BRIGHT_RATIO} otherwise), like a "
             "lone snow scene, so no empty-track reference fits them",
+            file=sys.stderr,
+        )
+
+
+def _note_unsupported(counts) -> None:
+    """One line on stderr naming the tracks whose high bound is every railcar that fits."""
+    from toolkit.occupancy import unsupported_tracks
+
+    weak = unsupported_tracks(counts)
+    if weak:
+        print(
+            f"note: {len(weak)} track(s) seldom seen empty at {counts.attrs['pixel_size_m']:g} m "
+            f"pixels ({', '.join(weak)}): few scenes show their empty-track reference, so their "
+            "railcars can be far too low; railcars_high is every railcar that fits on them",
             file=sys.stderr,
         )
 

@@ -48,6 +48,18 @@ HELD_OUT_SITES: dict[str, dict] = {
         "history": "random",
         "spread": 12,
     },
+    "seed 117, yard 60-90 % full": {
+        "seed": 117,
+        "resolution_m": 3.0,
+        "history": "dense",
+        "spread": 12,
+    },
+    "seed 118, random traffic": {
+        "seed": 118,
+        "resolution_m": 3.0,
+        "history": "random",
+        "spread": 12,
+    },
 }
 #: The SYNTHETIC sites the occupancy step was tuned on (and further sites looked at while
 #: tuning): their figures say how well it fits what it was tuned on, not how well it
