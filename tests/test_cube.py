@@ -640,6 +640,41 @@ def test_distributed_processes_compute_the_same_values(mixed_scenes: Path) -> No
     xr.testing.assert_identical(got, expected)
 
 
+@pytest.mark.parametrize("user_setting", [None, "200"])
+def test_reading_bounds_gdal_block_cache_unless_the_user_set_it(grid_scenes, user_setting):
+    # GDAL keeps decoded tiles of compressed scenes in a cache of 5 % of the machine's
+    # memory per process, past a worker's memory limit (the out-of-core test in
+    # test_distributed.py reads compressed scenes on 600 MiB workers). A fresh process
+    # shows what a worker sees.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from rasterio.env import get_gdal_config\n"
+        "from toolkit.cube import load_cube\n"
+        "before = get_gdal_config('GDAL_CACHEMAX')\n"
+        "load_cube(sys.argv[1]).compute(scheduler='synchronous')\n"
+        "print(before, get_gdal_config('GDAL_CACHEMAX'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    if user_setting is not None:
+        env["GDAL_CACHEMAX"] = user_setting
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(grid_scenes)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    before, after = out
+    if user_setting is None:
+        assert int(before) > 64 * 2**20  # GDAL's default on this machine, 5 % of memory
+        assert int(after) == 64 * 2**20
+    else:  # the user's 200 (MB, to GDAL) stays
+        assert int(before) == int(after) == 200 * 2**20
+
+
 # --------------------------------------------------------------------------- real rasters
 
 

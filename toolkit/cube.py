@@ -311,7 +311,11 @@ def load_cube(
     Memory: ``cube.compute()`` briefly holds about twice the cube (dask keeps
     every block while it assembles the result). Reduce lazily (e.g. counts
     per track), write with :func:`cache_cube`, or ``dask.array.store`` into
-    preallocated arrays to stay near one cube.
+    preallocated arrays to stay near one cube. Reading lowers GDAL's block
+    cache to 64 MiB in each process that reads (GDAL's default is 5 % of the
+    machine's memory per process, which kept decoded tiles of compressed
+    scenes past a 600 MiB worker's limit); set ``GDAL_CACHEMAX`` in the
+    environment to choose another size.
 
     Examples
     --------
