@@ -87,3 +87,32 @@ def test_installed_versions_are_the_locked_ones(name):
     from importlib.metadata import version
 
     assert version(name) == _lock()[_norm(name)]
+
+
+def test_too_little_temporary_disk_stops_the_suite_with_one_line(tmp_path):
+    # Asking for more room than any disk has must stop the session before any test runs.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TOOLKIT_TEST_TMP_MB=str(2**40))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--co",
+            "tests/conftest.py",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stdout[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if "MiB free" in ln]
+    assert len(lines) == 1 and "temporary rasters" in lines[0], done.stdout[-2000:]
