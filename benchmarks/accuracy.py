@@ -5,7 +5,7 @@ while tuning the occupancy step), counts each with the defaults of
 ``toolkit.count_railcars`` and writes ``benchmarks/accuracy.md``: the figures of the
 README's accuracy table, measured afresh (50 s on two cores). The default sample (a
 tuning site) is included when ``data/sample`` exists. ``--tuning`` adds the 29 sites
-the occupancy step was tuned on, in a second table (3 min 3 s in all, measured);
+the occupancy step was tuned on, in a second table (1 min 54 s to 3 min 3 s in all, measured);
 ``make accuracy`` runs it with ``--tuning``.
 
 ``python -m benchmarks.accuracy [--out PATH] [--workdir DIR] [--site NAME ...] [--tuning]``

@@ -499,8 +499,10 @@ def _coregistered_strips(site):
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     acc = accuracy(held_out_dense_05m[0], min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 1.4 %, bias -1.4 %, track MAE 1.12, coverage 89.0 %, mean width 6.28 (6.33
-    # before lifted shade was judged over runs apart by up to 3 m; 1.9 %,
+    # measured: MARE 1.4 %, bias -1.4 %, track MAE 1.12, coverage 98.0 %, mean width 7.05 (89.0 %,
+    # 6.28 before each edge of a hidden stretch in a busy scene added a railcar to the high
+    # bound: the truth had been above it where clouds cut cars, and the coverage bound moves
+    # from 87 % to 97 % as the width bound moves from 6.35 to 7.1; 6.33 before lifted shade was judged over runs apart by up to 3 m; 1.9 %,
     # -1.9 %, 1.22, 88.0 %, 6.29 before a parked car's shade in the reference's margin could be
     # lifted where the core barely deviates; 1.24, 6.31 before the core could be read as hazy
     # ballast where both margins read 1.08 times as bright as the empty track or more; 3.0 %, -3.0
@@ -528,8 +530,8 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     assert acc.scene_mare <= 0.02
     assert abs(acc.scene_bias) <= 0.02
     assert acc.track_mae <= 1.16
-    assert acc.coverage >= 0.87
-    assert acc.mean_interval_width <= 6.35
+    assert acc.coverage >= 0.97
+    assert acc.mean_interval_width <= 7.1
     assert acc.unread_scenes == 1
 
 
@@ -771,8 +773,10 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     table = held_out_random_05m
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 5.4 %, bias -5.1 %, track MAE 2.16, coverage 77.5 %, mean width 4.42 (2.12,
-    # 78.3 %, 4.41 before lifted shade was judged over runs apart by up to 3 m; 5.5 %,
+    # measured: MARE 5.4 %, bias -5.1 %, track MAE 2.16, coverage 80.8 %, mean width 4.63 (77.5 %,
+    # 4.42 before each edge of a hidden stretch in a busy scene added a railcar to the high
+    # bound; the coverage bound moves from 76 % to 80 % as the width bound moves from 4.6 to
+    # 4.7; 2.12, 78.3 %, 4.41 before lifted shade was judged over runs apart by up to 3 m; 5.5 %,
     # -5.2 %, 2.13, 77.5 % before the core could be read as hazy ballast where both margins read
     # 1.08 times as bright as the empty track or more; 2.21, 76.7 %, 4.39 before a busy scene's
     # shadow explanation needed a car on the neighbouring track towards the sun; 5.9 %, -5.9 %,
@@ -791,8 +795,8 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     assert acc.scene_mare <= 0.07
     assert abs(acc.scene_bias) <= 0.06
     assert acc.track_mae <= 2.2
-    assert acc.coverage >= 0.76
-    assert acc.mean_interval_width <= 4.6
+    assert acc.coverage >= 0.80
+    assert acc.mean_interval_width <= 4.7
     # the busiest cloud-free scenes (over 100 cars): each within 20 % (measured 3-19 %;
     # 8-22 % before the gains came from the most common brightness)
     clear = table.groupby("time").filter(lambda g: (g["cloud_fraction"] == 0).all())
@@ -1367,6 +1371,53 @@ def test_an_unsupported_reference_raises_the_high_bound_at_coarse_pixels_only():
         plain = toolkit.counts_from_occupancy(other)
         assert plain["railcars_high"].values[0].tolist() == [4, 4]
         assert "reference_support" not in plain.attrs["bounds_method"]
+
+
+def test_edges_of_hidden_stretches_in_a_busy_scene_raise_the_high_bound():
+    """A railcar whose centre is visible counts even when a cloud hides part of it, and
+    near the cloud's edge it is mostly read as free: in a busy scene (30 % or more of the
+    visible track occupied) each edge of a hidden stretch adds one railcar to the high
+    bound, one for both edges of a stretch shorter than a railcar; a track's own end and
+    the samples beyond it are not edges, and a quiet scene's bounds stay as they were."""
+    n_a = 200  # 100 m at 0.5 m
+    busy = np.zeros((4, n_a), "int8")
+    busy[0, :] = OCCUPIED
+    busy[0, 60:100] = UNKNOWN  # 20 m hidden inside the track: two edges
+    busy[1, :] = OCCUPIED
+    busy[1, 100:110] = UNKNOWN  # 5 m hidden: one railcar may span both edges
+    busy[2, 20:50] = OCCUPIED  # a quiet track in the busy scene
+    busy[2, 100:140] = UNKNOWN
+    busy[3, :150] = OCCUPIED
+    busy[3, 150:] = UNKNOWN  # 20 m hidden at the end of a 95 m track, then off the track
+    quiet = np.zeros((4, n_a), "int8")
+    quiet[:, 20:50] = OCCUPIED  # 15 m of 80-100 m visible on every track
+    quiet[:, 100:140] = UNKNOWN
+    on_track = np.ones((4, n_a), bool)
+    on_track[3, 190:] = False
+    quiet[3, 190:] = UNKNOWN
+    occ = xr.Dataset(
+        {
+            "occupancy": (("time", "track", "along"), np.stack([busy, quiet])),
+            "deviation": (("time", "track", "along"), np.full((2, 4, n_a), 6.0, "float32")),
+        },
+        coords={
+            "time": np.array(["2023-06-01", "2023-06-02"], "datetime64[ns]"),
+            "track": ["01", "02", "03", "04"],
+            "along": np.arange(n_a) * 0.5,
+            "length_m": ("track", [100.0, 100.0, 100.0, 95.0]),
+        },
+        attrs={"step_m": 0.5, "pixel_size_m": 0.5},
+    )
+    plain = toolkit.counts_from_occupancy(occ)
+    edged = toolkit.counts_from_occupancy(
+        occ.assign_coords(on_track=(("track", "along"), on_track))
+    )
+    extra = edged["railcars_high"] - plain["railcars_high"]
+    assert extra.values.tolist() == [[2, 1, 2, 1], [0, 0, 0, 0]]
+    for k in ("railcars", "railcars_low", "visible_m"):
+        xr.testing.assert_equal(edged[k], plain[k])
+    assert "hidden stretch" in edged.attrs["bounds_method"]
+    assert "hidden stretch" not in plain.attrs["bounds_method"]
 
 
 def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):

@@ -525,6 +525,7 @@ def estimate_occupancy(
             "smooth_m": smooth_m,
             "min_run_m": min_run_m,
             "max_gap_m": max_gap_m,
+            "cloud_margin_m": float(cloud_margin_m),
             "own_shadows": int(bool(own_shadows)),
             "light_changes": int(bool(light_changes)),
             "ballast_like_mode": int(modes),
@@ -615,6 +616,12 @@ def counts_from_occupancy(
         coarser than 2 m, on a track whose ``reference_support`` is under 0.5
         (seldom seen empty: the count can be far too low), the high bound is
         ``ceil(visible_m / car_length_range_m[0])``, every railcar that fits.
+        In a busy scene (30 % or more of the visible track occupied), each edge
+        of a hidden stretch (unknown samples on the track: cloud, cloud shadow,
+        nodata) adds one railcar to the high bound, one for both edges of a
+        stretch shorter than ``car_length_range_m[0]``: a railcar the edge cuts
+        counts when its centre is visible, and near the edge it is mostly read
+        as free. Occupancies without the ``on_track`` coordinate skip this.
 
     Returns
     -------
@@ -698,6 +705,23 @@ def counts_from_occupancy(
                 low = np.fmin(low, np.fmin(*n_r))
             if r != "strict":
                 high = np.fmax(high, np.fmax(*n_r))
+    edge_rule = "on_track" in occupancy.coords
+    if edge_rule:
+        # in a busy scene, railcars cut by the edges of hidden stretches, read as free near
+        # them (see _edge_cars)
+        busy_scene = (occ == OCCUPIED).sum(("track", "along")) >= _BUSY_SHARE * (
+            occ != UNKNOWN
+        ).sum(("track", "along"))
+        edges = xr.apply_ufunc(
+            _edge_cars,
+            occ,
+            occupancy["on_track"],
+            input_core_dims=[["along"], ["along"]],
+            kwargs={"short": int(round(lo_len / step))},
+            dask="parallelized",
+            output_dtypes=["float64"],
+        )
+        high = high + edges.where(busy_scene & (edges > 0), 0)
     length = occupancy["length_m"] if "length_m" in occupancy.coords else None
     visible_m = res.isel(stat=4)
     unsupported = _unsupported_tracks(occupancy)
@@ -758,6 +782,12 @@ def counts_from_occupancy(
                 ", widened to the counts under the strict, lenient, ballast-reference, "
                 "temporal-reference, busy-noise, shadows and no-shadow readings"
                 if "occupancy_readings" in occupancy
+                else ""
+            )
+            + (
+                f"; in a scene at least {_BUSY_SHARE:.0%} occupied, one more railcar in the "
+                f"high bound at each edge of a hidden stretch"
+                if edge_rule
                 else ""
             )
             + (
@@ -2334,6 +2364,15 @@ _SUPPORT_MIN_SCENES = 3
 # bound is the railcars that fit on the visible track (0.5: about midway, 0.33 to 0.64)
 _SUPPORT_MIN = 0.5
 _SUPPORT_PIXEL_M = 2.0
+# a railcar cut by the edge of a hidden stretch (cloud, its shadow, nodata) counts in the
+# truth when its centre is visible, but near the edge the threshold is raised
+# (cloud_margin_m) and the visible part is mostly read as free. In a busy scene (as above,
+# here from the occupancy of all its tracks) each such edge adds one railcar to the high
+# bound (_edge_cars). On the 0.5-1 m tuning sites, three quarters of the track-scenes whose
+# truth lay above the high bound had such an edge; the rule raised coverage from 89.0 to
+# 92.7 % (yards 60-90 % full) and 91.4 to 93.1 % (random traffic) for 5.1 and 4.0 % more
+# mean width, and changed no bound on the quiet sites, at any pixel size. Gated by track
+# (30 % of its visible length occupied) instead, the quiet sites' widths grew 0.7 %.
 # ... where a railcar's shadow (4 m high) reaches less than this across the track beyond its
 # side, a car on the nearest neighbouring track (4.5 m away, 1.65 m half-width) cannot shade
 # the far half of this track's core (1.1 m): no sample there is explained as a shadow
@@ -2959,6 +2998,24 @@ def _count_runs(
         n_dips = float(np.round(sum(c[5] for c in cars)))
         out[i] = [n, lo, hi, occupied, (row != UNKNOWN).sum() * step, n_dips]
     return out.reshape(*occ.shape[:-1], 6)
+
+
+def _edge_cars(occ, on_track, *, short: int) -> np.ndarray:
+    """Per occupancy profile (the last axis): the railcars that edges of hidden stretches
+    (unknown samples on the track) may cut, one per edge next to a visible sample, one for
+    both edges of a stretch shorter than ``short`` samples (a railcar may span it). See
+    ``_BUSY_SHARE`` and counts_from_occupancy."""
+    flat = occ.reshape(-1, occ.shape[-1])
+    on = np.broadcast_to(on_track, occ.shape).reshape(flat.shape)
+    out = np.zeros(flat.shape[0])
+    known = flat != UNKNOWN
+    hidden = ~known & on
+    for i in np.flatnonzero(hidden.any(axis=1) & known.any(axis=1)):
+        starts, ends = _runs(hidden[i])
+        for s0, e0 in zip(starts, ends, strict=True):
+            edges = int(s0 > 0 and known[i, s0 - 1]) + int(e0 < flat.shape[1] and known[i, e0])
+            out[i] += min(edges, 1) if e0 - s0 < short else edges
+    return out.reshape(occ.shape[:-1])
 
 
 def _doubt_dev(occupancy: xr.Dataset) -> float | None:
