@@ -502,7 +502,8 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     # measured: MARE 1.4 %, bias -1.4 %, track MAE 1.12, coverage 98.0 %, mean width 7.05 (89.0 %,
     # 6.28 before each edge of a hidden stretch in a busy scene added a railcar to the high
     # bound: the truth had been above it where clouds cut cars, and the coverage bound moves
-    # from 87 % to 97 % as the width bound moves from 6.35 to 7.1; 6.33 before lifted shade was judged over runs apart by up to 3 m; 1.9 %,
+    # from 87 % to 97 % as the width bound moves from 6.35 to 7.1; 6.33 before lifted shade
+    # was judged over runs apart by up to 3 m; 1.9 %,
     # -1.9 %, 1.22, 88.0 %, 6.29 before a parked car's shade in the reference's margin could be
     # lifted where the core barely deviates; 1.24, 6.31 before the core could be read as hazy
     # ballast where both margins read 1.08 times as bright as the empty track or more; 3.0 %, -3.0

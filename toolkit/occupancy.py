@@ -721,7 +721,7 @@ def counts_from_occupancy(
             dask="parallelized",
             output_dtypes=["float64"],
         )
-        high = high + edges.where(busy_scene & (edges > 0), 0)
+        high = high + edges.where(busy_scene, 0)
     length = occupancy["length_m"] if "length_m" in occupancy.coords else None
     visible_m = res.isel(stat=4)
     unsupported = _unsupported_tracks(occupancy)
@@ -2364,15 +2364,6 @@ _SUPPORT_MIN_SCENES = 3
 # bound is the railcars that fit on the visible track (0.5: about midway, 0.33 to 0.64)
 _SUPPORT_MIN = 0.5
 _SUPPORT_PIXEL_M = 2.0
-# a railcar cut by the edge of a hidden stretch (cloud, its shadow, nodata) counts in the
-# truth when its centre is visible, but near the edge the threshold is raised
-# (cloud_margin_m) and the visible part is mostly read as free. In a busy scene (as above,
-# here from the occupancy of all its tracks) each such edge adds one railcar to the high
-# bound (_edge_cars). On the 0.5-1 m tuning sites, three quarters of the track-scenes whose
-# truth lay above the high bound had such an edge; the rule raised coverage from 89.0 to
-# 92.7 % (yards 60-90 % full) and 91.4 to 93.1 % (random traffic) for 5.1 and 4.0 % more
-# mean width, and changed no bound on the quiet sites, at any pixel size. Gated by track
-# (30 % of its visible length occupied) instead, the quiet sites' widths grew 0.7 %.
 # ... where a railcar's shadow (4 m high) reaches less than this across the track beyond its
 # side, a car on the nearest neighbouring track (4.5 m away, 1.65 m half-width) cannot shade
 # the far half of this track's core (1.1 m): no sample there is explained as a shadow
@@ -3000,6 +2991,15 @@ def _count_runs(
     return out.reshape(*occ.shape[:-1], 6)
 
 
+# a railcar cut by the edge of a hidden stretch (cloud, its shadow, nodata) counts in the
+# truth when its centre is visible, but near the edge the threshold is raised
+# (cloud_margin_m) and the visible part is mostly read as free. In a busy scene (_BUSY_SHARE,
+# here from the occupancy of all its tracks) each such edge adds one railcar to the high
+# bound (_edge_cars). On the 0.5-1 m tuning sites, three quarters of the track-scenes whose
+# truth lay above the high bound had such an edge; the rule raised coverage from 89.0 to
+# 92.7 % (yards 60-90 % full) and 91.4 to 93.1 % (random traffic) for 5.1 and 4.0 % more
+# mean width, and changed no bound on the quiet sites, at any pixel size. Gated by track
+# (30 % of its visible length occupied) instead, the quiet sites' widths grew 0.7 %.
 def _edge_cars(occ, on_track, *, short: int) -> np.ndarray:
     """Per occupancy profile (the last axis): the railcars that edges of hidden stretches
     (unknown samples on the track) may cut, one per edge next to a visible sample, one for
