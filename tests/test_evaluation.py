@@ -11,9 +11,11 @@ from benchmarks import accuracy as accuracy_cli
 from toolkit.errors import InputError
 from toolkit.validation import (
     _FIGURES,
+    _SUN_FIGURES,
     HELD_OUT_SITES,
     TUNING_SITES,
     accuracy,
+    accuracy_by_sun_markdown,
     accuracy_markdown,
     compare_with_truth,
     evaluation_accuracy,
@@ -45,6 +47,10 @@ def test_the_report_holds_the_figures_of_a_direct_count(tiny):
     assert row["site"] == "tiny site" and row["pixel_m"] == 3.0 and row["scenes"] == 4
     for name in _FIGURES:
         assert row[name] == pytest.approx(getattr(acc, name), abs=1e-12), name
+    for name in _SUN_FIGURES:
+        assert row[name] == pytest.approx(getattr(acc, name), abs=1e-12, nan_ok=True), name
+    # the four scenes (September-October) split by the sun, each on one side
+    assert row["scenes_low_sun"] + row["scenes_high_sun"] == 4
     assert row["scenes_scored"] == acc.n_scenes
     assert table.attrs["synthetic"] is True
 
@@ -59,6 +65,28 @@ def test_the_markdown_row_is_labelled_synthetic_and_rounds_the_figures(tiny):
     assert cells[3] == f"{100 * r['scene_mare']:.1f} %"
     assert cells[4] == f"{100 * r['scene_bias']:+.1f} %"
     assert cells[5] == f"{r['track_mae']:.3f}"
+
+
+def test_the_sun_table_row_gives_both_sides(tiny):
+    """The by-sun row: the scenes on each side and the figures of each, blank where a side
+    has none."""
+    table, _ = tiny
+    r = table.iloc[0]
+    last = accuracy_by_sun_markdown(table).splitlines()[-1]
+    cells = [c.strip() for c in last.strip("|").split("|")]
+    assert cells[:3] == [
+        "tiny site (SYNTHETIC)",
+        "3 m",
+        f"{r.scenes_low_sun} / {r.scenes_high_sun}",
+    ]
+    for cell, low, high, fmt in (
+        (cells[3], r.track_mae_low_sun, r.track_mae_high_sun, "{:.3f}"),
+        (cells[4], 100 * r.scene_mare_low_sun, 100 * r.scene_mare_high_sun, "{:.1f} %"),
+    ):
+        want = [fmt.format(x) if pd.notna(x) else "" for x in (low, high)]
+        assert [c.strip() for c in cell.split("/")] == want
+    with pytest.raises(InputError, match=r"lacks the columns \['scene_mare_high_sun'"):
+        accuracy_by_sun_markdown(table.drop(columns="scene_mare_high_sun"))
 
 
 def test_a_recipe_gives_its_dates_and_history(tmp_path):
@@ -140,9 +168,11 @@ def test_the_command_writes_its_table_atomically(tmp_path):
     text = out.read_text()
     assert text.startswith("# Counting accuracy (SYNTHETIC sites, measured)")
     assert "Targets: scene error 3 % at 0.5-1 m and 12 % at 3 m" in text
-    rows = [line for line in text.splitlines() if line.startswith("| seed")]
+    main, by_sun = text.split("### By sun elevation", 1)
+    rows = [line for line in main.splitlines() if line.startswith("| seed")]
     assert len(rows) == 1 and rows[0].startswith("| seed 36 (SYNTHETIC) | 3 m | 14 (")
     mare = float(rows[0].split("|")[4].strip().rstrip(" %"))
     assert 0 <= mare <= 12.0  # the 3 m target; the held-out test asserts its exact bounds
     assert "default sample" not in text
+    assert by_sun.count("| seed 36 (SYNTHETIC) | 3 m | ") == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["acc.md"]

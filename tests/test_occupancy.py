@@ -573,6 +573,36 @@ def test_busy_scenes_explain_fewer_samples_as_shadows(held_out_dense_05m, sample
         assert bool((quiet == sample_occ["occupancy"]).all()), r
 
 
+def test_each_scene_carries_the_sun_elevation_from_its_time_and_place(
+    sample_counts, default_sample
+):
+    """The counts and the occupancy carry each scene's sun elevation, computed from its time
+    and the tracks' place: within 0.05 degrees of the simulator's own (its truth, at the
+    synthetic layout's centre), scene by scene in time order."""
+    counts, occ, _, _ = sample_counts
+    truth = pd.read_csv(default_sample.truth_path, parse_dates=["time"])
+    want = truth.groupby("time")["sun_elevation_deg"].first()
+    got = counts["sun_elevation_deg"].to_series()
+    assert len(got) == len(want) == 59
+    assert (np.abs(got.index - want.index) <= pd.Timedelta("1s")).all()  # in time order
+    assert np.abs(got.to_numpy() - want.to_numpy()).max() <= 0.05
+    assert got.min() < toolkit.occupancy.LOW_SUN_DEG < got.max()  # winter and summer scenes
+    assert (occ["sun_elevation_deg"].values == counts["sun_elevation_deg"].values).all()
+    assert counts["sun_elevation_deg"].attrs["units"] == "degree"
+    # the contract CSV keeps its columns
+    assert "sun_elevation_deg" not in toolkit.counts_to_dataframe(counts).columns
+
+
+def test_the_sun_elevation_is_nan_where_the_sun_cannot_be_placed():
+    """SYNTHETIC hand-made strips with times but no sample coordinates or CRS: no place
+    for the sun, so NaN in every scene; the counts are made all the same."""
+    strips = _hand_made_strips(n_time=6, n_along=200)
+    counts = toolkit.counts_from_occupancy(toolkit.estimate_occupancy(strips))
+    assert counts["sun_elevation_deg"].sizes == {"time": 6}
+    assert np.isnan(counts["sun_elevation_deg"].values).all()
+    assert (counts["railcars"].values == 0).all()
+
+
 def test_the_busy_scenes_shadow_rule_needs_the_sun_placed(held_out_dense_05m):
     """The rule reads the sun's height from the scene's time and place: without own
     shadows it still applies (the same estimate), and where the sun cannot be placed (no
@@ -2081,6 +2111,38 @@ def test_accuracy_reports_the_share_of_visible_fractions_within_the_tolerance():
     assert accuracy(table, valid_fraction_tolerance=0.1).valid_fraction_within == 0.75
     with pytest.raises(toolkit.InputError, match="valid_fraction_tolerance"):
         accuracy(table, valid_fraction_tolerance=-0.05)
+
+
+def test_accuracy_splits_the_errors_by_the_sun_s_elevation():
+    """Three scenes, the sun at 30, 44.9 and 60 degrees: the figures below 45 degrees are
+    over the first two, those at or above it over the third; a scene whose sun is not
+    placed (NaN) is on neither side; without the column there is no split."""
+    times = pd.to_datetime(["2023-01-05", "2023-03-05", "2023-06-05", "2023-07-05"])
+    table = pd.DataFrame(
+        {
+            "time": np.repeat(times, 2),
+            "track_id": ["01", "02"] * 4,
+            "true": [10, 20, 12, 12, 15, 10, 30, 0],
+            "estimate": [13.0, 20.0, 12.0, 10.0, 15.0, 11.0, 30.0, 0.0],
+            "low": [9.0] * 8,
+            "high": [30.0] * 8,
+            "valid_fraction": [1.0] * 8,
+            "sun_elevation_deg": np.repeat([30.0, 44.9, 60.0, np.nan], 2),
+        }
+    )
+    table["error"] = table["estimate"] - table["true"]
+    acc = accuracy(table, min_cars=20)
+    assert acc.scenes_low_sun == 2 and acc.scenes_high_sun == 1
+    assert acc.track_mae_low_sun == pytest.approx((3 + 0 + 0 + 2) / 4)
+    assert acc.track_mae_high_sun == pytest.approx((0 + 1) / 2)
+    # scene totals 33/30 (+10 %), 22/24 (-8.3 %), 26/25 (+4 %), 30/30 (0, not placed)
+    assert acc.scene_mare_low_sun == pytest.approx((0.1 + 2 / 24) / 2)
+    assert acc.scene_mare_high_sun == pytest.approx(0.04)
+    assert acc.scene_mare == pytest.approx((0.1 + 2 / 24 + 0.04 + 0) / 4)
+    assert "by sun elevation (below / at or above 45 degrees)" in acc.summary()
+    plain = accuracy(table.drop(columns="sun_elevation_deg"), min_cars=20)
+    assert plain.scenes_low_sun == plain.scenes_high_sun == 0
+    assert np.isnan(plain.track_mae_low_sun) and "by sun elevation" not in plain.summary()
 
 
 def test_the_masks_own_visible_share_is_read_at_the_true_track(tmp_path):

@@ -71,6 +71,7 @@ __all__ = [
     "UNKNOWN",
     "READINGS",
     "HIGH_ONLY_READINGS",
+    "LOW_SUN_DEG",
     "save_counts_cache",
     "load_counts_cache",
     "source_fingerprint",
@@ -93,6 +94,22 @@ READINGS = (
 #: The readings that only raise the count's high bound (the others bound it both ways,
 #: except ``strict``, which only lowers the low bound).
 HIGH_ONLY_READINGS = ("lenient", "busy_noise", "no_shadow")
+
+#: Sun elevation (degrees) below which a 4 m railcar's shadow can reach 4 m or more beyond
+#: its side, across the neighbouring track's centreline (4.5 m away): there dark cars and
+#: ballast in a neighbour's shadow look alike, and the counts are less sure. On the SYNTHETIC tuning sites' busy yards at 0.5-1 m pixels, in
+#: cloud-free scenes, the error per track and scene was 1.90 (full yards) and 2.21 (random
+#: traffic) railcars below it, 1.15 and 0.64 at or above it.
+LOW_SUN_DEG = 45.0
+
+_SUN_ELEVATION_ATTRS = {
+    "long_name": "sun elevation at acquisition",
+    "units": "degree",
+    "description": "computed from the acquisition time and the tracks' place (NaN where "
+    "it cannot be placed, or 5 degrees or lower); below toolkit.occupancy.LOW_SUN_DEG "
+    f"({LOW_SUN_DEG:g}) a railcar's shadow can reach across the neighbouring track and "
+    "the counts are less sure",
+}
 
 #: Columns of the ``toolkit count`` CSV, in order (the contract in DESIGN.md).
 CSV_COLUMNS = (
@@ -291,7 +308,12 @@ def estimate_occupancy(
         empty and the reference may be a car's look: at pixels coarser than
         2 m, under 0.5, :func:`counts_from_occupancy` raises the high bound to
         every railcar that fits (synthetic 3 m yards of that kind read 48-89 %
-        under).
+        under). Coordinate ``sun_elevation_deg (time)``: the sun's elevation
+        at acquisition (degrees), computed from the time and the tracks' place
+        (NaN where it cannot be placed, or 5 degrees or lower). Below
+        ``LOW_SUN_DEG`` (45) a 4 m railcar's shadow can reach across the
+        neighbouring track, dark cars and shaded ballast look alike, and the
+        counts are less sure (see :data:`LOW_SUN_DEG`).
         attrs record the method and parameters (and ``pixel_size_m``).
 
     Notes
@@ -442,6 +464,9 @@ def estimate_occupancy(
         },
         coords={k: strips.coords[k] for k in ("on_track", "length_m") if k in strips.coords},
     )
+    elevation = np.full(strips.sizes["time"], np.nan) if sun is None else sun[2][1]
+    out = out.assign_coords(sun_elevation_deg=("time", np.round(elevation, 2)))
+    out["sun_elevation_deg"].attrs.update(_SUN_ELEVATION_ATTRS)
     out["occupancy"].attrs.update(
         {
             "long_name": "track occupancy",
@@ -635,8 +660,9 @@ def counts_from_occupancy(
         read (a lone snow scene, see :func:`estimate_occupancy`) the counts,
         bounds, occupied length and occupancy are NaN while ``valid_fraction``
         still says how much of the track was visible. ``snow_scene (time)`` is
-        carried over from the occupancy when it has it, and so is
-        ``reference_support (track)``.
+        carried over from the occupancy when it has it, and so are
+        ``reference_support (track)`` and the coordinate ``sun_elevation_deg
+        (time)``.
 
     Notes
     -----
@@ -753,6 +779,8 @@ def counts_from_occupancy(
         ds["scene_readable"] = readable
     if "snow_scene" in occupancy:
         ds["snow_scene"] = occupancy["snow_scene"]
+    if "sun_elevation_deg" in occupancy.coords:
+        ds = ds.assign_coords(sun_elevation_deg=occupancy["sun_elevation_deg"])
     if "reference_support" in occupancy:
         # a copy, not the occupancy's array itself: dask (2026.8) dropped that array's
         # task from the graph of ``dask.compute(counts)`` while the high bound above read

@@ -25,6 +25,7 @@ __all__ = [
     "simulate_evaluation_site",
     "evaluation_accuracy",
     "accuracy_markdown",
+    "accuracy_by_sun_markdown",
 ]
 
 #: The SYNTHETIC sites the README's accuracy table is measured on, never used while
@@ -187,7 +188,8 @@ def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
         truth for the visible part where known, else the whole track),
         ``estimate``, ``low``, ``high``, ``error`` (estimate - true),
         ``valid_fraction`` (estimated) and ``true_visible_fraction`` when
-        known, ``cloud_fraction`` when known.
+        known, ``cloud_fraction`` when known, ``sun_elevation_deg`` (degrees)
+        from the counts' coordinate, else from the truth, when either has it.
     """
     truth = _read_truth(truth)
     for col in ("time", "track_id", "railcars"):
@@ -219,6 +221,9 @@ def compare_with_truth(counts: xr.Dataset, truth) -> pd.DataFrame:
         out["true_visible_fraction"] = m["visible_fraction"].to_numpy()
     if "cloud_fraction" in m.columns:
         out["cloud_fraction"] = m["cloud_fraction"].to_numpy()
+    # the counts' own sun elevation (a coordinate) wins over the truth's column of that name
+    if "sun_elevation_deg" in m.columns:
+        out["sun_elevation_deg"] = m["sun_elevation_deg"].to_numpy(dtype=float)
     return out.sort_values(["time", "track_id"]).reset_index(drop=True)
 
 
@@ -360,6 +365,16 @@ class CountAccuracy:
     unread_track_scenes : int
         Track-scenes seen (``valid_fraction`` above 0) but not counted, all
         scenes; left out of every figure above.
+    track_mae_low_sun, track_mae_high_sun : float
+        ``track_mae`` over the scenes with the sun below
+        :data:`toolkit.occupancy.LOW_SUN_DEG` (45 degrees), and at or above it,
+        where the table has ``sun_elevation_deg`` (NaN otherwise, or where no
+        scene is on that side): railcars' shadows reach across the
+        neighbouring track below it, and the counts are less sure.
+    scene_mare_low_sun, scene_mare_high_sun : float
+        ``scene_mare`` over the same two sets of scenes.
+    scenes_low_sun, scenes_high_sun : int
+        Scenes on each side, of those counted (0 without ``sun_elevation_deg``).
     table : pandas.DataFrame
         The per-scene totals.
     """
@@ -377,6 +392,12 @@ class CountAccuracy:
     mask_valid_fraction_within: float = float("nan")
     unread_scenes: int = 0
     unread_track_scenes: int = 0
+    track_mae_low_sun: float = float("nan")
+    track_mae_high_sun: float = float("nan")
+    scene_mare_low_sun: float = float("nan")
+    scene_mare_high_sun: float = float("nan")
+    scenes_low_sun: int = 0
+    scenes_high_sun: int = 0
     table: pd.DataFrame = field(repr=False)
 
     def summary(self) -> str:
@@ -399,6 +420,17 @@ class CountAccuracy:
                     else ""
                 ),
             ]
+            + (
+                [
+                    f"  by sun elevation (below / at or above {_low_sun_deg():g} degrees): "
+                    f"per track and scene MAE {self.track_mae_low_sun:.2f} / "
+                    f"{self.track_mae_high_sun:.2f} railcars, scene MARE "
+                    f"{_pct(self.scene_mare_low_sun)} / {_pct(self.scene_mare_high_sun)} "
+                    f"({self.scenes_low_sun} / {self.scenes_high_sun} scenes)"
+                ]
+                if self.scenes_low_sun + self.scenes_high_sun
+                else []
+            )
             + (
                 [
                     f"  seen but not counted (no empty-track reference fits, as in a lone "
@@ -473,6 +505,7 @@ def accuracy(
             ((cloud_all[keys] <= max_cloud_fraction) & (true_all[keys] >= min_cars)).sum()
         )
     inside = (t["true"] >= t["low"]) & (t["true"] <= t["high"])
+    by_sun = _by_sun(t, sel, rel)
     if "true_visible_fraction" in t.columns:
         vf_err = (table["valid_fraction"] - table["true_visible_fraction"]).abs().dropna()
     else:
@@ -499,8 +532,36 @@ def accuracy(
         mask_valid_fraction_within=mask_within,
         unread_scenes=missed_scenes,
         unread_track_scenes=int(unread.sum()),
+        **by_sun,
         table=scenes.reset_index(),
     )
+
+
+def _low_sun_deg() -> float:
+    from toolkit.occupancy import LOW_SUN_DEG
+
+    return LOW_SUN_DEG
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if np.isfinite(x) else "n/a"
+
+
+def _by_sun(t: pd.DataFrame, sel: pd.DataFrame, rel: pd.Series) -> dict:
+    """:class:`CountAccuracy`'s figures below and at or above the low-sun elevation, from the
+    counted track-scenes ``t``, the scored scenes ``sel`` and their relative errors ``rel``."""
+    if "sun_elevation_deg" not in t.columns:
+        return {}
+    sun = t.groupby("time")["sun_elevation_deg"].first()
+    out = {}
+    for side, on_side in (("low", sun < _low_sun_deg()), ("high", sun >= _low_sun_deg())):
+        times = sun.index[on_side.to_numpy()]
+        err = t.loc[t["time"].isin(times), "error"].abs()
+        scored = rel[sel.index.isin(times)]
+        out[f"track_mae_{side}_sun"] = float(err.mean()) if len(err) else float("nan")
+        out[f"scene_mare_{side}_sun"] = float(scored.abs().mean()) if len(scored) else float("nan")
+        out[f"scenes_{side}_sun"] = int(len(times))
+    return out
 
 
 def simulate_evaluation_site(recipe, out_dir, *, overwrite: bool = False):
@@ -579,7 +640,10 @@ def evaluation_accuracy(
         ``scenes_unread``, ``scene_mare``, ``scene_bias``, ``track_mae``,
         ``coverage``, ``mean_interval_width``, ``valid_fraction_within``,
         ``mask_valid_fraction_within``, ``valid_fraction_mean_error``,
-        ``valid_fraction_max_error``; ``attrs["synthetic"]`` is True.
+        ``valid_fraction_max_error``, then the same figures by sun elevation
+        (``track_mae_low_sun``, ``track_mae_high_sun``, ``scene_mare_low_sun``,
+        ``scene_mare_high_sun``, ``scenes_low_sun``, ``scenes_high_sun``; see
+        :class:`CountAccuracy`); ``attrs["synthetic"]`` is True.
 
     Examples
     --------
@@ -623,7 +687,7 @@ def evaluation_accuracy(
                 "scenes_unread": int(
                     (~counts["scene_readable"].values).sum() if "scene_readable" in counts else 0
                 ),
-                **{fig: getattr(acc, fig) for fig in _FIGURES},
+                **{fig: getattr(acc, fig) for fig in (*_FIGURES, *_SUN_FIGURES)},
             }
         )
         if progress:
@@ -691,6 +755,46 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def accuracy_by_sun_markdown(table: pd.DataFrame) -> str:
+    """:func:`evaluation_accuracy`'s figures below and at or above the low-sun elevation
+    (:data:`toolkit.occupancy.LOW_SUN_DEG`) as a Markdown table, labelled SYNTHETIC.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> row = dict(site="seed 113", pixel_m=0.5, scenes=12, scenes_low_sun=5,
+    ...            scenes_high_sun=7, track_mae_low_sun=2.1, track_mae_high_sun=0.52,
+    ...            scene_mare_low_sun=0.031, scene_mare_high_sun=float("nan"))
+    >>> print(accuracy_by_sun_markdown(pd.DataFrame([row])).splitlines()[-1])
+    | seed 113 (SYNTHETIC) | 0.5 m | 5 / 7 | 2.100 / 0.520 | 3.1 % /  |
+    """
+    need = {"site", "pixel_m", *_SUN_FIGURES}
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise InputError(
+            f"table: lacks the columns {missing}; expected toolkit.validation.evaluation_accuracy's"
+        )
+
+    def pct(x):
+        return f"{100 * x:.1f} %" if np.isfinite(x) else ""
+
+    def num(x):
+        return f"{x:.3f}" if np.isfinite(x) else ""
+
+    lines = [
+        f"| site | pixel | scenes, sun below / at or above {_low_sun_deg():g} degrees "
+        "| error per track and scene | scene error (MARE) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.site} (SYNTHETIC) | {r.pixel_m:g} m | {r.scenes_low_sun} / {r.scenes_high_sun} "
+            f"| {num(r.track_mae_low_sun)} / {num(r.track_mae_high_sun)} "
+            f"| {pct(r.scene_mare_low_sun)} / {pct(r.scene_mare_high_sun)} |"
+        )
+    return "\n".join(lines)
+
+
 #: The CountAccuracy figures evaluation_accuracy reports per site, in its columns' order.
 _FIGURES = (
     "scene_mare",
@@ -702,6 +806,15 @@ _FIGURES = (
     "mask_valid_fraction_within",
     "valid_fraction_mean_error",
     "valid_fraction_max_error",
+)
+#: ... and by sun elevation, after them.
+_SUN_FIGURES = (
+    "track_mae_low_sun",
+    "track_mae_high_sun",
+    "scene_mare_low_sun",
+    "scene_mare_high_sun",
+    "scenes_low_sun",
+    "scenes_high_sun",
 )
 
 
