@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from toolkit._io import atomic_write_text
+from toolkit.occupancy import LOW_SUN_DEG
 from toolkit.validation import (
     HELD_OUT_SITES,
     TUNING_SITES,
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SUN_NOTE = (
     "The same counts split by the sun's elevation at acquisition (the counts' "
-    "`sun_elevation_deg`): below 45 degrees a 4 m railcar's shadow can reach across the "
+    f"`sun_elevation_deg`): below {LOW_SUN_DEG:g} degrees a 4 m railcar's shadow can reach "
+    "across the "
     "neighbouring track, where dark cars and ballast in a neighbour's shadow look alike. "
     "Error per track and scene over every track-scene of those scenes; scene error over "
     "the scored ones among them (blank where none is)."

@@ -97,9 +97,10 @@ HIGH_ONLY_READINGS = ("lenient", "busy_noise", "no_shadow")
 
 #: Sun elevation (degrees) below which a 4 m railcar's shadow can reach 4 m or more beyond
 #: its side, across the neighbouring track's centreline (4.5 m away): there dark cars and
-#: ballast in a neighbour's shadow look alike, and the counts are less sure. On the SYNTHETIC tuning sites' busy yards at 0.5-1 m pixels, in
-#: cloud-free scenes, the error per track and scene was 1.90 (full yards) and 2.21 (random
-#: traffic) railcars below it, 1.15 and 0.64 at or above it.
+#: ballast in a neighbour's shadow look alike, and the counts are less sure. On the
+#: SYNTHETIC tuning sites' busy yards at 0.5-1 m pixels, in cloud-free scenes, the error
+#: per track and scene was 1.90 (full yards) and 2.21 (random traffic) railcars below it,
+#: 1.15 and 0.64 at or above it.
 LOW_SUN_DEG = 45.0
 
 _SUN_ELEVATION_ATTRS = {
