@@ -247,6 +247,31 @@ def test_five_year_counts_draws_baseline_published_and_event(history):
     assert _has_synthetic_label(fig)
 
 
+def test_low_sun_estimates_are_drawn_hollow(history):
+    """Where the counts carry each scene's sun elevation, the estimates of the scenes with
+    the sun below LOW_SUN_DEG are drawn hollow, with their own legend entry, in both count
+    figures; a scene whose sun is not placed (NaN) stays filled. Without the coordinate all
+    are filled."""
+    n = history.sizes["time"]
+    sun = np.where(np.arange(n) % 2 == 0, 30.0, 60.0)
+    sun[1] = np.nan
+    low_n = int((sun < toolkit.occupancy.LOW_SUN_DEG).sum())
+    with_sun = history.assign_coords(sun_elevation_deg=("time", sun))
+    per_track = with_sun.expand_dims(track=["01"]).transpose("time", "track")
+    for fig, label in (
+        (plotting.plot_five_year_counts(with_sun), "estimated railcars"),
+        (plotting.plot_count_series(per_track), "estimated"),
+    ):
+        ax = fig.axes[0]
+        filled, hollow = _line(ax, label), _line(ax, f"{label}, sun below 45\N{DEGREE SIGN}")
+        assert len(hollow.get_xdata()) == low_n and len(filled.get_xdata()) == n - low_n
+        assert hollow.get_markerfacecolor() == "white"
+        assert sorted(hollow.get_ydata()) == sorted(history["railcars"].values[sun < 45])
+    plain = plotting.plot_five_year_counts(history).axes[0]
+    assert len(_line(plain, "estimated railcars").get_xdata()) == n
+    assert not [ln for ln in plain.get_lines() if "sun below" in str(ln.get_label())]
+
+
 def test_five_year_counts_rejects_non_counts():
     with pytest.raises(InputError, match="railcars"):
         plotting.plot_five_year_counts(xr.Dataset({"x": ("time", [1.0])}))

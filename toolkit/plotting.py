@@ -269,7 +269,9 @@ def plot_count_series(
     Parameters
     ----------
     counts : xarray.Dataset
-        ``(time, track)`` from :func:`toolkit.count_railcars`.
+        ``(time, track)`` from :func:`toolkit.count_railcars`. Scenes whose
+        ``sun_elevation_deg`` is below :data:`toolkit.occupancy.LOW_SUN_DEG`
+        are drawn hollow: their counts are less sure.
     truth : pandas.DataFrame or Series, optional
         True yard totals indexed by time (from the simulator), drawn for
         comparison.
@@ -289,10 +291,9 @@ def plot_count_series(
     else:
         fig = ax.figure
     t = total["time"].values
-    est = total["railcars"].values
     lo, hi = total["railcars_low"].values, total["railcars_high"].values
     ax.vlines(t, lo, hi, color=PALETTE["sky"], lw=1.2, label="low-high interval")
-    ax.plot(t, est, "o", ms=2.5, color=PALETTE["blue"], label="estimated")
+    _plot_estimates(ax, total, ms=2.5, label="estimated")
     if truth is not None:
         tr = truth
         if hasattr(tr, "columns"):
@@ -350,6 +351,31 @@ def _check_cube(cube) -> None:
         raise InputError(
             f"cube: expected a DataArray with dims (time, band, y, x), found "
             f"{getattr(cube, 'dims', type(cube).__name__)}; load it with toolkit.load_cube"
+        )
+
+
+def _plot_estimates(ax, total, *, ms: float, label: str) -> None:
+    """The yard totals as dots; where the counts carry each scene's sun elevation, the
+    scenes with the sun below :data:`toolkit.occupancy.LOW_SUN_DEG` hollow: their counts
+    are less sure (railcars' shadows reach across the neighbouring track)."""
+    from toolkit.occupancy import LOW_SUN_DEG
+
+    t, est = total["time"].values, total["railcars"].values
+    low = np.zeros(t.shape, bool)
+    if "sun_elevation_deg" in total.coords:
+        with np.errstate(invalid="ignore"):
+            low = np.asarray(total["sun_elevation_deg"].values, float) < LOW_SUN_DEG
+    ax.plot(t[~low], est[~low], "o", ms=ms, color=PALETTE["blue"], label=label)
+    if low.any():
+        ax.plot(
+            t[low],
+            est[low],
+            "o",
+            ms=ms,
+            mfc="white",
+            mec=PALETTE["blue"],
+            mew=0.6,
+            label=f"{label}, sun below {LOW_SUN_DEG:g}\N{DEGREE SIGN}",
         )
 
 
@@ -862,7 +888,9 @@ def plot_five_year_counts(
     ----------
     counts : xarray.Dataset
         ``(time, track)`` counts (or yard totals over ``time``) with
-        ``railcars``, ``railcars_low``, ``railcars_high``.
+        ``railcars``, ``railcars_low``, ``railcars_high``. Scenes whose
+        ``sun_elevation_deg`` is below :data:`toolkit.occupancy.LOW_SUN_DEG`
+        are drawn hollow: their counts are less sure.
     comparison : BaselineComparison, optional
         From :func:`toolkit.compare_with_baseline`: its window is shaded with
         the baseline median to 95th percentile band and its maximum drawn.
@@ -899,7 +927,6 @@ def plot_five_year_counts(
     else:
         fig = ax.figure
     t = total["time"].values
-    est = total["railcars"].values
     lo, hi = total["railcars_low"].values, total["railcars_high"].values
     with _closure_and_summit(ax, closure=closure, summit=summit):
         if comparison is not None:
@@ -930,7 +957,7 @@ def plot_five_year_counts(
                     ax, changepoints, i, "change points (date interval shaded)" if i == 0 else None
                 )
     ax.vlines(t, lo, hi, color=PALETTE["sky"], lw=0.8, label="estimate, low-high interval")
-    ax.plot(t, est, "o", ms=2.0, color=PALETTE["blue"], label="estimated railcars")
+    _plot_estimates(ax, total, ms=2.0, label="estimated railcars")
     tr = _true_series(truth)
     if tr is not None:
         ax.plot(
