@@ -267,6 +267,13 @@ def test_low_sun_estimates_are_drawn_hollow(history):
         assert len(hollow.get_xdata()) == low_n and len(filled.get_xdata()) == n - low_n
         assert hollow.get_markerfacecolor() == "white"
         assert sorted(hollow.get_ydata()) == sorted(history["railcars"].values[sun < 45])
+    # only low-sun dates: no filled entry in the legend
+    winter = history.assign_coords(sun_elevation_deg=("time", np.full(n, 20.0)))
+    labels = [str(ln.get_label()) for ln in plotting.plot_five_year_counts(winter).axes[0].lines]
+    assert (
+        "estimated railcars" not in labels
+        and "estimated railcars, sun below 45\N{DEGREE SIGN}" in labels
+    )
     plain = plotting.plot_five_year_counts(history).axes[0]
     assert len(_line(plain, "estimated railcars").get_xdata()) == n
     assert not [ln for ln in plain.get_lines() if "sun below" in str(ln.get_label())]
