@@ -365,7 +365,7 @@ def _plot_estimates(ax, total, *, ms: float, label: str) -> None:
     if "sun_elevation_deg" in total.coords:
         with np.errstate(invalid="ignore"):
             low = np.asarray(total["sun_elevation_deg"].values, float) < LOW_SUN_DEG
-    if not low.all():  # (an empty series keeps its entry; only-low-sun dates have none)
+    if not (low.size and low.all()):  # no filled entry where every date has the sun low
         ax.plot(t[~low], est[~low], "o", ms=ms, color=PALETTE["blue"], label=label)
     if low.any():
         ax.plot(
