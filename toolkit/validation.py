@@ -723,14 +723,7 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
     0.009 / 0.096 |
     """
     need = {"site", "pixel_m", "scenes", "scenes_scored", "scenes_unread", *_FIGURES}
-    missing = sorted(need - set(table.columns))
-    if missing:
-        raise InputError(
-            f"table: lacks the columns {missing}; expected toolkit.validation.evaluation_accuracy's"
-        )
-
-    def pct(x, signed=False):
-        return "" if not np.isfinite(x) else (f"{100 * x:+.1f} %" if signed else f"{100 * x:.1f} %")
+    _check_table(table, need)
 
     lines = [
         "| site | pixel | scenes | scene error (MARE) | bias | error per track and scene "
@@ -742,14 +735,14 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
         scenes = f"{r.scenes} ({r.scenes_scored} scored"
         scenes += f", {r.scenes_unread} not counted)" if r.scenes_unread else ")"
         mask = (
-            f" (mask {pct(r.mask_valid_fraction_within)})"
+            f" (mask {_md_pct(r.mask_valid_fraction_within)})"
             if np.isfinite(r.mask_valid_fraction_within)
             else ""
         )
         lines.append(
-            f"| {r.site} (SYNTHETIC) | {r.pixel_m:g} m | {scenes} | {pct(r.scene_mare)} "
-            f"| {pct(r.scene_bias, True)} | {r.track_mae:.3f} | {pct(r.coverage)} "
-            f"| {r.mean_interval_width:.2f} | {pct(r.valid_fraction_within)}{mask} "
+            f"| {r.site} (SYNTHETIC) | {r.pixel_m:g} m | {scenes} | {_md_pct(r.scene_mare)} "
+            f"| {_md_pct(r.scene_bias, True)} | {r.track_mae:.3f} | {_md_pct(r.coverage)} "
+            f"| {r.mean_interval_width:.2f} | {_md_pct(r.valid_fraction_within)}{mask} "
             f"| {r.valid_fraction_mean_error:.3f} / {r.valid_fraction_max_error:.3f} |"
         )
     return "\n".join(lines)
@@ -769,14 +762,7 @@ def accuracy_by_sun_markdown(table: pd.DataFrame) -> str:
     | seed 113 (SYNTHETIC) | 0.5 m | 5 / 7 | 2.100 / 0.520 | 3.1 % /  |
     """
     need = {"site", "pixel_m", *_SUN_FIGURES}
-    missing = sorted(need - set(table.columns))
-    if missing:
-        raise InputError(
-            f"table: lacks the columns {missing}; expected toolkit.validation.evaluation_accuracy's"
-        )
-
-    def pct(x):
-        return f"{100 * x:.1f} %" if np.isfinite(x) else ""
+    _check_table(table, need)
 
     def num(x):
         return f"{x:.3f}" if np.isfinite(x) else ""
@@ -790,9 +776,24 @@ def accuracy_by_sun_markdown(table: pd.DataFrame) -> str:
         lines.append(
             f"| {r.site} (SYNTHETIC) | {r.pixel_m:g} m | {r.scenes_low_sun} / {r.scenes_high_sun} "
             f"| {num(r.track_mae_low_sun)} / {num(r.track_mae_high_sun)} "
-            f"| {pct(r.scene_mare_low_sun)} / {pct(r.scene_mare_high_sun)} |"
+            f"| {_md_pct(r.scene_mare_low_sun)} / {_md_pct(r.scene_mare_high_sun)} |"
         )
     return "\n".join(lines)
+
+
+def _check_table(table: pd.DataFrame, need: set) -> None:
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise InputError(
+            f"table: lacks the columns {missing}; expected toolkit.validation.evaluation_accuracy's"
+        )
+
+
+def _md_pct(x: float, signed: bool = False) -> str:
+    """A share as a percentage for the Markdown tables; blank where it is not a number."""
+    if not np.isfinite(x):
+        return ""
+    return f"{100 * x:+.1f} %" if signed else f"{100 * x:.1f} %"
 
 
 #: The CountAccuracy figures evaluation_accuracy reports per site, in its columns' order.
