@@ -173,7 +173,12 @@ def estimate_occupancy(
         neighbouring track (4.5 m away) can shade the whole core, and the dark
         samples are dark cars (empty ore wagons, tank cars), which in a busy
         yard are many. Nor in a busy scene where the neighbouring track towards
-        the sun is seen free where a car on it would cast the shadow. A scene
+        the sun is seen free where a car on it would cast the shadow. In both,
+        the explanation stays where the sun is low enough for a railcar here to
+        shade the strip margin away from it (a 4 m car's shadow reaching 2 m
+        or more beyond its side) and that margin reads at least 0.95 of the
+        empty track's light within 4 m either way along: nothing tall stands
+        there. A scene
         is busy where at least 30 % of its known track is occupied in a first
         reading, with the shadow explanation everywhere or with it only where a
         neighbour's car can shade the core. The sun is placed from the
@@ -2360,7 +2365,8 @@ _GAP_SHARP_STEP_M = 0.6
 # positions need at least this deviation (noise units) for their own shadow to decide: the
 # first at pixels up to _OWN_SHADOW_FINE_PIXEL_M, the second at coarser ones. On the busy
 # tuning yards at 0.5-1 m, once a busy scene keeps the shadow explanation beside a lit far
-# margin (_FAR_LIT), 1.5 found grey cars that a parked car's look in the reference had hidden:
+# margin (_FAR_LIT), 1.5 found some of the missed cars the false ones had offset (seed 105,
+# 2023-09-03: 538 -> 505 missed positions):
 # full yards 4.2 -> 3.9 % scene error, 0.82 -> 0.73 railcars per track and scene with the sun at
 # or above 45 degrees and 1.93 -> 1.85 below; random traffic 0.60 and 2.20 -> 0.60 and 2.19
 # (1.0: full yards better, random traffic 5.2 -> 5.7 %). At 3 m, 1.5 helped seven of eight
@@ -2453,24 +2459,27 @@ _COVER_BLUR_PX = 0.5
 # 2.9 % and from 9.0 to 8.1 % (6 m: 3.4 and 7.5 %)
 _CASTER_ACROSS_M = (4.5, 4.0, 5.0, 5.5, 6.0)
 _CASTER_WINDOW_M = 3.0
-# ... and neither rule drops the explanation where a railcar on this track would cast its
-# own shadow over the margin away from the sun (a 4 m car's shadow reaching at least
-# _FAR_LIT_REACH_M across beyond its side, so a 3.4 m ore car's reaches 1.7 m, past the
-# margin's outer samples 0.85 m beyond its side), yet that margin reads at least _FAR_LIT of
-# the empty track's light over _FAR_LIT_WINDOW_M either way along the track (the shadow of a
-# car's end falls a few metres along it). On the busy tuning yards at 0.5-1 m the rules
-# had read 16,700 true and 15,300 false occupied positions in such scenes; this kept 4,527
-# of the false ones free and lost 823 true ones (most at cars' ends), and the error per track
-# and scene of the full yards with the sun at or above 45 degrees went from 1.15 to 0.82
-# (random traffic 0.64 to 0.60; below 45 degrees 1.90 to 1.93 and 2.21 to 2.20)
-_FAR_LIT = 0.95
-_FAR_LIT_REACH_M = 2.0
-_FAR_LIT_WINDOW_M = 4.0
 # ... and not where a 4 m car's shadow reaches so far that a car two tracks away (9 m)
 # could shade the core: there the nearest neighbour's being free says nothing (tuning seed
 # 104 at 1 m, random traffic: a scene with the sun 29 degrees high read 148 railcars of 132
 # without this, 141 with it)
 _SECOND_NEIGHBOUR_M = 9.0 - 1.65 - 1.1
+# in a busy scene neither the rule for places no neighbour's car can shade nor the casters'
+# rule drops the explanation where a railcar on this track would cast its own shadow over the
+# margin away from the sun (a 4 m car's shadow reaching at least _FAR_LIT_REACH_M across
+# beyond its side, so a 3.4 m ore car's reaches 1.7 m, past the margin's outer samples 0.85 m
+# beyond its side), yet that margin reads at least _FAR_LIT of the empty track's light over
+# _FAR_LIT_WINDOW_M either way along the track (the shadow of a car's end falls a few metres
+# along it: judged at the same place only, 823 true positions of cloud-free scenes were lost,
+# against 248 with the window). On the tuning sites
+# the two rules had read 28,702 true and 12,205 false occupied positions in busy scenes; this
+# keeps 3,949 of the false ones free and loses 249 true ones. The error per track and scene of
+# the full yards at 0.5-1 m with the sun at or above 45 degrees went from 1.15 to 0.82 (random
+# traffic 0.64 to 0.60; below 45 degrees, where false cars had made up for missed ones, 1.90
+# to 1.93 and 2.21 to 2.20)
+_FAR_LIT = 0.95
+_FAR_LIT_REACH_M = 2.0
+_FAR_LIT_WINDOW_M = 4.0
 # a scene's gains: where the most common brightness of its known, lit samples against the
 # empty track (within +-_GAIN_MODE_WIDTH in log units, about 5 %) differs from the median
 # over the positions judged free by more than _GAIN_MODE_TOL in some band, the positions
