@@ -99,8 +99,9 @@ HIGH_ONLY_READINGS = ("lenient", "busy_noise", "no_shadow")
 #: its side, across the neighbouring track's centreline (4.5 m away): there dark cars and
 #: ballast in a neighbour's shadow look alike, and the counts are less sure. On the
 #: SYNTHETIC tuning sites' busy yards at 0.5-1 m pixels, in cloud-free scenes, the error
-#: per track and scene was 1.90 (full yards) and 2.21 (random traffic) railcars below it,
-#: 1.15 and 0.64 at or above it.
+#: per track and scene is 1.85 (full yards) and 2.19 (random traffic) railcars below it,
+#: 0.73 and 0.60 at or above it (1.90, 2.21, 1.15 and 0.64 before a busy scene kept the
+#: shadow explanation beside a lit far margin, see _FAR_LIT).
 LOW_SUN_DEG = 45.0
 
 _SUN_ELEVATION_ATTRS = {
