@@ -19,7 +19,14 @@ import pytest
 import xarray as xr
 
 import toolkit
-from toolkit.occupancy import OCCUPIED, UNKNOWN, _appearance_groups, _segment_row, _snow_groups
+from toolkit.occupancy import (
+    FREE,
+    OCCUPIED,
+    UNKNOWN,
+    _appearance_groups,
+    _segment_row,
+    _snow_groups,
+)
 from toolkit.validation import (
     HELD_OUT_SITES,
     accuracy,
@@ -499,8 +506,12 @@ def _coregistered_strips(site):
 def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     acc = accuracy(held_out_dense_05m[0], min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 1.4 %, bias -1.4 %, track MAE 1.12, coverage 98.0 %, mean width 7.05 (89.0 %,
-    # 6.28 before each edge of a hidden stretch in a busy scene added a railcar to the high
+    # measured: MARE 1.9 %, bias -1.9 %, track MAE 1.04, coverage 99.0 %, mean width 7.24 (98.0 %,
+    # 6.74 before a busy scene's high bound counted the railcars that would fill the positions
+    # read free near a mask's edge and its lenient reading kept the threshold there unraised: the
+    # width bound moves from 7.1 to 7.3 and the coverage bound from 97 % to 98 %; 1.4 %, -1.4 %,
+    # 1.12, 98.0 %, 7.05 before a busy scene kept the shadow explanation beside a lit far margin
+    # and the own-shadow cue asked 1.5 noise units at fine pixels; 89.0 %, 6.28 before each edge of a hidden stretch in a busy scene added a railcar to the high
     # bound: the truth had been above it where clouds cut cars, and the coverage bound moves
     # from 87 % to 97 % as the width bound moves from 6.35 to 7.1; 6.33 before lifted shade
     # was judged over runs apart by up to 3 m; 1.9 %,
@@ -530,9 +541,9 @@ def test_held_out_dense_yard_at_05m(held_out_dense_05m):
     assert acc.n_scenes >= 8
     assert acc.scene_mare <= 0.02
     assert abs(acc.scene_bias) <= 0.02
-    assert acc.track_mae <= 1.16
-    assert acc.coverage >= 0.97
-    assert acc.mean_interval_width <= 7.1
+    assert acc.track_mae <= 1.1
+    assert acc.coverage >= 0.98
+    assert acc.mean_interval_width <= 7.3
     assert acc.unread_scenes == 1
 
 
@@ -804,7 +815,10 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     table = held_out_random_05m
     acc = accuracy(table, min_cars=20)
     print("\n" + acc.summary())
-    # measured: MARE 4.5 %, bias -4.2 %, track MAE 2.08, coverage 88.3 %, mean width 5.36 (5.4 %,
+    # measured: MARE 4.5 %, bias -4.2 %, track MAE 2.08, coverage 89.2 %, mean width 5.57 (88.3 %,
+    # 5.36 before a busy scene's high bound counted the railcars that would fill the positions
+    # read free near a mask's edge and its lenient reading kept the threshold there unraised: the
+    # coverage bound moves from 88 % to 89 % as the width bound moves from 5.4 to 5.6; 5.4 %,
     # -5.1 %, 2.16, 80.8 %, 4.63 before a busy scene kept the shadow explanation beside a lit far
     # margin and the own-shadow cue asked 1.5 noise units at fine pixels: the coverage bound
     # moves from 80 % to 88 % as the width bound moves from 4.7 to 5.4, and the others
@@ -830,8 +844,8 @@ def test_held_out_random_traffic_at_05m(held_out_random_05m):
     assert acc.scene_mare <= 0.05
     assert abs(acc.scene_bias) <= 0.05
     assert acc.track_mae <= 2.1
-    assert acc.coverage >= 0.88
-    assert acc.mean_interval_width <= 5.4
+    assert acc.coverage >= 0.89
+    assert acc.mean_interval_width <= 5.6
     # the busiest cloud-free scenes (over 100 cars): each within 20 % (measured 3-19 %;
     # 8-22 % before the gains came from the most common brightness)
     clear = table.groupby("time").filter(lambda g: (g["cloud_fraction"] == 0).all())
@@ -1453,6 +1467,83 @@ def test_edges_of_hidden_stretches_in_a_busy_scene_raise_the_high_bound():
         xr.testing.assert_equal(edged[k], plain[k])
     assert "hidden stretch" in edged.attrs["bounds_method"]
     assert "hidden stretch" not in plain.attrs["bounds_method"]
+
+
+def test_positions_read_free_near_a_hidden_stretch_in_a_busy_scene_raise_the_high_bound():
+    """Near a hidden stretch the threshold is raised (cloud_margin_m), and thin haze there
+    dims the cars: in a busy scene the high bound also counts the railcars of the longest
+    kind (19.5 m) that would fill the visible positions read free within cloud_margin_m of
+    the stretch. Not beyond it, not in a quiet scene, and not without cloud_margin_m (an
+    occupancy that does not say how far the threshold was raised)."""
+    n_a = 400  # 200 m at 0.5 m
+    busy = np.full((2, n_a), OCCUPIED, "int8")
+    busy[0, 130:180] = FREE  # 25 m read free before a hidden stretch
+    busy[0, 180:220] = UNKNOWN
+    busy[0, 220:270] = FREE  # ... and 25 m after it: 50 m, two cars of 19.5 m
+    busy[1, 20:100] = FREE  # 40 m read free, 60 m or more from any hidden stretch
+    busy[1, 300:320] = UNKNOWN
+    quiet = np.full((2, n_a), FREE, "int8")
+    quiet[:, 180:220] = UNKNOWN
+    quiet[:, 300:330] = OCCUPIED
+    occ = xr.Dataset(
+        {
+            "occupancy": (("time", "track", "along"), np.stack([busy, quiet])),
+            "deviation": (("time", "track", "along"), np.full((2, 2, n_a), 6.0, "float32")),
+        },
+        coords={
+            "time": np.array(["2023-06-01", "2023-06-02"], "datetime64[ns]"),
+            "track": ["01", "02"],
+            "along": np.arange(n_a) * 0.5,
+            "length_m": ("track", [200.0, 200.0]),
+            "on_track": (("track", "along"), np.ones((2, n_a), bool)),
+        },
+        attrs={"step_m": 0.5, "pixel_size_m": 0.5},
+    )
+    plain = toolkit.counts_from_occupancy(occ)
+    near = toolkit.counts_from_occupancy(occ.assign_attrs(cloud_margin_m=25.0))
+    extra = near["railcars_high"] - plain["railcars_high"]
+    assert extra.values.tolist() == [[2, 0], [0, 0]]
+    # within 10 m of the stretch: 20 m read free, one railcar of 19.5 m
+    narrow = toolkit.counts_from_occupancy(occ.assign_attrs(cloud_margin_m=10.0))
+    assert (narrow["railcars_high"] - plain["railcars_high"]).values.tolist() == [[1, 0], [0, 0]]
+    for k in ("railcars", "railcars_low", "visible_m"):
+        xr.testing.assert_equal(near[k], plain[k])
+    assert "read free near it" in near.attrs["bounds_method"]
+
+
+def test_a_busy_scenes_lenient_reading_does_not_raise_the_threshold_near_a_cloud():
+    """SYNTHETIC, 1 m strips. In one scene reddish cars fill 500 m of a 1000 m track, a
+    cloud mask hides 40 m of them, and over 25 m on either side of it thin haze dims the
+    cars to a deviation between the lenient threshold (4 noise units) and the raised one
+    near a mask's edge (15). The estimate reads them free, as the raised threshold asks;
+    the lenient reading of that busy scene reads them occupied, so the high bound holds
+    every railcar the visible 460 m could take (36 of 12.5 m; 34 before). In a quiet scene
+    with the same cloud, a car as dim beside it stays free in the lenient reading too:
+    there the raised threshold keeps haze from reading as cars."""
+    strips = _hand_made_strips(n_along=1000, step_m=1.0)
+    v = strips["value"].values
+    body = np.abs(strips["across_m"].values) <= 1.7
+    tint = np.array([1.35, 0.85, 0.7])
+    v[2, 0, 250:455][:, body] *= tint
+    v[2, 0, 545:750][:, body] *= tint
+    v[2, 0, 455:545][:, body] *= tint**0.25  # the haze leaves a quarter of the tint
+    v[5, 0, 455:475][:, body] *= tint**0.25
+    strips["value"].values[:] = v
+    strips["valid"].values[[2, 5], 0, 480:520] = False
+    occ = toolkit.estimate_occupancy(strips)
+    dev = occ["deviation"].values
+    assert 4.0 < np.median(dev[2, 0, 455:480]) < 15.0
+    assert 4.0 < np.median(dev[5, 0, 455:475]) < 12.0
+    o = occ["occupancy"].values[:, 0]
+    lenient = occ["occupancy_readings"].sel(reading="lenient").values[:, 0]
+    for zone in (slice(455, 480), slice(520, 545)):
+        assert (o[2, zone] == FREE).all()
+        assert (lenient[2, zone] == OCCUPIED).all()
+    assert (o[2, 300:450] == OCCUPIED).all()
+    assert (lenient[5, 455:475] == FREE).all()
+    counts = toolkit.counts_from_occupancy(occ)
+    assert counts["railcars_high"].values[2, 0] >= 460 // 12.5
+    assert counts["railcars_high"].values[5, 0] == 0
 
 
 def test_counts_cache_is_reused_only_for_the_same_scenes_and_code(tmp_path):
