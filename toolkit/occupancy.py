@@ -498,9 +498,10 @@ def estimate_occupancy(
             "flag_meanings": "unknown free occupied",
             "description": f"strict: threshold x {_STRICT_FACTOR}; lenient: threshold x "
             f"{_LENIENT_FACTOR}, not raised near masked positions in a scene at least "
-            f"{_BUSY_SHARE:.0%} occupied away from them; ballast_reference: the ballast beside the track as the "
-            "empty track; temporal_reference: the plain temporal median as the "
-            f"empty track; busy_noise: a busy scene's noise sigma x {_BUSY_NOISE_FACTOR}; "
+            f"{_BUSY_SHARE:.0%} occupied away from them (nor is the estimate's); "
+            "ballast_reference: the ballast beside the track as the empty track; "
+            "temporal_reference: the plain temporal median as the empty track; "
+            f"busy_noise: a busy scene's noise sigma x {_BUSY_NOISE_FACTOR}; "
             "shadows: the shadow explanation everywhere; no_shadow: no sample explained "
             f"as ballast in a shadow, in scenes with at least {_BUSY_SHARE:.0%} of the known "
             "positions occupied. They bound the count (counts_from_occupancy).",
@@ -1620,8 +1621,8 @@ def _classify(
     else:
         thr = np.full(known.shape, threshold)
     # in a busy scene the estimate and the lenient reading ask no stronger evidence near a
-    # mask's edge (see _near_edge_free); busy judged away from those edges, where its cars
-    # read free
+    # mask's edge (see _near_edge_free); the scene is judged busy away from those edges, as
+    # near them its cars read free
     thr_plain = np.full(known.shape, threshold)
     away_from_edges = known & on_track[None] & ~near
     chi_med = {1: 0.6745, 2: 1.18}.get(n_b, 1.54)  # median of a chi with n_b dof
