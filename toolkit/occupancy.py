@@ -1614,13 +1614,12 @@ def _classify(
     masked = ~known & on_track[None]
     haze_scene = masked.reshape(masked.shape[0], -1).any(axis=1)
     near = masked  # positions within margin_px of a masked one along the track
-    if margin_px > 0 and masked.any():
+    raised = margin_px > 0 and masked.any()
+    if raised:
         size = 2 * margin_px + 1
         near = ndimage.maximum_filter1d(masked.astype("uint8"), size=size, axis=-1) > 0
-        thr = np.where(near, 3.0 * threshold, threshold)
-    else:
-        thr = np.full(known.shape, threshold)
-    # in a busy scene the estimate and the lenient reading ask no stronger evidence near a
+    # thr_plain: the threshold (times snow_factor in snow scenes, below); thr: three times
+    # that near masked positions. In a busy scene the estimate and the lenient reading ask no stronger evidence near a
     # mask's edge (see _near_edge_free); the scene is judged busy away from those edges, as
     # near them its cars read free
     thr_plain = np.full(known.shape, threshold)
@@ -1635,8 +1634,8 @@ def _classify(
         scene_med = scene_medians_at(v, np.arange(n_c))
         groups = _snow_groups(v, scene_med, margin)
         if groups.max() > 0:  # snow: patchy cover reads as texture, ask for stronger evidence
-            thr = np.where((groups == 1)[:, None, None], snow_factor * thr, thr)
             thr_plain = np.where((groups == 1)[:, None, None], snow_factor * thr_plain, thr_plain)
+        thr = np.where(near, 3.0 * thr_plain, thr_plain) if raised else thr_plain
         # a lone snow scene (see _LONE_BRIGHT_RATIO) is not counted. It still takes part in
         # its group's reference: read apart, the tuning site with two of them gained (scene
         # error 3.4 -> 0.8 %), but two of four held-out sites with them lost (seed 13: 1.2
