@@ -31,10 +31,23 @@ def toolkit_cli(*args, cwd=None):
     )
 
 
-def _scene(path, when="2023:10:05 02:15:00", *, crs=CRS, cars=((40, 56), (57, 73))):
-    """A 200 x 200 px RGB scene: grey ballast along y=4700050, rust-brown box cars at x (m)."""
+def _scene(
+    path,
+    when="2023:10:05 02:15:00",
+    *,
+    crs=CRS,
+    cars=((40, 56), (57, 73)),
+    texture=False,
+    width=200,
+):
+    """A 200 px high RGB scene (``width`` px wide): grey ballast along y=4700050, rust-brown
+    box cars at x (m); with ``texture``, the same pattern of darker 2 m squares beside the
+    track in every scene (ground detail for the scenes' co-registration to hold on to)."""
     rng = np.random.default_rng(zlib.crc32(str(path.name).encode()))
-    img = np.full((3, 200, 200), 120, "uint8")
+    img = np.full((3, 200, width), 120, "uint8")
+    if texture:
+        squares = np.random.default_rng(7).random((50, width // 4)) < 0.3
+        img[:, np.kron(squares, np.ones((4, 4), bool))] = 80
     img += rng.integers(0, 6, img.shape, dtype="uint8")
     row = int((Y0 - 4_700_050.0) / RES)
     img[:, row - 3 : row + 4, :] = 150  # ballast band
@@ -43,7 +56,7 @@ def _scene(path, when="2023:10:05 02:15:00", *, crs=CRS, cars=((40, 56), (57, 73
             img[band, row - 3 : row + 4, int(a / RES) : int(b / RES)] = value
     profile = dict(
         driver="GTiff",
-        width=200,
+        width=width,
         height=200,
         count=3,
         dtype="uint8",
@@ -220,3 +233,111 @@ def test_sites_counts_a_catalogue_in_one_run(site, tmp_path):
     r = toolkit_cli("sites", bad, "--out", tmp_path / "nope")
     assert r.returncode == 2 and "yard_c" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.fixture()
+def short_car_site(tmp_path):
+    """Ten scenes of one 190 m track: six empty, four with unbroken runs of 12 m cars (no
+    coupler gap to see), so that the default mean length (15.2 m) counts too few. No place
+    is occupied in more than two scenes: the empty track is what most scenes show."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    runs = {
+        "a": (),
+        "b": ((8, 56),),  # 4 cars
+        "c": (),
+        "d": ((62, 122),),  # 5 cars
+        "e": (),
+        "f": ((128, 188),),  # 5 cars
+        "g": (),
+        "h": ((8, 44), (62, 98)),  # 3 + 3 cars
+        "i": (),
+        "j": (),
+    }
+    hand = []
+    for day, (name, cars) in enumerate(runs.items(), start=1):
+        when = f"2023:09:{day:02d} 02:00:00"
+        _scene(scenes / f"{name}.tif", when, cars=cars, texture=True, width=400)
+        if cars:
+            n = sum(round((b - a) / 12) for a, b in cars)
+            hand.append({"time": f"2023-09-{day:02d}T02:00:00", "track_id": "01", "railcars": n})
+    hand_csv = tmp_path / "hand.csv"
+    pd.DataFrame(hand).to_csv(hand_csv, index=False)
+    tracks = tmp_path / "tracks.geojson"
+    line = LineString([(X0 + 5, 4_700_050.0), (X0 + 195, 4_700_050.0)])
+    gpd.GeoDataFrame({"track_id": ["01"]}, geometry=[line], crs=CRS).to_crs(4326).to_file(
+        tracks, driver="GeoJSON"
+    )
+    return scenes, tracks, hand_csv
+
+
+def test_count_fits_its_parameters_to_hand_counts(short_car_site, tmp_path):
+    """--hand-counts: the mean car length is fitted to an analyst's counts when clearly
+    better, the fit is reported on stderr, and the CSV is the counts with the fitted
+    parameters; a missing or malformed hand-count file is a one-line error, no output."""
+    import toolkit
+
+    scenes, tracks, hand_csv = short_car_site
+    hand = pd.read_csv(hand_csv)
+    plain, fitted = tmp_path / "plain.csv", tmp_path / "fitted.csv"
+    r = toolkit_cli("count", scenes, "--tracks", tracks, "--out", plain)
+    assert r.returncode == 0, r.stderr
+    assert "calibration" not in r.stderr
+    before = pd.read_csv(plain).set_index("time")["railcars"]
+    # the defaults read 12 m cars as 15.2 m ones: 3, 4, 4 and 4 railcars for 4, 5, 5 and 6
+    assert (before.loc[hand["time"]].to_numpy() < hand["railcars"].to_numpy()).all()
+    r = toolkit_cli("count", scenes, "--tracks", tracks, "--hand-counts", hand_csv, "--out", fitted)
+    assert r.returncode == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("calibration: ")]
+    assert any(ln.startswith("calibration: adopted") for ln in notes), r.stderr
+    after = pd.read_csv(fitted, dtype={"track_id": str})
+    assert tuple(after.columns) == CSV_COLUMNS
+    got = after.set_index("time")["railcars"]
+    assert got.loc[hand["time"]].tolist() == hand["railcars"].tolist()
+    assert (got.drop(hand["time"]) == 0).all()  # the empty scenes stay empty
+    # the CSV is what the fitted parameters count through the Python API
+    fit = toolkit.calibrate(toolkit.track_strips(toolkit.load_cube(scenes), tracks), hand_csv)
+    assert fit.adopted and fit.params["car_length_m"] < 13.5
+    api = toolkit.count_railcars(toolkit.load_cube(scenes), tracks, **fit.params).compute()
+    assert got.tolist() == api["railcars"].values[:, 0].astype(int).tolist()
+    assert any(f"car_length_m={fit.params['car_length_m']}" in ln for ln in notes)
+    # bad hand counts: one line naming the file, exit 2, the previous output left alone
+    broken = tmp_path / "broken.csv"
+    broken.write_text("time,track_id\n2023-09-02,01\n")
+    for bad, needle in ((tmp_path / "nope.csv", "nope.csv"), (broken, "broken.csv")):
+        r = toolkit_cli("count", scenes, "--tracks", tracks, "--hand-counts", bad, "--out", fitted)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert pd.read_csv(fitted, dtype={"track_id": str}).equals(after)
+
+
+def test_count_adds_railcars_per_kind_when_asked(site, tmp_path):
+    """--kinds adds the railcars per kind after the contract's columns, as toolkit.kind_counts
+    gives them; the contract's columns are those of a run without it."""
+    import toolkit
+    from toolkit.kinds import KINDS
+    from toolkit.occupancy import KIND_CSV_COLUMNS
+
+    scenes, tracks = site
+    plain, kinds = tmp_path / "plain.csv", tmp_path / "kinds.csv"
+    assert toolkit_cli("count", scenes, "--tracks", tracks, "--out", plain).returncode == 0
+    r = toolkit_cli("count", scenes, "--tracks", tracks, "--kinds", "--out", kinds)
+    assert r.returncode == 0, r.stderr
+    a = pd.read_csv(plain, dtype={"track_id": str})
+    b = pd.read_csv(kinds, dtype={"track_id": str})
+    assert tuple(b.columns) == CSV_COLUMNS + KIND_CSV_COLUMNS
+    assert KIND_CSV_COLUMNS == tuple(f"railcars_{k}" for k in (*KINDS, "unknown", "other"))
+    assert b[list(CSV_COLUMNS)].equals(a)
+    strips = toolkit.track_strips(
+        toolkit.load_cube(scenes),
+        tracks,
+        shifts_m=toolkit.coregister(toolkit.load_cube(scenes), tracks=tracks),
+    ).compute()
+    occ = toolkit.estimate_occupancy(strips).compute()
+    per_kind = toolkit.kind_counts(toolkit.classify_railcars(strips, occ), occ)
+    for c in KIND_CSV_COLUMNS:
+        assert b[c].tolist() == per_kind[c].values[:, 0].astype(int).tolist(), c
+    # every railcar counted is given a kind here (0, 1 and 2 box cars, clearly seen)
+    kinds_sum = b[[c for c in KIND_CSV_COLUMNS if c != "railcars_other"]].sum(axis=1)
+    assert kinds_sum.tolist() == b["railcars"].tolist()

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
             "Count railcars on every track in every scene. SCENES are GeoTIFF/COG files, "
             "folders of them or glob patterns; scenes may differ in CRS, pixel size and grid "
             "offset. Writes one row per scene per track: time, track_id, railcars, "
-            "railcars_low, railcars_high, occupied_m, occupancy, valid_fraction."
+            "railcars_low, railcars_high, occupied_m, occupancy, valid_fraction (then the "
+            "railcars per kind with --kinds)."
         ),
     )
     c.add_argument("scenes", nargs="+", metavar="SCENES", help="scene files, folders or globs")
@@ -50,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
         help="dask.distributed scheduler address (default: DASK_SCHEDULER_ADDRESS, else local)",
     )
     c.add_argument("--progress", action="store_true", help="show a progress bar")
+    c.add_argument(
+        "--hand-counts",
+        metavar="HAND.csv",
+        default=None,
+        help="railcars counted by hand in a few scenes (columns time, track_id, railcars): "
+        "fit the occupancy threshold and mean car length to them and count with the fitted "
+        "ones where they are clearly better (toolkit.calibrate); the fit goes to stderr",
+    )
+    c.add_argument(
+        "--kinds",
+        action="store_true",
+        help="add railcars per kind (box, tank, ore, flat, locomotive; unknown where the "
+        "kind cannot be told, as at pixels coarser than 1 m; other: detections read as no "
+        "railcar) as columns after the contract's",
+    )
 
     ar = sub.add_parser(
         "areas",
@@ -170,7 +186,10 @@ def _count(args) -> int:
     from toolkit.occupancy import count_railcars, counts_to_dataframe, write_counts_csv
 
     cube = load_cube(list(args.scenes))
-    counts = _compute(count_railcars(cube, args.tracks), args)
+    if args.hand_counts is None and not args.kinds:
+        counts = _compute(count_railcars(cube, args.tracks), args)
+    else:
+        counts = _count_in_steps(cube, args)
     if args.out:
         write_counts_csv(counts, args.out)
         n = counts.sizes["time"]
@@ -180,6 +199,38 @@ def _count(args) -> int:
     _note_unreadable(counts)
     _note_unsupported(counts)
     return 0
+
+
+def _count_in_steps(cube, args):
+    """The counts of :func:`toolkit.count_railcars`, step by step: strips computed once, the
+    parameters fitted to the hand counts when given (the fit on stderr), railcars per kind
+    added when asked for."""
+    from toolkit.occupancy import (
+        _site_strips,
+        _with_site_coords,
+        calibrate,
+        counts_from_occupancy,
+        estimate_occupancy,
+    )
+
+    strips = _compute(_site_strips(cube, args.tracks), args)
+    params = {}
+    if args.hand_counts is not None:
+        fit = calibrate(strips, args.hand_counts)
+        for line in fit.summary().splitlines()[1:]:  # not its title
+            print(f"calibration: {line.strip()}", file=sys.stderr)
+        params = fit.params
+    length = {k: v for k, v in params.items() if k != "threshold"}
+    occupancy = estimate_occupancy(strips, **{k: v for k, v in params.items() if k == "threshold"})
+    occupancy = _compute(occupancy, args)
+    counts = _with_site_coords(counts_from_occupancy(occupancy, **length), strips)
+    if args.kinds:
+        from toolkit.kinds import classify_railcars, kind_counts
+        from toolkit.occupancy import KIND_CSV_COLUMNS
+
+        per_kind = kind_counts(classify_railcars(strips, occupancy, **length), occupancy)
+        counts = counts.assign({c: per_kind[c] for c in KIND_CSV_COLUMNS if c in per_kind})
+    return counts
 
 
 def _note_unreadable(counts) -> None:

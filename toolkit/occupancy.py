@@ -66,6 +66,7 @@ __all__ = [
     "calibrate",
     "CalibrationResult",
     "CSV_COLUMNS",
+    "KIND_CSV_COLUMNS",
     "FREE",
     "OCCUPIED",
     "UNKNOWN",
@@ -123,6 +124,12 @@ CSV_COLUMNS = (
     "occupied_m",
     "occupancy",
     "valid_fraction",
+)
+#: Railcars per kind, after the contract's columns when the counts hold them (``toolkit
+#: count --kinds``): the kinds of ``toolkit.kinds.KINDS``, then "unknown" (kind not told)
+#: and "other" (detections the kind model reads as no railcar, not in the per-kind sum).
+KIND_CSV_COLUMNS = tuple(
+    f"railcars_{k}" for k in ("box", "tank", "ore", "flat", "locomotive", "unknown", "other")
 )
 
 
@@ -939,6 +946,12 @@ def count_railcars(
     counts = counts_from_occupancy(
         occ, car_length_m=car_length_m, car_length_range_m=car_length_range_m
     )
+    return _with_site_coords(counts, strips)
+
+
+def _with_site_coords(counts: xr.Dataset, strips: xr.Dataset) -> xr.Dataset:
+    """The counts with the strips' track source (attrs) and scene names (``scene (time)``),
+    as :func:`count_railcars` returns them."""
     counts.attrs["tracks"] = strips.attrs.get("tracks", "")
     if "scene" in strips.coords:
         counts = counts.assign_coords(scene=("time", strips["scene"].values))
@@ -963,21 +976,27 @@ def _site_strips(cube, tracks, *, half_width_m: float = 2.5, coregister: bool = 
 
 
 def counts_to_dataframe(counts: xr.Dataset) -> pd.DataFrame:
-    """The counts as a table with the ``toolkit count`` CSV columns, one row per scene and track."""
+    """The counts as a table with the ``toolkit count`` CSV columns, one row per scene and track.
+
+    Counts that also hold railcars per kind (the ``railcars_<kind>`` variables of
+    :func:`toolkit.kind_counts`, as ``toolkit count --kinds`` adds them) get those as
+    further columns after the contract's, in the order of :data:`KIND_CSV_COLUMNS`.
+    """
     missing = [c for c in CSV_COLUMNS[2:] if c not in counts]
     if missing:
         raise InputError(f"counts Dataset lacks {missing}; make it with toolkit.count_railcars")
-    df = counts[list(CSV_COLUMNS[2:])].to_dataframe().reset_index()
+    kinds = [c for c in KIND_CSV_COLUMNS if c in counts]
+    df = counts[[*CSV_COLUMNS[2:], *kinds]].to_dataframe().reset_index()
     df = df.rename(columns={"track": "track_id"})
     df["time"] = pd.to_datetime(df["time"]).dt.strftime("%Y-%m-%dT%H:%M:%S")
     df["track_id"] = df["track_id"].astype(str)
-    for c in ("railcars", "railcars_low", "railcars_high"):
+    for c in ("railcars", "railcars_low", "railcars_high", *kinds):
         df[c] = df[c].round().astype("Int64")
     for c in ("occupied_m",):
         df[c] = df[c].round(1)
     for c in ("occupancy", "valid_fraction"):
         df[c] = df[c].round(4)
-    return df[list(CSV_COLUMNS)].sort_values(["time", "track_id"], kind="stable")
+    return df[[*CSV_COLUMNS, *kinds]].sort_values(["time", "track_id"], kind="stable")
 
 
 def write_counts_csv(counts: xr.Dataset, path: str | os.PathLike) -> str:
