@@ -240,7 +240,7 @@ def short_car_site(tmp_path):
     """Ten scenes of one 190 m track: six empty, four with unbroken runs of 12 m cars (no
     coupler gap to see), so that the default mean length (15.2 m) counts too few. No place
     is occupied in more than two scenes: the empty track is what most scenes show."""
-    scenes = tmp_path / "scenes"
+    scenes = tmp_path / "short_cars"
     scenes.mkdir()
     runs = {
         "a": (),
@@ -263,7 +263,7 @@ def short_car_site(tmp_path):
             hand.append({"time": f"2023-09-{day:02d}T02:00:00", "track_id": "01", "railcars": n})
     hand_csv = tmp_path / "hand.csv"
     pd.DataFrame(hand).to_csv(hand_csv, index=False)
-    tracks = tmp_path / "tracks.geojson"
+    tracks = tmp_path / "short_cars.geojson"
     line = LineString([(X0 + 5, 4_700_050.0), (X0 + 195, 4_700_050.0)])
     gpd.GeoDataFrame({"track_id": ["01"]}, geometry=[line], crs=CRS).to_crs(4326).to_file(
         tracks, driver="GeoJSON"
@@ -341,3 +341,60 @@ def test_count_adds_railcars_per_kind_when_asked(site, tmp_path):
     # every railcar counted is given a kind here (0, 1 and 2 box cars, clearly seen)
     kinds_sum = b[[c for c in KIND_CSV_COLUMNS if c != "railcars_other"]].sum(axis=1)
     assert kinds_sum.tolist() == b["railcars"].tolist()
+
+
+def test_sites_calibrates_a_site_with_hand_counts(site, short_car_site, tmp_path):
+    """A catalogue's hand_counts column calibrates that site alone (the fit on stderr, named
+    by the site); a site without keeps the defaults; a missing hand-count file is a one-line
+    error naming the site, and nothing is written."""
+    scenes_a, tracks_a = site
+    scenes_h, tracks_h, hand_csv = short_car_site
+    hand = pd.read_csv(hand_csv)
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text(
+        "name,tracks,scenes,hand_counts\n"
+        f"yard_a,{tracks_a},{scenes_a},\n"
+        f"yard_h,{tracks_h},{scenes_h},{hand_csv}\n"
+    )
+    out = tmp_path / "sites"
+    r = toolkit_cli("sites", catalogue, "--out", out)
+    assert r.returncode == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "calibration: " in ln]
+    assert notes and all(ln.startswith("site yard_h calibration: ") for ln in notes)
+    assert any(ln.startswith("site yard_h calibration: adopted") for ln in notes), r.stderr
+    h = pd.read_csv(out / "yard_h.csv").set_index("time")["railcars"]
+    assert h.loc[hand["time"]].tolist() == hand["railcars"].tolist()  # 4, 5, 5, 6
+    assert pd.read_csv(out / "yard_a.csv")["railcars"].tolist() == [0, 1, 2]
+    both = pd.read_csv(out / "all_sites.csv")
+    assert both.groupby("site")["railcars"].sum().to_dict() == {"yard_a": 3, "yard_h": 20}
+    # a hand-count file that is not there
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"name,tracks,scenes,hand_counts\nyard_h,{tracks_h},{scenes_h},gone.csv\n")
+    r = toolkit_cli("sites", bad, "--out", tmp_path / "nope")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "yard_h" in lines[0] and "gone.csv" in lines[0]
+    assert not (tmp_path / "nope").exists()
+    # the same key in a JSON catalogue; and not together with options for every site
+    import json
+
+    import toolkit
+    from toolkit.sites import read_catalogue, site_counts
+
+    doc = tmp_path / "catalogue.json"
+    doc.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "yard_h",
+                    "tracks": str(tracks_h),
+                    "scenes": str(scenes_h),
+                    "hand_counts": hand_csv.name,
+                }
+            ]
+        )
+    )
+    cat = read_catalogue(doc)
+    assert cat["yard_h"].hand_counts == hand_csv and "hand counts" in cat.summary()
+    with pytest.raises(toolkit.InputError, match="cannot go with hand counts"):
+        site_counts(cat, count_options={"threshold": 4.0})

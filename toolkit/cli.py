@@ -95,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         help="count railcars at many sites in one job (a site catalogue)",
         description=(
             "Count railcars at every site of a catalogue (JSON, or CSV with columns name, "
-            "tracks, scenes) as one dask job. Writes <site>.csv per site and all_sites.csv "
-            "into OUT_DIR, atomically."
+            "tracks, scenes and optionally hand_counts) as one dask job. A site with hand "
+            "counts is calibrated to them first (the fit on stderr). Writes <site>.csv per "
+            "site and all_sites.csv into OUT_DIR, atomically."
         ),
     )
     st.add_argument("catalogue", metavar="CATALOGUE", help="site catalogue (.json or .csv)")
@@ -205,32 +206,27 @@ def _count_in_steps(cube, args):
     """The counts of :func:`toolkit.count_railcars`, step by step: strips computed once, the
     parameters fitted to the hand counts when given (the fit on stderr), railcars per kind
     added when asked for."""
-    from toolkit.occupancy import (
-        _site_strips,
-        _with_site_coords,
-        calibrate,
-        counts_from_occupancy,
-        estimate_occupancy,
-    )
+    from toolkit.occupancy import _fitted_counts, _site_strips
 
-    strips = _compute(_site_strips(cube, args.tracks), args)
-    params = {}
-    if args.hand_counts is not None:
-        fit = calibrate(strips, args.hand_counts)
-        for line in fit.summary().splitlines()[1:]:  # not its title
-            print(f"calibration: {line.strip()}", file=sys.stderr)
-        params = fit.params
-    length = {k: v for k, v in params.items() if k != "threshold"}
-    occupancy = estimate_occupancy(strips, **{k: v for k, v in params.items() if k == "threshold"})
-    occupancy = _compute(occupancy, args)
-    counts = _with_site_coords(counts_from_occupancy(occupancy, **length), strips)
+    strips = _compute(_site_strips(cube, args.tracks), args)  # in memory: so is what follows
+    fit, occupancy, counts = _fitted_counts(strips, args.hand_counts)
+    if fit is not None:
+        _note_calibration(fit.summary())
     if args.kinds:
         from toolkit.kinds import classify_railcars, kind_counts
         from toolkit.occupancy import KIND_CSV_COLUMNS
 
-        per_kind = kind_counts(classify_railcars(strips, occupancy, **length), occupancy)
+        lengths = {k: v for k, v in (fit.params if fit else {}).items() if k != "threshold"}
+        per_kind = kind_counts(classify_railcars(strips, occupancy, **lengths), occupancy)
         counts = counts.assign({c: per_kind[c] for c in KIND_CSV_COLUMNS if c in per_kind})
     return counts
+
+
+def _note_calibration(summary: str, site: str | None = None) -> None:
+    """A calibration's summary on stderr, one ``calibration:`` line each (not its title)."""
+    where = f"site {site} " if site else ""
+    for line in summary.splitlines()[1:]:
+        print(f"{where}calibration: {line.strip()}", file=sys.stderr)
 
 
 def _note_unreadable(counts) -> None:
@@ -300,7 +296,11 @@ def _sites(args) -> int:
 
     catalogue = read_catalogue(args.catalogue)
     with use_scheduler(args.scheduler):
-        out = write_site_counts(count_sites(catalogue), args.out)
+        tree = count_sites(catalogue)
+        out = write_site_counts(tree, args.out)
+    for site in catalogue:
+        if "calibration" in tree[site.name].attrs:
+            _note_calibration(tree[site.name].attrs["calibration"], site=site.name)
     print(f"wrote {out}: {len(catalogue.sites)} site(s)", file=sys.stderr)
     return 0
 

@@ -949,6 +949,19 @@ def count_railcars(
     return _with_site_coords(counts, strips)
 
 
+def _fitted_counts(strips: xr.Dataset, hand_counts=None):
+    """``(fit, occupancy, counts)`` of the strips as :func:`count_railcars` counts them, with
+    the threshold and mean car length of :func:`calibrate` when ``hand_counts`` are given
+    (``fit`` its :class:`CalibrationResult`, else None). The strips should be computed:
+    calibrating reads them once per threshold tried."""
+    fit = None if hand_counts is None else calibrate(strips, hand_counts)
+    params = {} if fit is None else dict(fit.params)
+    threshold = {"threshold": params.pop("threshold")} if "threshold" in params else {}
+    occupancy = estimate_occupancy(strips, **threshold)
+    counts = _with_site_coords(counts_from_occupancy(occupancy, **params), strips)
+    return fit, occupancy, counts
+
+
 def _with_site_coords(counts: xr.Dataset, strips: xr.Dataset) -> xr.Dataset:
     """The counts with the strips' track source (attrs) and scene names (``scene (time)``),
     as :func:`count_railcars` returns them."""

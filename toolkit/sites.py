@@ -19,9 +19,12 @@ JSON, either a list of sites or ``{"sites": [...]}``::
     ]}
 
 or CSV with the columns ``name,tracks,scenes`` (several scene patterns in one
-cell are separated by ``;``). Relative paths are relative to the catalogue
-file. Site names are short identifiers (letters, digits, ``_``, ``-``, ``.``),
-used as node and file names.
+cell are separated by ``;``). An optional ``hand_counts`` key or column names a
+CSV of railcars counted by hand at that site (``time, track_id, railcars``):
+the site's threshold and mean car length are then fitted to them
+(:func:`toolkit.calibrate`) before it is counted. Relative paths are relative
+to the catalogue file. Site names are short identifiers (letters, digits,
+``_``, ``-``, ``.``), used as node and file names.
 """
 
 from __future__ import annotations
@@ -69,11 +72,15 @@ class Site:
         Vector file of track centrelines (see :func:`toolkit.read_tracks`).
     scenes : tuple of str
         Scene files, folders or glob patterns (see :func:`toolkit.load_cube`).
+    hand_counts : pathlib.Path or None
+        CSV of railcars counted by hand at the site (``time, track_id, railcars``), to
+        fit its counting parameters to (:func:`toolkit.calibrate`); None: the defaults.
     """
 
     name: str
     tracks: Path
     scenes: tuple[str, ...]
+    hand_counts: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +117,8 @@ class SiteCatalogue:
     def summary(self) -> str:
         lines = [f"Site catalogue {self.source}: {len(self.sites)} site(s)"]
         for s in self.sites:
-            lines.append(f"  {s.name}: tracks {s.tracks}; scenes {', '.join(s.scenes)}")
+            hand = f"; hand counts {s.hand_counts}" if s.hand_counts else ""
+            lines.append(f"  {s.name}: tracks {s.tracks}; scenes {', '.join(s.scenes)}{hand}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -262,11 +270,20 @@ def _catalogue(records: Sequence[Mapping[str, Any]], *, base: Path, source: str)
                 f"{source}: site {name!r} tracks file {tracks} not found; expected a vector "
                 f"file of track centrelines; check the path"
             )
+        hand = rec.get("hand_counts") or None
+        if hand is not None:
+            hand = Path(_resolve(hand, base))
+            if not hand.is_file():
+                raise InputError(
+                    f"{source}: site {name!r} hand-count file {hand} not found; expected a CSV "
+                    f"of time, track_id, railcars; check the path or leave the entry empty"
+                )
         sites.append(
             Site(
                 name=name,
                 tracks=Path(tracks),
                 scenes=tuple(_resolve(s, base) for s in scenes),
+                hand_counts=hand,
             )
         )
     return SiteCatalogue(sites=tuple(sites), source=source)
@@ -284,7 +301,15 @@ def _as_catalogue(catalogue: Any) -> SiteCatalogue:
         return read_catalogue(catalogue)
     if isinstance(catalogue, Sequence) and all(isinstance(s, Site) for s in catalogue):
         return _catalogue(
-            [{"name": s.name, "tracks": s.tracks, "scenes": list(s.scenes)} for s in catalogue],
+            [
+                {
+                    "name": s.name,
+                    "tracks": s.tracks,
+                    "scenes": list(s.scenes),
+                    "hand_counts": s.hand_counts,
+                }
+                for s in catalogue
+            ],
             base=Path.cwd(),
             source="<in memory>",
         )
@@ -306,7 +331,11 @@ def site_counts(
     """Lazy railcar counts of every site (nothing is computed).
 
     Every site's scenes are opened and checked and its tracks validated
-    against its cube here, so a bad input fails before any computation.
+    against its cube here, so a bad input fails before any computation. A site
+    with hand counts is the exception: its strips are computed here and its
+    threshold and mean car length fitted to the hand counts
+    (:func:`toolkit.calibrate`); its counts are then in memory, and their attrs
+    hold the fit's summary as ``calibration``.
 
     Parameters
     ----------
@@ -316,12 +345,14 @@ def site_counts(
         :func:`toolkit.distributed.plan_chunks`).
     count_options : mapping, optional
         Keyword options for :func:`toolkit.count_railcars`, the same for every
-        site (e.g. ``{"car_length_m": 15.2}``).
+        site (e.g. ``{"car_length_m": 15.2}``); not with a site's hand counts
+        (the fit sets the threshold and car length, the rest at their defaults).
 
     Returns
     -------
     dict of str to xarray.Dataset
-        Site name to its lazy ``(time, track)`` counts.
+        Site name to its ``(time, track)`` counts: lazy, or in memory for a
+        site with hand counts.
 
     Raises
     ------
@@ -336,9 +367,18 @@ def site_counts(
     options = dict(count_options or {})
     out: dict[str, xr.Dataset] = {}
     for site in cat:
+        if site.hand_counts is not None and options:
+            raise InputError(
+                f"site {site.name!r}: count_options {sorted(options)} cannot go with hand "
+                f"counts (the fit sets the threshold and car length, the rest at their "
+                f"defaults); drop the options or the site's hand_counts"
+            )
         try:
             cube = load_cube(list(site.scenes), chunks=dict(chunks) if chunks else None)
-            counts = count_railcars(cube, site.tracks, **options)
+            if site.hand_counts is None:
+                counts = count_railcars(cube, site.tracks, **options)
+            else:
+                counts = _calibrated_counts(cube, site)
         except ToolkitError as exc:
             raise type(exc)(f"site {site.name!r}: {exc}") from None
         except TypeError as exc:
@@ -350,6 +390,17 @@ def site_counts(
         )
         out[site.name] = counts
     return out
+
+
+def _calibrated_counts(cube, site: Site) -> xr.Dataset:
+    """A site's counts with its threshold and mean car length fitted to its hand counts
+    (computed here); the fit's summary in attrs (``calibration``)."""
+    from toolkit.occupancy import _fitted_counts, _site_strips
+
+    strips = _site_strips(cube, site.tracks).compute()
+    fit, _, counts = _fitted_counts(strips, site.hand_counts)
+    counts.attrs["calibration"] = fit.summary()
+    return counts
 
 
 def count_sites(
