@@ -286,8 +286,19 @@ def test_count_fits_its_parameters_to_hand_counts(short_car_site, tmp_path):
     before = pd.read_csv(plain).set_index("time")["railcars"]
     # the defaults read 12 m cars as 15.2 m ones: 3, 4, 4 and 4 railcars for 4, 5, 5 and 6
     assert (before.loc[hand["time"]].to_numpy() < hand["railcars"].to_numpy()).all()
-    r = toolkit_cli("count", scenes, "--tracks", tracks, "--hand-counts", hand_csv, "--out", fitted)
+    r = toolkit_cli(
+        "count",
+        scenes,
+        "--tracks",
+        tracks,
+        "--hand-counts",
+        hand_csv,
+        "--out",
+        fitted,
+        "--progress",
+    )
     assert r.returncode == 0, r.stderr
+    assert "checking scenes" in r.stderr and "calibrating" in r.stderr  # the progress bars
     notes = [ln for ln in r.stderr.splitlines() if ln.startswith("calibration: ")]
     assert any(ln.startswith("calibration: adopted") for ln in notes), r.stderr
     after = pd.read_csv(fitted, dtype={"track_id": str})

@@ -186,7 +186,7 @@ def _count(args) -> int:
     from toolkit.cube import load_cube
     from toolkit.occupancy import count_railcars, counts_to_dataframe, write_counts_csv
 
-    cube = load_cube(list(args.scenes))
+    cube = load_cube(list(args.scenes), progress=args.progress)
     if args.hand_counts is None and not args.kinds:
         counts = _compute(count_railcars(cube, args.tracks), args)
     else:
@@ -209,7 +209,7 @@ def _count_in_steps(cube, args):
     from toolkit.occupancy import _fitted_counts, _site_strips
 
     strips = _compute(_site_strips(cube, args.tracks), args)  # in memory: so is what follows
-    fit, occupancy, counts = _fitted_counts(strips, args.hand_counts)
+    fit, occupancy, counts = _fitted_counts(strips, args.hand_counts, progress=args.progress)
     if fit is not None:
         _note_calibration(fit.summary())
     if args.kinds:

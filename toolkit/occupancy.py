@@ -949,12 +949,12 @@ def count_railcars(
     return _with_site_coords(counts, strips)
 
 
-def _fitted_counts(strips: xr.Dataset, hand_counts=None):
+def _fitted_counts(strips: xr.Dataset, hand_counts=None, *, progress: bool = False):
     """``(fit, occupancy, counts)`` of the strips as :func:`count_railcars` counts them, with
     the threshold and mean car length of :func:`calibrate` when ``hand_counts`` are given
-    (``fit`` its :class:`CalibrationResult`, else None). The strips should be computed:
-    calibrating reads them once per threshold tried."""
-    fit = None if hand_counts is None else calibrate(strips, hand_counts)
+    (``fit`` its :class:`CalibrationResult`, else None; a progress bar with ``progress``).
+    The strips should be computed: calibrating reads them once per threshold tried."""
+    fit = None if hand_counts is None else calibrate(strips, hand_counts, progress=progress)
     params = {} if fit is None else dict(fit.params)
     threshold = {"threshold": params.pop("threshold")} if "threshold" in params else {}
     occupancy = estimate_occupancy(strips, **threshold)
@@ -1283,6 +1283,7 @@ def calibrate(
     *,
     thresholds=(2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0),
     car_lengths_m=None,
+    progress: bool = False,
 ) -> CalibrationResult:
     """Fit the occupancy threshold and mean car length to a handful of hand counts.
 
@@ -1318,6 +1319,9 @@ def calibrate(
         that is full on every date the fit can choose a short mean length with
         a low threshold: effective parameters that make up for occupied track
         the occupancy step misses, not a measurement of the cars.
+    progress : bool, default False
+        Show a progress bar over the thresholds tried (each reads the whole
+        series once).
 
     Returns
     -------
@@ -1378,7 +1382,12 @@ def calibrate(
     truth = hand["railcars"].to_numpy(float)
     default = (5.0, 15.2, (12.5, 19.5))
     found = {}  # (threshold, mean length, range) -> estimates at the hand-counted rows
-    for thr in sorted({float(t) for t in thresholds} | {5.0}):
+    tried = sorted({float(t) for t in thresholds} | {5.0})
+    if progress:
+        from tqdm.auto import tqdm
+
+        tried = tqdm(tried, desc="calibrating", unit="threshold")
+    for thr in tried:
         occ = estimate_occupancy(strips, threshold=thr).compute()
         keys = [(thr, float(n), (float(min(12.5, n)), float(max(19.5, n)))) for n in lengths]
         for key in keys + ([default] if thr == 5.0 else []):
