@@ -270,6 +270,23 @@ def test_short_medians_with_ties_equal_numpy():
     assert np.isnan(_fast._quickselect_median(np.empty(0), 0))
 
 
+@pytest.mark.parametrize("n_idx", range(1, _fast.NANMEAN_AT_MAX + 1))
+def test_nanmean_at_equals_the_numpy_mean_bit_for_bit(n_idx):
+    """As occupancy._nanmean of the offsets: non-finite values left out, all-NaN NaN."""
+    from toolkit.occupancy import _nanmean
+
+    rng = np.random.default_rng(n_idx)
+    a = rng.random((4, 300, 11)) * 10.0 ** rng.uniform(-3, 3, (4, 300, 11))
+    a[rng.random(a.shape) < 0.2] = np.nan
+    a[0, :5] = np.inf
+    a[1, :5] = -0.0
+    idx = rng.choice(11, n_idx, replace=False)
+    want = _nanmean(a[..., idx], axis=-1)
+    got = _fast.nanmean_at(a, idx.astype(np.int64))
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 @pytest.mark.parametrize(("shape", "size"), [((10, 1641), 9), ((10, 1641), 3), ((3, 5), 9)])
 def test_running_median_rows_equals_median_filter(shape, size):
     rng = np.random.default_rng(size)

@@ -144,14 +144,16 @@ def masked_float32(val: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if val.shape[:-1] != valid.shape or val.ndim < 2:
         raise ValueError(f"masked_float32: shapes {val.shape} and {valid.shape} do not match")
     n_t, n_b = val.shape[0], val.shape[-1]
-    flat = _masked_float32(val.reshape(n_t, -1, n_b), valid.reshape(n_t, -1))
-    return flat.reshape(val.shape)
+    # first touched here, on one thread (see divide_by_gains)
+    out = np.empty(val.shape, np.float32)
+    out.fill(0)
+    _masked_float32(val.reshape(n_t, -1, n_b), valid.reshape(n_t, -1), out.reshape(n_t, -1, n_b))
+    return out
 
 
 @njit(cache=True, parallel=True)
-def _masked_float32(val, valid):  # pragma: no cover - compiled
+def _masked_float32(val, valid, out):  # pragma: no cover - compiled
     n_t, m, n_b = val.shape
-    out = np.empty((n_t, m, n_b), np.float32)
     for t in prange(n_t):
         for i in range(m):
             ok = valid[t, i]
@@ -164,7 +166,10 @@ def divide_by_gains(v: np.ndarray, gain: np.ndarray, out: np.ndarray | None = No
     """``np.divide(v, gain[:, None, ..., None, :], out=out)``: ``v`` (time, ..., band)
     C-contiguous float32, ``gain`` (time, band) float32; in one parallel pass."""
     if out is None:
+        # first touched here, on one thread: on 2 cores the kernel's threads faulting in a
+        # fresh stack's pages together took 5-10 times as long (0.15 s for 128 MB)
         out = np.empty_like(v)
+        out.fill(0)
     if not (v.flags.c_contiguous and out.flags.c_contiguous and out.shape == v.shape):
         raise ValueError("divide_by_gains: v and out must be C-contiguous and of one shape")
     n_t, n_b = v.shape[0], v.shape[-1]
@@ -272,8 +277,8 @@ def shadow_candidates(nt, r):  # pragma: no cover - compiled
         a = ka % n_a
         for c in range(n_c):
             rho, m = _ratio_mean(nt, r, k, a, c, 0.0)
-            if m == 0:
-                continue
+            if m == 0 or not (rho > 0.15 and rho < 0.75):
+                continue  # the spread decides only within that range
             q = 0.0
             for b in range(n_b):
                 x = np.float64(nt[k, a, c, b]) / np.float64(r[k, a, c, b])
@@ -808,27 +813,77 @@ def running_median_rows(a, size):  # pragma: no cover - compiled
     Each row's window is clamped at the ends (the edge value repeated), as
     ``mode="nearest"`` does; the median of an odd count is its middle value,
     so the result is exact. NaNs are not expected (callers fill them first).
+    The window is kept sorted as it slides: the value leaving it is taken
+    out and the one entering inserted after its equals (the window in the
+    order a stable sort of it gives, as when it is sorted afresh).
     """
     n_r, n_c = a.shape
     out = np.empty((n_r, n_c), np.float64)
     h = size // 2
-    chunk = 1024
-    n_chunk = (n_c + chunk - 1) // chunk
-    for rk in range(n_r * n_chunk):
-        r = rk // n_chunk
-        c0 = (rk % n_chunk) * chunk
-        buf = np.empty(size, np.float64)
-        for c in range(c0, min(c0 + chunk, n_c)):
-            for j in range(size):
-                q = min(max(c - h + j, 0), n_c - 1)
-                x = a[r, q]
-                # insertion: windows are a few samples long
-                p = j
-                while p > 0 and buf[p - 1] > x:
-                    buf[p] = buf[p - 1]
-                    p -= 1
-                buf[p] = x
+    buf = np.empty(size, np.float64)
+    age = np.empty(size, np.int64)  # when each value entered the window
+    for r in range(n_r):
+        if n_c == 0:
+            break
+        for j in range(size):
+            x = a[r, min(max(j - h, 0), n_c - 1)]
+            # insertion: windows are a few samples long
+            p = j
+            while p > 0 and buf[p - 1] > x:
+                buf[p] = buf[p - 1]
+                age[p] = age[p - 1]
+                p -= 1
+            buf[p] = x
+            age[p] = j
+        out[r, 0] = buf[h]
+        for c in range(1, n_c):
+            # the oldest value leaves; the rest keep their order
+            p = 0
+            while age[p] != c - 1:
+                p += 1
+            while p < size - 1:
+                buf[p] = buf[p + 1]
+                age[p] = age[p + 1]
+                p += 1
+            x = a[r, min(c + h, n_c - 1)]
+            p = size - 1
+            while p > 0 and buf[p - 1] > x:
+                buf[p] = buf[p - 1]
+                age[p] = age[p - 1]
+                p -= 1
+            buf[p] = x
+            age[p] = c - 1 + size
             out[r, c] = buf[h]
+    return out
+
+
+#: :func:`nanmean_at` takes at most this many offsets: NumPy sums fewer than 8 values
+#: along a contiguous axis in order (more, in pairs), and the kernel adds them in order.
+NANMEAN_AT_MAX = 7
+
+
+@njit(cache=True, nogil=True)
+def nanmean_at(a, idx):  # pragma: no cover - compiled
+    """``nanmean(a[..., idx], axis=-1)`` of a 3-D float64 array as the NumPy of
+    ``occupancy._nanmean`` gives it (non-finite values left out, all-NaN giving NaN):
+    (K, A), for at most ``NANMEAN_AT_MAX`` offsets ``idx``.
+
+    The sum starts from 0 and adds the values in order, each non-finite one as 0,
+    as NumPy's sum of the values with the non-finite ones set to 0 does for so few
+    (so a lone -0.0 gives 0.0 there too).
+    """
+    n_k, n_a, _ = a.shape
+    out = np.empty((n_k, n_a), np.float64)
+    for k in range(n_k):
+        for p in range(n_a):
+            s = 0.0
+            m = 0
+            for i in range(idx.size):
+                x = a[k, p, idx[i]]
+                ok = np.isfinite(x)
+                s += x if ok else 0.0
+                m += ok
+            out[k, p] = s / m if m > 0 else np.nan
     return out
 
 
@@ -1043,7 +1098,14 @@ def ballast_share(colour, ref, w):  # pragma: no cover - compiled
     buf = np.empty(w, np.float64)
     ca = np.empty(n_b, np.float64)
     cb = np.empty(n_b, np.float64)
+    # the medians after each position (NaN: no value); the window before position a is
+    # the one after position a - 3 - w where that is a position, so read from there
+    after = np.empty((n_a, n_b), np.float64)
     for k in range(n_k):
+        for a in range(n_a):
+            for b in range(n_b):
+                m = _sorted_non_nan(colour[k, min(a + 2, n_a) : min(a + 2 + w, n_a), b], buf)
+                after[a, b] = _middle(buf, m) if m > 0 else np.nan
         for a in range(n_a):
             ok = True
             for b in range(n_b):
@@ -1054,16 +1116,19 @@ def ballast_share(colour, ref, w):  # pragma: no cover - compiled
             have_a = True
             have_b = True
             for b in range(n_b):
-                m = _sorted_non_nan(colour[k, max(a - 1 - w, 0) : max(a - 1, 0), b], buf)
-                if m == 0:
+                if a - 3 - w >= 0:
+                    x = after[a - 3 - w, b]
+                else:
+                    m = _sorted_non_nan(colour[k, max(a - 1 - w, 0) : max(a - 1, 0), b], buf)
+                    x = _middle(buf, m) if m > 0 else np.nan
+                if np.isnan(x):
                     have_a = False
                 else:
-                    ca[b] = _middle(buf, m)
-                m = _sorted_non_nan(colour[k, min(a + 2, n_a) : min(a + 2 + w, n_a), b], buf)
-                if m == 0:
+                    ca[b] = x
+                if np.isnan(after[a, b]):
                     have_b = False
                 else:
-                    cb[b] = _middle(buf, m)
+                    cb[b] = after[a, b]
             if not (have_a or have_b):
                 continue
             if not have_a:

@@ -35,6 +35,7 @@ import xarray as xr
 from scipy import ndimage
 
 from toolkit._fast import (
+    NANMEAN_AT_MAX,
     ballast_like_mode,
     ballast_share,
     band_mean_ratio,
@@ -46,6 +47,7 @@ from toolkit._fast import (
     masked_median_per_offset,
     masked_ratio_median,
     masked_ratio_mode,
+    nanmean_at,
     nanmedian_axis0,
     nanmedian_flat,
     running_median_rows,
@@ -2218,7 +2220,7 @@ def _margin_ratios(nt, r, margin, smooth):
     size = max(3 * smooth, 3)
     out = []
     for idx in (lo_i, hi_i):
-        m = _nanmean(ratio[..., idx], axis=-1)
+        m = _nanmean_at(ratio, idx)
         m = np.where(np.isfinite(m), m, 1.0)
         out.append(running_median_rows(np.ascontiguousarray(m, dtype="float64"), size))
     return out
@@ -2804,7 +2806,7 @@ def _core_profiles(dist, known, halves_idx, smooth):
     A car covers both halves of the core; a neighbour's shadow edge or a glint
     covers one: the less deviant half counts.
     """
-    halves = [_nanmean(dist[..., h], axis=-1) for h in halves_idx]
+    halves = [_nanmean_at(dist, h) for h in halves_idx]
     raw = np.fmin(*halves) if len(halves) == 2 else halves[0]
     out = raw
     if smooth > 1:  # running median along the track: texture spikes out, cars in
@@ -3081,6 +3083,14 @@ def _nanmean(a, axis=None, keepdims=False):
     count = ok.sum(axis=axis, keepdims=keepdims)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / np.where(count > 0, count, np.nan)
+
+
+def _nanmean_at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``_nanmean(a[..., idx], axis=-1)`` of a 3-D float64 array, bit for bit; compiled
+    (:func:`toolkit._fast.nanmean_at`) for up to ``NANMEAN_AT_MAX`` offsets."""
+    if a.dtype == np.float64 and a.ndim == 3 and idx.size <= NANMEAN_AT_MAX:
+        return nanmean_at(a, np.asarray(idx, np.int64))
+    return _nanmean(a[..., idx], axis=-1)
 
 
 def _nanmedian(a, axis=None):
