@@ -407,5 +407,6 @@ def test_sites_calibrates_a_site_with_hand_counts(site, short_car_site, tmp_path
     )
     cat = read_catalogue(doc)
     assert cat["yard_h"].hand_counts == hand_csv and "hand counts" in cat.summary()
+    assert f"<td>{hand_csv}</td>" in cat._repr_html_()
     with pytest.raises(toolkit.InputError, match="cannot go with hand counts"):
         site_counts(cat, count_options={"threshold": 4.0})

@@ -124,12 +124,14 @@ class SiteCatalogue:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(str(s.tracks))}</td>"
-            f"<td>{html.escape(', '.join(s.scenes))}</td></tr>"
+            f"<td>{html.escape(', '.join(s.scenes))}</td>"
+            f"<td>{html.escape(str(s.hand_counts or ''))}</td></tr>"
             for s in self.sites
         )
         return (
             f"<table><caption>Site catalogue {html.escape(self.source)}</caption>"
-            f"<tr><th>name</th><th>tracks</th><th>scenes</th></tr>{rows}</table>"
+            f"<tr><th>name</th><th>tracks</th><th>scenes</th><th>hand counts</th></tr>"
+            f"{rows}</table>"
         )
 
 
