@@ -322,8 +322,62 @@ def scene_distances(
     neighbour's shadow, and where ``haze[k, a]`` is 2 the haze distances
     above (an explanation that leaves the noise's distances alone). NaN
     samples give NaN distances and count as lit.
+
+    Three bands (the common case) run a copy of the loops compiled for exactly three, which
+    unrolls them (0.46 -> 0.31 s over the sample's 273 calls); any other count runs the
+    same code for its count. The numbers are the same either way.
     """
-    n_k, n_a, n_c, n_b = nt.shape
+    if nt.shape[-1] == 3:
+        return _scene_distances(
+            nt,
+            r,
+            k_sh,
+            use_shadow,
+            reached,
+            scale_lo,
+            scale_hi,
+            haze,
+            light_lo,
+            light_hi,
+            across_w,
+            penumbra,
+            3,
+        )
+    return _scene_distances(
+        nt,
+        r,
+        k_sh,
+        use_shadow,
+        reached,
+        scale_lo,
+        scale_hi,
+        haze,
+        light_lo,
+        light_hi,
+        across_w,
+        penumbra,
+        nt.shape[-1],
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scene_distances(
+    nt,
+    r,
+    k_sh,
+    use_shadow,
+    reached,
+    scale_lo,
+    scale_hi,
+    haze,
+    light_lo,
+    light_hi,
+    across_w,
+    penumbra,
+    n_b,
+):  # pragma: no cover - compiled
+    # scene_distances for ``n_b`` bands (inlined into it, so a constant count unrolls)
+    n_k, n_a, n_c, _ = nt.shape
     d = np.empty((n_k, n_a, n_c), np.float64)
     d_plain = np.empty((n_k, n_a, n_c), np.float64)
     lit = np.ones((n_k, n_a, n_c), np.bool_)
@@ -371,7 +425,7 @@ def scene_distances(
                     # the edge of a neighbour's shadow: a blend of the shade and the light
                     for b in range(n_b):
                         edge[b] = sc * sh[b] - r[k, a, c, b]
-                    d_pen = _blend_distance(nt, r, k, a, c, edge, 1.0)
+                    d_pen = _blend_distance(nt, r, k, a, c, edge, 1.0, n_b)
             d_haze = np.nan
             if haze[k, a]:
                 mean_r = 0.0
@@ -383,7 +437,7 @@ def scene_distances(
                 mean_r = mean_r / m if m > 0 else np.nan
                 for b in range(n_b):
                     seg[b] = 3.0 * mean_r - r[k, a, c, b]
-                d_haze = _blend_distance(nt, r, k, a, c, seg, 0.6)
+                d_haze = _blend_distance(nt, r, k, a, c, seg, 0.6, n_b)
                 num = 0.0
                 den = 0.0
                 for b in range(n_b):
@@ -412,17 +466,17 @@ def scene_distances(
 
 
 @njit(cache=True)
-def _blend_distance(nt, r, k, a, c, step, t_max):  # pragma: no cover - compiled
+def _blend_distance(nt, r, k, a, c, step, t_max, n_b):  # pragma: no cover - compiled
     """Distance from ``nt[k, a, c]`` to the nearest ``r[k, a, c] + t * step`` with the
-    least-squares ``t`` clipped to ``[0, t_max]``."""
+    least-squares ``t`` clipped to ``[0, t_max]``; ``n_b`` bands (``step.size``)."""
     num = 0.0
     den = 0.0
-    for b in range(step.size):
+    for b in range(n_b):
         num += (np.float64(nt[k, a, c, b]) - r[k, a, c, b]) * step[b]
         den += step[b] * step[b]
     t = _clip(num / max(den, 1e-12), 0.0, t_max)
     s = 0.0
-    for b in range(step.size):
+    for b in range(n_b):
         s += (np.float64(nt[k, a, c, b]) - r[k, a, c, b] - t * step[b]) ** 2
     return np.sqrt(s)
 
@@ -524,7 +578,11 @@ def masked_median_over_time(n, use, places):  # pragma: no cover - compiled
         for c in range(n_c):
             for b in range(n_b):
                 j = c * n_b + b
-                out[k, a, c, b] = _quickselect_median(buf[j], cnt[j])
+                m = cnt[j]
+                if 0 < m <= _RANK_MAX:  # called here directly, the ranking runs 10 % faster
+                    out[k, a, c, b] = _rank_median(buf[j], m)
+                else:
+                    out[k, a, c, b] = _quickselect_median(buf[j], m)
     return out
 
 
